@@ -1,0 +1,44 @@
+"""
+retina_plugin: RetinaNet (Lin et al., "Focal Loss for Dense Object Detection") for Detectron2.
+
+Importing the package registers its components in Detectron2's registries:
+  META_ARCH_REGISTRY         RetinaNetPlugin
+  BACKBONE_REGISTRY          build_retina_plugin_resnet_fpn_backbone
+  ANCHOR_GENERATOR_REGISTRY  RetinaAnchorGenerator
+  RETINA_HEAD_REGISTRY       FocalLossHead
+  RETINA_POSTPROCESS_REGISTRY DecodeAndNMS
+"""
+try:
+    import detectron2  # noqa: F401
+except ImportError as e:
+    raise ImportError(
+        "retina_plugin needs Detectron2, which is not on PyPI under its own name. Install it "
+        "from source as its INSTALL.md says:\n"
+        "    pip install 'git+https://github.com/facebookresearch/detectron2.git'\n"
+        "or, without network access to GitHub, run this project's setup, which installs a pinned "
+        "wheel of Detectron2's Python sources (sal-detectron2 0.7.2, sha256-checked):\n"
+        "    make setup        (or: bash scripts/setup_venv.sh)"
+    ) from e
+
+from .anchor_generator import RetinaAnchorGenerator
+from .backbone import RetinaP6P7, build_retina_plugin_resnet_fpn_backbone
+from .config import add_retina_plugin_config, check_retina_plugin_config, get_retina_plugin_cfg
+from .focal_loss import sigmoid_focal_loss
+from .head import RETINA_HEAD_REGISTRY, FocalLossHead
+from .meta_arch import RetinaNetPlugin
+from .postprocess import RETINA_POSTPROCESS_REGISTRY, DecodeAndNMS
+
+__all__ = [
+    "RetinaAnchorGenerator",
+    "RetinaP6P7",
+    "build_retina_plugin_resnet_fpn_backbone",
+    "add_retina_plugin_config",
+    "check_retina_plugin_config",
+    "get_retina_plugin_cfg",
+    "sigmoid_focal_loss",
+    "RETINA_HEAD_REGISTRY",
+    "FocalLossHead",
+    "RetinaNetPlugin",
+    "RETINA_POSTPROCESS_REGISTRY",
+    "DecodeAndNMS",
+]

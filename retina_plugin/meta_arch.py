@@ -1,0 +1,173 @@
+"""RetinaNetPlugin: the one-stage detector of Lin et al. 2017 as a Detectron2 meta-architecture."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+from detectron2.config import configurable
+from detectron2.layers import move_device_like
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_anchor_generator, build_backbone
+from detectron2.modeling.matcher import Matcher
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+
+from .config import check_retina_plugin_config
+from .head import build_retina_head
+from .postprocess import build_retina_postprocess
+
+
+@META_ARCH_REGISTRY.register()
+class RetinaNetPlugin(nn.Module):
+    """
+    Backbone (ResNet-FPN, P3-P7) -> focal-loss head on every level -> in training, anchor
+    matching and the head's losses; in inference, the postprocessor.
+
+    Takes and returns Detectron2's standard model inputs and outputs, so Detectron2's trainer,
+    evaluators, predictor and checkpointer use it unchanged; its state_dict has the keys of
+    Detectron2's `RetinaNet`, whose checkpoints therefore load into it.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        postprocess,
+        anchor_generator: nn.Module,
+        anchor_matcher: Matcher,
+        num_classes: int,
+        head_in_features: List[str],
+        pixel_mean,
+        pixel_std,
+        loss_normalizer_momentum: float = 0.9,
+        loss_normalizer_init: float = 100.0,
+        input_format: str = "BGR",
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.postprocess = postprocess
+        self.anchor_generator = anchor_generator
+        self.anchor_matcher = anchor_matcher
+        self.num_classes = num_classes
+        self.head_in_features = head_in_features
+        self.loss_normalizer_momentum = loss_normalizer_momentum
+        self.loss_normalizer = loss_normalizer_init
+        self.input_format = input_format
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        check_retina_plugin_config(cfg)
+        node = cfg.MODEL.RETINA_PLUGIN
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in node.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"cfg.MODEL.RETINA_PLUGIN.IN_FEATURES = {list(node.IN_FEATURES)}: the backbone "
+                f"{cfg.MODEL.BACKBONE.NAME} has no {missing}; it outputs {sorted(shapes)}"
+            )
+        feature_shapes = [shapes[f] for f in node.IN_FEATURES]
+        anchor_generator = build_anchor_generator(cfg, feature_shapes)
+        num_anchors = set(anchor_generator.num_cell_anchors)
+        if len(num_anchors) != 1:
+            raise ValueError(f"the head shares weights across levels, so every level needs the same number of anchors, got {anchor_generator.num_cell_anchors}")
+        return {
+            "backbone": backbone,
+            "head": build_retina_head(cfg, feature_shapes, num_anchors.pop()),
+            "postprocess": build_retina_postprocess(cfg),
+            "anchor_generator": anchor_generator,
+            "anchor_matcher": Matcher(
+                [node.BG_IOU_THRESHOLD, node.FG_IOU_THRESHOLD],
+                [0, -1, 1],
+                allow_low_quality_matches=node.ALLOW_LOW_QUALITY_MATCHES,
+            ),
+            "num_classes": node.NUM_CLASSES,
+            "head_in_features": list(node.IN_FEATURES),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "loss_normalizer_momentum": node.LOSS_NORMALIZER_MOMENTUM,
+            "loss_normalizer_init": node.LOSS_NORMALIZER_INIT,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
+        """Normalize, pad and batch the (C, H, W) images of `batched_inputs`."""
+        images = [move_device_like(x["image"], self.pixel_mean) for x in batched_inputs]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        """
+        Args:
+            batched_inputs: Detectron2's model input: per image a dict with "image" (C, H, W)
+                and, in training, "instances" (gt_boxes, gt_classes); optional "height",
+                "width" give the output size in inference.
+        Returns:
+            training: {"loss_cls", "loss_box_reg"}; inference: per image {"instances": Instances}.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        anchors = self.anchor_generator.anchor_tensors(features)
+        pred_logits, pred_anchor_deltas = self.head(features)
+
+        if self.training:
+            if "instances" not in batched_inputs[0]:
+                raise ValueError("RetinaNetPlugin in training mode needs 'instances' in every input")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            all_anchors = torch.cat(anchors)
+            gt_labels, gt_boxes = self.label_anchors(all_anchors, gt_instances)
+            normalizer = self._update_loss_normalizer(gt_labels)
+            return self.head.losses(all_anchors, pred_logits, pred_anchor_deltas, gt_labels, gt_boxes, normalizer)
+
+        output_sizes = [
+            (x.get("height", size[0]), x.get("width", size[1]))
+            for x, size in zip(batched_inputs, images.image_sizes)
+        ]
+        results = self.postprocess(anchors, pred_logits, pred_anchor_deltas, images.image_sizes, output_sizes)
+        return [{"instances": r} for r in results]
+
+    @torch.no_grad()
+    def label_anchors(self, anchors: torch.Tensor, gt_instances: List[Instances]):
+        """
+        Args:
+            anchors: (R, 4) anchors of all levels.
+            gt_instances: per image, Instances with gt_boxes and gt_classes.
+        Returns:
+            gt_labels: (N, R) in {-1 ignored, 0..K-1 class, K background};
+            gt_boxes: (N, R, 4), each anchor's matched ground-truth box (zeros where none).
+        """
+        anchor_boxes = Boxes(anchors)
+        labels, boxes = [], []
+        for gt in gt_instances:
+            if len(gt) == 0:
+                labels.append(torch.full((len(anchors),), self.num_classes, dtype=torch.int64, device=anchors.device))
+                boxes.append(torch.zeros_like(anchors))
+                continue
+            matched_idxs, match_labels = self.anchor_matcher(pairwise_iou(gt.gt_boxes, anchor_boxes))
+            labels_i = gt.gt_classes[matched_idxs]
+            labels_i[match_labels == 0] = self.num_classes
+            labels_i[match_labels == -1] = -1
+            labels.append(labels_i)
+            boxes.append(gt.gt_boxes.tensor[matched_idxs])
+        return torch.stack(labels), torch.stack(boxes)
+
+    def _update_loss_normalizer(self, gt_labels: torch.Tensor) -> float:
+        num_images = gt_labels.shape[0]
+        num_foreground = ((gt_labels >= 0) & (gt_labels != self.num_classes)).sum().item()
+        try:
+            get_event_storage().put_scalar("num_pos_anchors", num_foreground / num_images)
+        except AssertionError:  # called outside a trainer: nothing records scalars
+            pass
+        m = self.loss_normalizer_momentum
+        self.loss_normalizer = m * self.loss_normalizer + (1 - m) * max(num_foreground, 1)
+        return self.loss_normalizer

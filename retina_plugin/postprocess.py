@@ -1,0 +1,107 @@
+"""Turning the head's outputs into detections (paper section 4, "Inference")."""
+import math
+from typing import List, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import batched_nms
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.registry import Registry
+
+RETINA_POSTPROCESS_REGISTRY = Registry("RETINA_POSTPROCESS")
+RETINA_POSTPROCESS_REGISTRY.__doc__ = """
+Registry for RetinaNetPlugin postprocessors, selected by cfg.MODEL.RETINA_PLUGIN.POSTPROCESS_NAME.
+A postprocessor maps per-level logits and deltas to one `Instances` per image.
+"""
+
+
+def build_retina_postprocess(cfg):
+    return RETINA_POSTPROCESS_REGISTRY.get(cfg.MODEL.RETINA_PLUGIN.POSTPROCESS_NAME)(cfg)
+
+
+@RETINA_POSTPROCESS_REGISTRY.register()
+class DecodeAndNMS:
+    """
+    Per level: keep (anchor, class) pairs scoring above `score_thresh`, then the best
+    `topk_candidates`, and decode only their boxes. Then over all levels: class-wise NMS,
+    the best `detections_per_image`, and boxes rescaled and clipped to the output size.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        box2box_transform: Box2BoxTransform,
+        score_thresh: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+    ):
+        self.box2box_transform = box2box_transform
+        self.score_thresh = score_thresh
+        # sigmoid(z) > t  <=>  z > log(t / (1 - t)): threshold the logits, then take the
+        # sigmoid of the few survivors only.
+        self.logit_thresh = math.log(score_thresh / (1 - score_thresh)) if score_thresh > 0 else -math.inf
+        self.topk_candidates = topk_candidates
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+
+    @classmethod
+    def from_config(cls, cfg):
+        node = cfg.MODEL.RETINA_PLUGIN
+        return {
+            "box2box_transform": Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS),
+            "score_thresh": node.SCORE_THRESH_TEST,
+            "topk_candidates": node.TOPK_CANDIDATES_TEST,
+            "nms_thresh": node.NMS_THRESH_TEST,
+            "detections_per_image": node.DETECTIONS_PER_IMAGE,
+        }
+
+    def __call__(
+        self,
+        anchors: List[torch.Tensor],
+        pred_logits: List[torch.Tensor],
+        pred_anchor_deltas: List[torch.Tensor],
+        image_sizes: List[Tuple[int, int]],
+        output_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        """
+        Args:
+            anchors: per level (Hi*Wi*A, 4).
+            pred_logits: per level (N, Hi*Wi*A, K).
+            pred_anchor_deltas: per level (N, Hi*Wi*A, 4).
+            image_sizes: (h, w) of each image as the network saw it (before padding).
+            output_sizes: (h, w) to rescale each image's boxes to (its original size).
+        Returns:
+            N `Instances` with pred_boxes, scores, pred_classes, at the output sizes.
+        """
+        results = []
+        for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
+            detections = self.detect_single_image(
+                anchors, [x[i] for x in pred_logits], [x[i] for x in pred_anchor_deltas], image_size
+            )
+            results.append(detector_postprocess(detections, output_size[0], output_size[1]))
+        return results
+
+    def detect_single_image(self, anchors, logits, deltas, image_size) -> Instances:
+        """anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image."""
+        boxes_all, scores_all, classes_all = [], [], []
+        for anchors_i, logits_i, deltas_i in zip(anchors, logits, deltas):
+            num_classes = logits_i.shape[1]
+            flat = logits_i.reshape(-1)
+            candidates = torch.nonzero(flat > self.logit_thresh).squeeze(1)
+            candidate_logits = flat[candidates]
+            if candidates.numel() > self.topk_candidates:
+                candidate_logits, top = candidate_logits.topk(self.topk_candidates)
+                candidates = candidates[top]
+            anchor_idxs = torch.div(candidates, num_classes, rounding_mode="floor")
+            boxes_all.append(self.box2box_transform.apply_deltas(deltas_i[anchor_idxs], anchors_i[anchor_idxs]))
+            scores_all.append(candidate_logits.sigmoid())
+            classes_all.append(candidates % num_classes)
+        boxes = torch.cat(boxes_all)
+        scores = torch.cat(scores_all)
+        classes = torch.cat(classes_all)
+        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
+        return Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
