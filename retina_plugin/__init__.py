@@ -10,7 +10,7 @@ Importing the package registers its components in Detectron2's registries:
 """
 try:
     import detectron2  # noqa: F401
-except ImportError as e:
+except ImportError:
     raise ImportError(
         "retina_plugin needs Detectron2, which is not on PyPI under its own name. Install it "
         "from source as its INSTALL.md says:\n"
@@ -18,7 +18,7 @@ except ImportError as e:
         "or, without network access to GitHub, run this project's setup, which installs a pinned "
         "wheel of Detectron2's Python sources (sal-detectron2 0.7.2, sha256-checked):\n"
         "    make setup        (or: bash scripts/setup_venv.sh)"
-    ) from e
+    ) from None
 
 from .anchor_generator import RetinaAnchorGenerator
 from .backbone import RetinaP6P7, build_retina_plugin_resnet_fpn_backbone

@@ -1,0 +1,18 @@
+# One entry point: `make test` (set up + run the tests), `make run` (set up + the embedded run).
+.PHONY: setup test test-slow run clean
+
+setup:
+	bash scripts/setup_venv.sh
+
+test: setup
+	.venv/bin/python -m pytest -q tests
+
+# Long runs (the full embedded training to its AP target), skipped by `make test`.
+test-slow: setup
+	.venv/bin/python -m pytest -q -m slow tests
+
+run: setup
+	bash scripts/run_embedded.sh
+
+clean:
+	rm -rf output datasets

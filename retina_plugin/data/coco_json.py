@@ -1,0 +1,105 @@
+"""Register a user's COCO-format detection dataset, checking its json when it is registered."""
+import json
+import numbers
+import os
+
+__all__ = ["register_coco_json", "validate_coco_json"]
+
+
+def _short(entry, limit=200):
+    text = repr(entry)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def validate_coco_json(json_file):
+    """
+    Check that `json_file` is a COCO instances json that Detectron2's `load_coco_json` can
+    read, and raise a ValueError naming the file and the first offending entry if it is not:
+    the file is missing or not json; `images`, `annotations` or `categories` is missing or not
+    a list; there are no categories; a category lacks id/name; an image lacks id/file_name/height/width; an annotation
+    lacks id, has a `bbox` that is not 4 numbers, or refers to an unknown image_id or
+    category_id; image, annotation or category ids repeat. Category ids need not be 1..K.
+
+    Returns:
+        dict: the parsed json.
+    """
+    path = os.fspath(json_file)
+
+    def fail(msg):
+        raise ValueError(f"Invalid COCO json {path}: {msg}")
+
+    if not os.path.isfile(path):
+        fail("file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"cannot be read as json ({e})")
+    if not isinstance(data, dict):
+        fail(f"top level is a {type(data).__name__}, expected an object")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            fail(f"missing the top-level key {key!r}")
+        if not isinstance(data[key], list):
+            fail(f"{key!r} is a {type(data[key]).__name__}, expected a list")
+
+    def ids_of(key, required):
+        ids = set()
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                fail(f"{key}[{i}] is not an object: {_short(entry)}")
+            missing = [k for k in required if k not in entry]
+            if missing:
+                fail(f"{key}[{i}] lacks {', '.join(missing)}: {_short(entry)}")
+            if entry["id"] in ids:
+                fail(f"{key}[{i}] repeats id {entry['id']!r}: {_short(entry)}")
+            ids.add(entry["id"])
+        return ids
+
+    if not data["categories"]:
+        fail("'categories' is empty")
+    category_ids = ids_of("categories", ("id", "name"))
+    image_ids = ids_of("images", ("id", "file_name", "height", "width"))
+    ids_of("annotations", ("id", "image_id", "category_id", "bbox"))
+    for i, ann in enumerate(data["annotations"]):
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            fail(f"annotations[{i}] bbox is not 4 numbers [x, y, width, height]: {_short(ann)}")
+        if ann["image_id"] not in image_ids:
+            fail(f"annotations[{i}] has image_id {ann['image_id']!r}, not among the images: "
+                 f"{_short(ann)}")
+        if ann["category_id"] not in category_ids:
+            fail(f"annotations[{i}] has category_id {ann['category_id']!r}, not among the "
+                 f"categories {sorted(category_ids, key=str)}: {_short(ann)}")
+    return data
+
+
+def register_coco_json(name, json_file, image_root):
+    """
+    Register the COCO-format dataset `json_file` (images under `image_root`) as `name` in
+    Detectron2's DatasetCatalog and MetadataCatalog, through `register_coco_instances`
+    (evaluator_type "coco"; thing_classes and the map from the json's category ids to
+    contiguous ids 0..K-1 are set when the dataset is first loaded).
+
+    The json is validated now (`validate_coco_json`), so a malformed file fails here with a
+    ValueError naming the file and entry rather than later inside data loading. A `name`
+    registered before is replaced.
+
+    Returns:
+        detectron2.data.Metadata: the dataset's metadata.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    validate_coco_json(json_file)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, json_file, image_root)
+    return MetadataCatalog.get(name)

@@ -1,0 +1,60 @@
+"""The YAML configs, and the package's import-time checks."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retina_plugin import get_retina_plugin_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_yaml_loads_safely_and_merges(path):
+    assert isinstance(yaml.safe_load(path.read_text()), dict)  # no !!python tags
+    cfg = get_retina_plugin_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.MODEL.META_ARCHITECTURE == "RetinaNetPlugin"
+    assert cfg.MODEL.BACKBONE.NAME == "build_retina_plugin_resnet_fpn_backbone"
+    assert cfg.MODEL.ANCHOR_GENERATOR.NAME == "RetinaAnchorGenerator"
+
+
+@pytest.mark.parametrize("name,depth", [("retinanet_R50.yaml", 50), ("retinanet_R101.yaml", 101)])
+def test_paper_schedule(name, depth):
+    cfg = get_retina_plugin_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / name))
+    assert cfg.MODEL.RESNETS.DEPTH == depth
+    assert cfg.MODEL.WEIGHTS == f"detectron2://ImageNetPretrained/MSRA/R-{depth}.pkl"
+    assert cfg.MODEL.RESNETS.NORM == "FrozenBN"
+    assert cfg.SOLVER.IMS_PER_BATCH == 16
+    assert cfg.SOLVER.BASE_LR == 0.01
+    assert tuple(cfg.SOLVER.STEPS) == (60000, 80000)
+    assert cfg.SOLVER.MAX_ITER == 90000
+    assert cfg.SOLVER.MOMENTUM == 0.9
+    assert cfg.SOLVER.WEIGHT_DECAY == 1e-4
+    assert cfg.SOLVER.WARMUP_ITERS > 0 and cfg.SOLVER.WARMUP_METHOD == "linear"
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MIN_SIZE_TEST == 800
+    assert cfg.INPUT.RANDOM_FLIP == "horizontal"
+    assert tuple(cfg.DATASETS.TRAIN) == ("coco_2017_train",)
+    assert tuple(cfg.DATASETS.TEST) == ("coco_2017_val",)
+    node = cfg.MODEL.RETINA_PLUGIN
+    assert node.NUM_CLASSES == 80
+    assert list(node.ANCHOR_SIZES) == [32, 64, 128, 256, 512]
+    assert len(node.ANCHOR_OCTAVE_SCALES) * len(node.ANCHOR_ASPECT_RATIOS) == 9
+    assert (node.FOCAL_LOSS_ALPHA, node.FOCAL_LOSS_GAMMA, node.PRIOR_PROB) == (0.25, 2.0, 0.01)
+    assert (node.BG_IOU_THRESHOLD, node.FG_IOU_THRESHOLD) == (0.4, 0.5)
+    assert (node.SCORE_THRESH_TEST, node.TOPK_CANDIDATES_TEST, node.NMS_THRESH_TEST) == (0.05, 1000, 0.5)
+    assert node.DETECTIONS_PER_IMAGE == 100
+
+
+def test_import_without_detectron2_says_how_to_install():
+    # sys.modules[name] = None makes `import name` raise ImportError, as on a machine without it.
+    code = "import sys; sys.modules['detectron2'] = None; import retina_plugin"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "retina_plugin needs Detectron2" in proc.stderr
+    assert "git+https://github.com/facebookresearch/detectron2.git" in proc.stderr
+    assert "make setup" in proc.stderr
