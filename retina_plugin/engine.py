@@ -78,7 +78,7 @@ def _register_user_datasets(args, cfg):
     cfg.merge_from_list(opts)
 
 
-def _register_named_datasets(cfg):
+def register_config_datasets(cfg):
     """Register the embedded datasets a config names (generating them the first time)."""
     from .data import register_shapes_dataset
 
@@ -95,7 +95,7 @@ def setup(args):
     _register_user_datasets(args, cfg)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    _register_named_datasets(cfg)
+    register_config_datasets(cfg)
     default_setup(cfg, args)
     return cfg
 

@@ -12,7 +12,7 @@ start=$(date +%s)
 # Generates the dataset the first time (deterministic), prints where it is.
 DATA=$($PY -c "from retina_plugin.data import register_shapes_dataset; print(register_shapes_dataset())" | tail -n 1)
 $PY tools/train_net.py --config-file "$CONFIG" OUTPUT_DIR "$OUT" "$@"
-$PY tools/demo.py --config-file "$CONFIG" --input "$DATA/val" --max-images 8 \
+$PY tools/demo.py --config-file "$CONFIG" --input "$DATA/val/00000?.png" \
   --output "$OUT/demo" --confidence-threshold 0.5 --opts MODEL.WEIGHTS "$OUT/model_final.pth" "$@"
 $PY tools/plot_metrics.py "$OUT" --out "$OUT/metrics.png"
 

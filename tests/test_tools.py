@@ -1,0 +1,279 @@
+"""
+End-to-end tests of the command-line tools, each run as a real subprocess from the repo root:
+tools/demo.py (images, a video, a missing input) with a small random-init RetinaNetPlugin on
+the CPU, and tools/plot_metrics.py on a synthetic metrics.json.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from retina_plugin.plot import MetricsError, load_metrics
+from retina_plugin.predictor import (
+    DemoInputError,
+    image_output_paths,
+    read_bgr_image,
+    resolve_image_inputs,
+    video_output_path,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_CONFIG = os.path.join("configs", "Base-RetinaNetPlugin.yaml")
+
+# A ResNet-18 RetinaNetPlugin with random weights on the CPU. PRIOR_PROB 0.5 puts every score
+# near 0.5, so with --confidence-threshold 0.3 it detects (random) boxes on any image; 20 per
+# image keep the drawing fast.
+SMALL_MODEL_OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.WEIGHTS", "",
+    "MODEL.RESNETS.DEPTH", "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+    "MODEL.RESNETS.NORM", "BN",
+    "MODEL.BACKBONE.FREEZE_AT", "0",
+    "MODEL.RETINA_PLUGIN.NUM_CLASSES", "3",
+    "MODEL.RETINA_PLUGIN.PRIOR_PROB", "0.5",
+    "MODEL.RETINA_PLUGIN.DETECTIONS_PER_IMAGE", "20",
+    "INPUT.MIN_SIZE_TEST", "256",
+    "INPUT.MAX_SIZE_TEST", "512",
+]  # fmt: skip
+
+
+def run_tool(script, *args, timeout=180):
+    """Run `python tools/<script> args...` from the repo root; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join("tools", script), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_demo(*args):
+    """Run tools/demo.py with the small random model and a low threshold; fail with its output."""
+    result = run_tool(
+        "demo.py",
+        "--config-file", BASE_CONFIG,
+        "--confidence-threshold", "0.3",
+        *args,
+        "--opts", *SMALL_MODEL_OPTS,
+    )  # fmt: skip
+    assert result.returncode == 0, f"demo.py failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def synthetic_image(height, width, seed):
+    """A BGR image: a flat background with a few filled rectangles."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), 180, dtype=np.uint8)
+    for _ in range(3):
+        x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        x1, y1 = x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2))
+        color = tuple(int(c) for c in rng.integers(0, 255, size=3))
+        cv2.rectangle(image, (x0, y0), (x1, y1), color, thickness=-1)
+    return image
+
+
+def count_changed_pixels(a, b, min_difference=30):
+    """The number of pixels of which some channel differs by more than `min_difference`."""
+    difference = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)
+    return int((difference > min_difference).sum())
+
+
+def write_video(path, frames, fps=10.0):
+    """Write BGR `frames` to an mp4v video."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def read_video(path):
+    """All frames of a video, and its frame rate."""
+    video = cv2.VideoCapture(str(path))
+    assert video.isOpened(), f"cannot open {path}"
+    fps = video.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        success, frame = video.read()
+        if not success:
+            break
+        frames.append(frame)
+    video.release()
+    return frames, fps
+
+
+# --------------------------------------------------------------------------------------------
+# tools/demo.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_demo_draws_detections_on_images(tmp_path):
+    inputs = {"first.png": synthetic_image(120, 160, seed=0), "second.png": synthetic_image(96, 144, seed=1)}
+    input_dir = tmp_path / "images"
+    input_dir.mkdir()
+    for name, image in inputs.items():
+        cv2.imwrite(str(input_dir / name), image)
+    (input_dir / "notes.txt").write_text("not an image, skipped when the directory is the input")
+    output_dir = tmp_path / "annotated"
+
+    result = run_demo("--input", str(input_dir), "--output", str(output_dir))
+
+    log = result.stdout + result.stderr
+    assert sorted(os.listdir(output_dir)) == sorted(inputs)
+    for name, image in inputs.items():
+        written = cv2.imread(str(output_dir / name))
+        assert written is not None, f"{name} was not written; output:\n{log}"
+        assert written.shape == image.shape
+        assert count_changed_pixels(written, image) > 100, "no boxes drawn"
+        assert f"{name}: detected" in log
+    assert "instances in" in log
+
+
+def test_demo_missing_input_fails_naming_the_path(tmp_path):
+    missing = tmp_path / "does_not_exist.jpg"
+    result = run_tool(
+        "demo.py", "--config-file", BASE_CONFIG, "--input", str(missing), "--output", str(tmp_path / "out"),
+        "--opts", *SMALL_MODEL_OPTS,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_annotates_every_video_frame(tmp_path):
+    frames = [synthetic_image(96, 128, seed=10 + i) for i in range(5)]
+    video_path = tmp_path / "clip.mp4"
+    write_video(video_path, frames, fps=10.0)
+    output_dir = tmp_path / "annotated"
+
+    run_demo("--video-input", str(video_path), "--output", str(output_dir))
+
+    out_frames, fps = read_video(output_dir / "clip.mp4")
+    assert len(out_frames) == 5
+    assert fps == pytest.approx(10.0)
+    assert out_frames[0].shape == frames[0].shape
+
+
+def test_input_helpers_report_bad_paths(tmp_path):
+    not_an_image = tmp_path / "broken.png"
+    not_an_image.write_text("this is not a PNG")
+    with pytest.raises(DemoInputError, match="broken.png"):
+        read_bgr_image(str(not_an_image))
+    with pytest.raises(DemoInputError, match="no file"):
+        resolve_image_inputs([str(tmp_path / "*.jpg")])
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(DemoInputError, match="empty"):
+        resolve_image_inputs([str(empty_dir)])
+    images = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")]
+    with pytest.raises(DemoInputError, match="both be written"):
+        image_output_paths(images, str(tmp_path / "out"))
+    with pytest.raises(DemoInputError, match="must be a directory"):
+        image_output_paths(images, str(tmp_path / "out.png"))
+    with pytest.raises(DemoInputError, match="overwrite"):
+        image_output_paths(images[:1], str(tmp_path / "a"))
+
+
+def test_output_paths(tmp_path):
+    images = [str(tmp_path / "in" / "x.png"), str(tmp_path / "in" / "y.jpg")]
+    out_dir = tmp_path / "out"
+    assert image_output_paths(images, str(out_dir)) == [str(out_dir / "x.png"), str(out_dir / "y.jpg")]
+    assert out_dir.is_dir()
+    out_file = tmp_path / "new" / "annotated.png"
+    assert image_output_paths(images[:1], str(out_file)) == [str(out_file)]
+    assert out_file.parent.is_dir()
+    assert video_output_path(str(tmp_path / "clip.avi"), str(out_dir)) == str(out_dir / "clip.mp4")
+
+
+# --------------------------------------------------------------------------------------------
+# tools/plot_metrics.py
+# --------------------------------------------------------------------------------------------
+
+
+def write_metrics(path):
+    """A metrics.json as Detectron2's JSONWriter writes it, plus one malformed line."""
+    lines = []
+    for it in range(19, 400, 20):
+        loss_cls, loss_box = 1.1 * 0.995**it, 0.7 * 0.997**it
+        lines.append(
+            json.dumps(
+                {
+                    "data_time": 0.01,
+                    "iteration": it,
+                    "loss_box_reg": loss_box,
+                    "loss_cls": loss_cls,
+                    "lr": 0.01 * min(1.0, (it + 1) / 100),
+                    "time": 0.3,
+                    "total_loss": loss_cls + loss_box,
+                }
+            )
+        )
+        if it == 199:
+            lines.append('{"iteration": 219, "loss_cls": 0.5')  # truncated line
+    for it, ap in ((199, 12.5), (399, 20.0)):
+        evaluation = {"bbox/AP": ap, "bbox/AP50": 2 * ap, "bbox/AP75": ap - 1, "bbox/APs": ap / 4}
+        lines.append(json.dumps({**evaluation, "iteration": it}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_plot_metrics_writes_png(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_metrics(run_dir / "metrics.json")
+
+    result = run_tool("plot_metrics.py", str(run_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "Skipped 1 malformed" in result.stderr
+    png = cv2.imread(str(run_dir / "metrics.png"))
+    assert png is not None
+    assert png.shape[0] >= 400 and png.shape[1] >= 400
+    assert png.std() > 5, "the plot is blank"
+
+    log = load_metrics(str(run_dir / "metrics.json"))
+    assert log.num_skipped == 1 and log.num_lines == 22
+    assert log.loss_keys() == ["total_loss", "loss_box_reg", "loss_cls"]
+    assert [it for it, _ in log.series["bbox/AP"]] == [199, 399]
+
+
+def test_plot_metrics_without_evaluation_and_custom_out(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"iteration": 0, "total_loss": 1.8, "loss_cls": 1.1, "lr": 1e-5}) + "\n")
+    out = tmp_path / "plots" / "curves.png"
+
+    result = run_tool("plot_metrics.py", str(metrics), "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(out)) is not None
+    assert load_metrics(str(metrics)).ap_keys() == []
+
+
+@pytest.mark.parametrize("content", [None, ""], ids=["missing", "empty"])
+def test_plot_metrics_fails_clearly_without_metrics(tmp_path, content):
+    metrics = tmp_path / "metrics.json"
+    if content is not None:
+        metrics.write_text(content)
+
+    result = run_tool("plot_metrics.py", str(tmp_path))
+
+    assert result.returncode != 0
+    assert str(metrics) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "metrics.png").exists()
+
+
+def test_load_metrics_rejects_file_without_usable_lines(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('not json\n{"no_iteration": 1}\n[1, 2]\n{"iteration": 5, "time": 0.2}\n')
+    expected = "No usable lines in .*metrics.json: 1 well-formed and 3 malformed"
+    with pytest.raises(MetricsError, match=expected):
+        load_metrics(str(metrics))
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        load_metrics(str(tmp_path / "nothing.json"))
