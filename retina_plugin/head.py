@@ -10,7 +10,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.utils.registry import Registry
 from fvcore.nn import giou_loss, smooth_l1_loss
 
-from .focal_loss import sigmoid_focal_loss
+from .focal_loss import sigmoid_focal_loss_from_labels
 
 RETINA_HEAD_REGISTRY = Registry("RETINA_HEAD")
 RETINA_HEAD_REGISTRY.__doc__ = """
@@ -138,17 +138,12 @@ class FocalLossHead(nn.Module):
         Returns:
             {"loss_cls", "loss_box_reg"}: scalars.
         """
-        logits = torch.cat(pred_logits, dim=1)  # (N, R, K)
-        valid = gt_labels >= 0
-        foreground = valid & (gt_labels != self.num_classes)
-
-        valid_labels = gt_labels[valid]
-        # One-hot over K classes; the background label K gives an all-zero row.
-        targets = valid_labels[:, None] == torch.arange(self.num_classes, device=logits.device)
-        loss_cls = sigmoid_focal_loss(
-            logits[valid], targets, self.focal_loss_alpha, self.focal_loss_gamma, reduction="sum"
+        logits = torch.cat(pred_logits, dim=1).view(-1, self.num_classes)  # (N*R, K)
+        loss_cls = sigmoid_focal_loss_from_labels(
+            logits, gt_labels.view(-1), self.focal_loss_alpha, self.focal_loss_gamma
         )
 
+        foreground = (gt_labels >= 0) & (gt_labels != self.num_classes)
         fg_deltas = torch.cat(pred_anchor_deltas, dim=1)[foreground]  # (F, 4)
         fg_anchors = anchors.unsqueeze(0).expand_as(gt_boxes)[foreground]
         fg_gt_boxes = gt_boxes[foreground]

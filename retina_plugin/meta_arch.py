@@ -14,6 +14,8 @@ from .config import check_retina_plugin_config
 from .head import build_retina_head
 from .postprocess import build_retina_postprocess
 
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 @META_ARCH_REGISTRY.register()
 class RetinaNetPlugin(nn.Module):
@@ -42,6 +44,8 @@ class RetinaNetPlugin(nn.Module):
         loss_normalizer_momentum: float = 0.9,
         loss_normalizer_init: float = 100.0,
         input_format: str = "BGR",
+        channels_last: bool = False,
+        inference_dtype: str = "float32",
     ):
         super().__init__()
         self.backbone = backbone
@@ -56,6 +60,15 @@ class RetinaNetPlugin(nn.Module):
         self.input_format = input_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if inference_dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {tuple(INFERENCE_DTYPES)}")
+        self.inference_dtype = inference_dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            # The CPU (oneDNN) and cuDNN convolution kernels work in NHWC; NCHW weights and
+            # activations are reordered on every call. NHWC also makes the head's
+            # (N, A*K, H, W) -> (N, H*W*A, K) reshape free.
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
@@ -91,6 +104,8 @@ class RetinaNetPlugin(nn.Module):
             "loss_normalizer_momentum": node.LOSS_NORMALIZER_MOMENTUM,
             "loss_normalizer_init": node.LOSS_NORMALIZER_INIT,
             "input_format": cfg.INPUT.FORMAT,
+            "channels_last": node.CHANNELS_LAST,
+            "inference_dtype": node.INFERENCE_DTYPE,
         }
 
     @property
@@ -115,10 +130,15 @@ class RetinaNetPlugin(nn.Module):
             training: {"loss_cls", "loss_box_reg"}; inference: per image {"instances": Instances}.
         """
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        features = [features[f] for f in self.head_in_features]
+        low_precision = not self.training and self.inference_dtype != "float32"
+        with torch.autocast(self.device.type, dtype=INFERENCE_DTYPES[self.inference_dtype], enabled=low_precision):
+            features = self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
+            features = [features[f] for f in self.head_in_features]
+            pred_logits, pred_anchor_deltas = self.head(features)
+        if low_precision:  # decode and NMS in float32
+            pred_logits = [x.float() for x in pred_logits]
+            pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
         anchors = self.anchor_generator.anchor_tensors(features)
-        pred_logits, pred_anchor_deltas = self.head(features)
 
         if self.training:
             if "instances" not in batched_inputs[0]:

@@ -1,0 +1,61 @@
+"""Shared helpers: a small CPU config (ResNet-18, 3 classes) and a synthetic training batch."""
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+
+import retina_plugin  # noqa: F401  (registers the plugin's components)
+from retina_plugin import get_retina_plugin_cfg
+
+
+def _small_cfg():
+    cfg = get_retina_plugin_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNetPlugin"
+    cfg.MODEL.BACKBONE.NAME = "build_retina_plugin_resnet_fpn_backbone"
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "RetinaAnchorGenerator"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RETINA_PLUGIN.NUM_CLASSES = 3
+    return cfg
+
+
+def _make_batch(counts=(3, 1, 0), sizes=((160, 224), (128, 200), (150, 160)), num_classes=3, seed=1):
+    """One input dict per entry of `counts` (that many random ground-truth boxes), images 0..255."""
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for n, (h, w) in zip(counts, sizes):
+        image = torch.rand(3, h, w, generator=g) * 255
+        inst = Instances((h, w))
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+        wh = torch.rand(n, 2, generator=g) * 60 + 10
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+        inst.gt_classes = torch.randint(0, num_classes, (n,), generator=g)
+        batch.append({"image": image, "instances": inst})
+    return batch
+
+
+@pytest.fixture
+def single_thread():
+    """
+    Run a test on one intra-op thread. The test machines are small and shared: with two OpenMP
+    threads competing with other processes for two cores, the convolutions run ~10x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def small_cfg():
+    """A fresh RetinaNetPlugin config: ResNet-18 (RES2 64 channels), 3 classes, CPU."""
+    return _small_cfg()
+
+
+@pytest.fixture
+def make_batch():
+    """make_batch(counts, sizes, num_classes, seed) -> list of model input dicts with instances."""
+    return _make_batch
