@@ -89,17 +89,20 @@ class DecodeAndNMS:
         """anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image."""
         boxes_all, scores_all, classes_all = [], [], []
         for anchors_i, logits_i, deltas_i in zip(anchors, logits, deltas):
-            num_classes = logits_i.shape[1]
-            flat = logits_i.reshape(-1)
-            candidates = torch.nonzero(flat > self.logit_thresh).squeeze(1)
-            candidate_logits = flat[candidates]
-            if candidates.numel() > self.topk_candidates:
+            # Most anchors have no class above the threshold: find the rows that do with one
+            # max per anchor, then search only those rows. Candidates stay in (anchor, class)
+            # order, as a search of the whole matrix would give them.
+            rows = torch.nonzero(logits_i.amax(dim=1) > self.logit_thresh).squeeze(1)
+            row_logits = logits_i[rows]
+            row_idxs, classes = torch.nonzero(row_logits > self.logit_thresh).unbind(1)
+            candidate_logits = row_logits[row_idxs, classes]
+            if candidate_logits.numel() > self.topk_candidates:
                 candidate_logits, top = candidate_logits.topk(self.topk_candidates)
-                candidates = candidates[top]
-            anchor_idxs = torch.div(candidates, num_classes, rounding_mode="floor")
+                row_idxs, classes = row_idxs[top], classes[top]
+            anchor_idxs = rows[row_idxs]
             boxes_all.append(self.box2box_transform.apply_deltas(deltas_i[anchor_idxs], anchors_i[anchor_idxs]))
             scores_all.append(candidate_logits.sigmoid())
-            classes_all.append(candidates % num_classes)
+            classes_all.append(classes)
         boxes = torch.cat(boxes_all)
         scores = torch.cat(scores_all)
         classes = torch.cat(classes_all)

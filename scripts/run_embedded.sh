@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 CONFIG=configs/shapes_R18_cpu.yaml
-OUT=output/shapes_R18_cpu
+OUT=${RETINA_PLUGIN_OUTPUT:-output/shapes_R18_cpu}
 start=$(date +%s)
 
 # Generates the dataset the first time (deterministic), prints where it is.

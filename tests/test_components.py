@@ -366,6 +366,7 @@ def test_decode_and_nms_no_candidates(small_cfg):
         ("FOCAL_LOSS_GAMMA", -1.0),
         ("TOPK_CANDIDATES_TEST", 0),
         ("ANCHOR_ASPECT_RATIOS", []),
+        ("INFERENCE_DTYPE", "int8"),
     ],
 )
 def test_bad_config_raises_at_build_time(small_cfg, key, value):
@@ -381,3 +382,25 @@ def test_bad_config_also_rejected_by_backbone_builder(small_cfg):
     small_cfg.MODEL.RETINA_PLUGIN.P6_SOURCE = "res4"
     with pytest.raises(ValueError, match="P6_SOURCE"):
         build_backbone(small_cfg)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_inference_dtype_bfloat16_runs_backbone_and_head_in_bf16(small_cfg, make_batch, channels_last):
+    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.2  # random weights: scores near 0.2, many detections
+    small_cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "bfloat16"
+    small_cfg.MODEL.RETINA_PLUGIN.CHANNELS_LAST = channels_last
+    model = build_model(small_cfg).eval()
+    seen = []
+    model.head.cls_score.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    batch = [{"image": x["image"]} for x in make_batch(counts=(0,), sizes=((128, 160),))]
+    with torch.no_grad():
+        instances = model(batch)[0]["instances"]
+    assert seen and set(seen) == {torch.bfloat16}
+    assert len(instances) > 0
+    assert instances.scores.dtype == torch.float32 and instances.pred_boxes.tensor.dtype == torch.float32
+    # Training is never affected by the inference precision.
+    model.train()
+    seen.clear()
+    with EventStorage():
+        model(make_batch(counts=(1,), sizes=((128, 160),)))
+    assert set(seen) == {torch.float32}
