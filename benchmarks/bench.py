@@ -61,7 +61,7 @@ CLS_LOGIT_STD = 1.0
 BOX_DELTA_STD = 0.2
 CALIBRATION_SIZE = (256, 384)
 TRAIN_LR = 1e-3
-WARMUP = {"inference": 1, "postprocess": 2, "train_step": 1, "loss_backward": 2}
+WARMUP = {"inference": 1, "inference_bf16": 1, "postprocess": 2, "train_step": 1, "loss_backward": 2}
 
 
 # ------------------------------------------------------------------------------ inputs
