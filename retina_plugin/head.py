@@ -138,9 +138,13 @@ class FocalLossHead(nn.Module):
         Returns:
             {"loss_cls", "loss_box_reg"}: scalars.
         """
-        logits = torch.cat(pred_logits, dim=1).view(-1, self.num_classes)  # (N*R, K)
-        loss_cls = sigmoid_focal_loss_from_labels(
-            logits, gt_labels.view(-1), self.focal_loss_alpha, self.focal_loss_gamma
+        # Level by level: concatenating the levels' logits would copy all N*R*K of them.
+        level_labels = gt_labels.split([x.shape[1] for x in pred_logits], dim=1)
+        loss_cls = sum(
+            sigmoid_focal_loss_from_labels(
+                x.reshape(-1, self.num_classes), labels.reshape(-1), self.focal_loss_alpha, self.focal_loss_gamma
+            )
+            for x, labels in zip(pred_logits, level_labels)
         )
 
         foreground = (gt_labels >= 0) & (gt_labels != self.num_classes)
