@@ -2,11 +2,9 @@
 import contextlib
 import functools
 import json
-import logging
 import os
 from pathlib import Path
 
-import torch
 import detectron2.engine.defaults as d2_defaults
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
@@ -14,8 +12,6 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from .config import get_retina_plugin_cfg
-
-logger = logging.getLogger(__name__)
 
 
 class Trainer(DefaultTrainer):
