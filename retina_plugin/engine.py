@@ -1,7 +1,6 @@
 """Training and evaluation with Detectron2's DefaultTrainer; tools/train_net.py is a thin shell."""
 import contextlib
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -65,12 +64,10 @@ def _register_user_datasets(args, cfg):
         if json_file is None or image_root is None:
             raise SystemExit(f"--{split}-json and --{split}-images go together (got {json_file!r}, {image_root!r})")
         name = f"user_{split}_{Path(json_file).stem}"
-        register_coco_json(name, json_file, image_root)
+        metadata = register_coco_json(name, json_file, image_root)
         opts += [key, (name,)]
         if split == "train":
-            with open(json_file) as f:
-                num_classes = len(json.load(f)["categories"])
-            opts += ["MODEL.RETINA_PLUGIN.NUM_CLASSES", num_classes]
+            opts += ["MODEL.RETINA_PLUGIN.NUM_CLASSES", len(metadata.thing_classes)]
     cfg.merge_from_list(opts)
 
 

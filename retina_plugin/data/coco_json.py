@@ -96,10 +96,12 @@ def register_coco_json(name, json_file, image_root):
     from detectron2.data.datasets import register_coco_instances
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    validate_coco_json(json_file)
+    dataset = validate_coco_json(json_file)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
     register_coco_instances(name, {}, json_file, image_root)
-    return MetadataCatalog.get(name)
+    # The class names in category-id order, as Detectron2's loader sets them when it loads.
+    categories = sorted(dataset["categories"], key=lambda c: c["id"])
+    return MetadataCatalog.get(name).set(thing_classes=[c["name"] for c in categories])
