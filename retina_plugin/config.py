@@ -12,6 +12,11 @@ def add_retina_plugin_config(cfg):
     to a Detectron2 config. Defaults are the paper's.
     """
     _C = cfg
+    # Training data (retina_plugin.data.loader): an image file that is missing or cannot be
+    # decoded stops the run naming the file and its dataset; True logs it, counts it and
+    # trains without it. Evaluation always stops (it must cover every image).
+    _C.DATALOADER.SKIP_UNREADABLE_IMAGES = False
+
     _C.MODEL.RETINA_PLUGIN = CN()
     node = _C.MODEL.RETINA_PLUGIN
 

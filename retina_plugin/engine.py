@@ -2,29 +2,72 @@
 import contextlib
 import functools
 import os
+import weakref
 from pathlib import Path
 
 import detectron2.engine.defaults as d2_defaults
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator, verify_results
 
-from .config import get_retina_plugin_cfg
+from .checkpoint import RetinaCheckpointer
+from .config import check_retina_plugin_config, get_retina_plugin_cfg
+from .data.loader import build_resumable_train_loader, load_dataset_dicts
+from .data.mapper import RetinaDatasetMapper
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO evaluation, and multi-process training on the CPU (GLOO)."""
+    """
+    DefaultTrainer with COCO evaluation, multi-process training on the CPU (GLOO), loaders
+    that report bad input (`retina_plugin.data.loader`), and exact resumption: checkpoints are
+    written atomically, hold the focal loss's normaliser, and a resumed run continues the
+    data stream where the checkpoint left it.
+    """
 
     def __init__(self, cfg):
         with _ddp_without_device_ids(cfg.MODEL.DEVICE):
             super().__init__(cfg)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this.
+        self.checkpointer = RetinaCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        self._trainer.data_loader.start_iter = self.start_iter
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["loss_normalizer"] = _unwrap(self._trainer.model).loss_normalizer
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "loss_normalizer" in state_dict:
+            _unwrap(self._trainer.model).loss_normalizer = state_dict["loss_normalizer"]
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_train_loader(cfg, RetinaDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            load_dataset_dicts([dataset_name]),
+            mapper=RetinaDatasetMapper(cfg, is_train=False, dataset_name=dataset_name),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
 
 
 @contextlib.contextmanager
@@ -80,24 +123,45 @@ def register_config_datasets(cfg):
         register_shapes_dataset()
 
 
+class ConfigError(SystemExit):
+    """A config file or KEY VALUE option that cannot be used; the message names it."""
+
+
 def setup(args):
-    """Config from --config-file, the dataset flags and the trailing KEY VALUE opts."""
+    """
+    Config from --config-file, the dataset flags and the trailing KEY VALUE opts, checked
+    before anything is built: an unknown key, a wrong type or an out-of-range value exits with
+    a ConfigError naming the key.
+    """
     cfg = get_retina_plugin_cfg()
     if args.config_file:
-        cfg.merge_from_file(args.config_file)
+        try:
+            cfg.merge_from_file(args.config_file)
+        except (KeyError, ValueError, TypeError, AssertionError, OSError) as e:
+            raise ConfigError(f"config file {args.config_file}: {_reason(e)}") from None
     _register_user_datasets(args, cfg)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg.merge_from_list(args.opts)
+        if cfg.MODEL.META_ARCHITECTURE == "RetinaNetPlugin":
+            check_retina_plugin_config(cfg)
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"config {args.config_file or '(defaults)'} with options {args.opts}: {_reason(e)}") from None
     cfg.freeze()
     register_config_datasets(cfg)
     default_setup(cfg, args)
     return cfg
 
 
+def _reason(error: Exception) -> str:
+    # KeyError's str() is the repr of its argument; the others read as they are.
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        RetinaCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if cfg.TEST.EXPECTED_RESULTS:
             verify_results(cfg, results)

@@ -1,4 +1,5 @@
 """RetinaNetPlugin: the one-stage detector of Lin et al. 2017 as a Detectron2 meta-architecture."""
+import logging
 from typing import Dict, List
 
 import torch
@@ -9,8 +10,10 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_anchor_gener
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_every_n_seconds
 
 from .config import check_retina_plugin_config
+from .data.boxes import sanitize_boxes
 from .head import build_retina_head
 from .postprocess import build_retina_postprocess
 
@@ -169,6 +172,7 @@ class RetinaNetPlugin(nn.Module):
         anchor_boxes = Boxes(anchors)
         labels, boxes = [], []
         for gt in gt_instances:
+            gt = _sanitized_ground_truth(gt)
             if len(gt) == 0:
                 labels.append(torch.full((len(anchors),), self.num_classes, dtype=torch.int64, device=anchors.device))
                 boxes.append(torch.zeros_like(anchors))
@@ -191,3 +195,19 @@ class RetinaNetPlugin(nn.Module):
         m = self.loss_normalizer_momentum
         self.loss_normalizer = m * self.loss_normalizer + (1 - m) * max(num_foreground, 1)
         return self.loss_normalizer
+
+
+def _sanitized_ground_truth(gt: Instances) -> Instances:
+    """
+    `gt` without non-finite, degenerate or outside-image boxes, the rest clipped to the image.
+    The training loader already did this to the dataset (and logged it); this catches boxes
+    from other mappers, which would otherwise make NaN regression targets.
+    """
+    boxes, keep, counts = sanitize_boxes(gt.gt_boxes.tensor, gt.image_size)
+    if keep.all() and not counts["clipped"]:
+        return gt
+    dropped = {k: v for k, v in counts.items() if v}
+    log_every_n_seconds(logging.WARNING, f"ground-truth boxes clipped or dropped before anchor matching: {dropped}", n=60)
+    gt = gt[keep]
+    gt.gt_boxes = Boxes(boxes)
+    return gt

@@ -5,6 +5,7 @@ from detectron2.structures import Boxes, Instances
 
 import retina_plugin  # noqa: F401  (registers the plugin's components)
 from retina_plugin import get_retina_plugin_cfg
+from retina_plugin.data import generate_shapes_dataset
 
 
 def _small_cfg():
@@ -59,3 +60,11 @@ def small_cfg():
 def make_batch():
     """make_batch(counts, sizes, num_classes, seed) -> list of model input dicts with instances."""
     return _make_batch
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """A generated shapes dataset (16 train / 4 val images of 128 px) for training runs."""
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes_dataset(root, num_train=16, num_val=4, image_size=128, seed=3)
+    return root

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from retina_plugin.data import generate_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "shapes_R18_cpu.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(root, num_train=16, num_val=4, image_size=128, seed=3)
-    return root
 
 
 def _dataset_args(root):

@@ -1,0 +1,139 @@
+"""
+`RetinaCheckpointer`: Detectron2's `DetectionCheckpointer` made safe for untrusted files and
+for runs that get killed.
+
+- `.pth` files are read with `torch.load(weights_only=True)`: tensors, numbers, strings and
+  containers only, so a file cannot run code when it is loaded.
+- `.pkl` files (Detectron2's model zoo and ImageNet-pretrained backbones) are plain pickles,
+  which can run any code; they are read with an unpickler that only builds dicts, lists and
+  numpy arrays and refuses anything else, naming the file and what it asked for.
+- A checkpoint is written to a temporary file in the same folder and renamed over its final
+  name (atomic on POSIX), and so is `last_checkpoint`: a run killed mid-write leaves the
+  previous good checkpoint in place and tagged.
+- Loading weights trained with another NUM_CLASSES keeps everything but the class-score layer
+  and says so.
+"""
+import io
+import logging
+import os
+import pickle
+import tempfile
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils.file_io import PathManager
+
+logger = logging.getLogger(__name__)
+
+# The globals a Detectron2 / Caffe2 model-zoo .pkl needs: dicts of numpy arrays.
+_PKL_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+CLASS_SCORE_PREFIX = "head.cls_score."
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file asked to build an object other than tensors, arrays and containers."""
+
+
+class _WeightsOnlyUnpickler(pickle.Unpickler):
+    def __init__(self, file, filename: str):
+        super().__init__(file, encoding="latin1")
+        self._filename = filename
+
+    def find_class(self, module, name):
+        if (module, name) in _PKL_ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafeCheckpointError(
+            f"{self._filename}: refusing to load {module}.{name}; a weights file only holds "
+            "dicts of arrays. If you trust this file and its source, convert it to a .pth "
+            "state_dict in a separate, sandboxed process."
+        )
+
+
+def load_pkl_weights(filename: str):
+    """Read a `.pkl` weights file, refusing every pickled global but numpy arrays and dicts."""
+    with PathManager.open(filename, "rb") as f:
+        return _WeightsOnlyUnpickler(io.BytesIO(f.read()), filename).load()
+
+
+class RetinaCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with weights-only loading, atomic saving and a NUM_CLASSES note."""
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            data = load_pkl_weights(filename)
+            if "model" in data and "__author__" in data:
+                self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+                return data
+            if "blobs" in data:
+                data = data["blobs"]
+            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        return super()._load_file(filename)
+
+    def _torch_load(self, f):
+        try:
+            return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(
+                f"{f}: not loadable with torch.load(weights_only=True): {str(e).splitlines()[0]}"
+            ) from None
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        for key, shape_checkpoint, shape_model in incompatible.incorrect_shapes:
+            if key == CLASS_SCORE_PREFIX + "bias":
+                self.logger.warning(
+                    f"NUM_CLASSES differs: the checkpoint's class-score layer has "
+                    f"{shape_checkpoint[0] // self._anchors_per_location()} classes, the model "
+                    f"{shape_model[0] // self._anchors_per_location()}. Loaded the backbone, FPN "
+                    f"and both subnets' trunks; {CLASS_SCORE_PREFIX}{{weight,bias}} keep their "
+                    "initialisation (bias from PRIOR_PROB)."
+                )
+        return incompatible
+
+    def _anchors_per_location(self) -> int:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        return model.head.num_anchors
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to {}".format(save_file))
+        _atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        save_file = os.path.join(self.save_dir, "last_checkpoint")
+        _atomic_write(save_file, lambda f: f.write(last_filename_basename.encode()))
+
+
+def _atomic_write(path: str, write) -> None:
+    """Write a file through `write(binary_file)` into a temporary file, then rename it to `path`."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
