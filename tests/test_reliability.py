@@ -110,6 +110,49 @@ def test_unreadable_image_is_named_with_its_dataset_or_skipped(tmp_path, dataset
     assert "skipped (1 skipped so far" in caplog.text
 
 
+def test_batches_depend_on_seed_and_iteration_only(tiny_shapes, small_cfg):
+    from retina_plugin.data import register_coco_json
+    name = f"rel_stream_{tiny_shapes.name}"
+    register_coco_json(name, tiny_shapes / "annotations" / "instances_train.json", tiny_shapes / "train")
+    cfg = _train_cfg(small_cfg, name)  # horizontal flip on: augmentation is seeded per sample
+
+    def batches(num_workers, start_iter, n):
+        cfg.DATALOADER.NUM_WORKERS = num_workers
+        loader = build_resumable_train_loader(cfg, RetinaDatasetMapper(cfg, is_train=True))
+        loader.start_iter = start_iter
+        return [[(d["file_name"], d["image"], d["instances"].gt_boxes.tensor) for d in b] for _, b in zip(range(n), loader)]
+
+    def same(a, b):
+        return all(x[0] == y[0] and torch.equal(x[1], y[1]) and torch.equal(x[2], y[2])
+                   for p, q in zip(a, b) for x, y in zip(p, q))
+
+    in_process = batches(0, 0, 5)
+    assert same(in_process, batches(2, 0, 5))  # loader workers do not change the stream
+    assert same(in_process[3:], batches(0, 3, 2))  # a resumed loader continues it
+    flips = [torch.equal(b[0][1], b[1][1]) for b in in_process]  # sanity: images differ
+    assert not any(flips)
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_coco_json_with_unknown_keys_and_sparse_category_ids(tmp_path, dataset_name):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    data = {
+        "info": {"year": 2026}, "licenses": [], "my_tool_version": "3.1",
+        "images": [{"id": 5, "file_name": "a.png", "height": 30, "width": 40, "flickr_url": "", "gsd_m": 0.3}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 90, "bbox": [1, 2, 3, 4], "iscrowd": 0, "area": 12, "confidence": 0.8},
+            {"id": 2, "image_id": 5, "category_id": 17, "bbox": [5, 6, 7, 8], "iscrowd": 0, "area": 56},
+        ],
+        "categories": [{"id": 90, "name": "ship", "supercategory": "vehicle"}, {"id": 17, "name": "plane"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    register_coco_json(dataset_name, tmp_path / "a.json", tmp_path)
+    (d,) = load_dataset_dicts([dataset_name])
+    classes = MetadataCatalog.get(dataset_name).thing_classes
+    assert [classes[a["category_id"]] for a in d["annotations"]] == ["ship", "plane"]
+
+
 def test_sanitize_boxes_counts_each_kind():
     nan = float("nan")
     boxes = torch.tensor([
