@@ -1,8 +1,9 @@
 """ResNet-FPN backbone with the P3-P7 pyramid of RetinaNet (paper section 4)."""
 import fvcore.nn.weight_init as weight_init
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, build_resnet_backbone
 
@@ -31,6 +32,37 @@ class RetinaP6P7(nn.Module):
         return [p6, p7]
 
 
+class FrozenBNFoldedConv2d(Conv2d):
+    """
+    Detectron2's Conv2d followed by its FrozenBatchNorm2d, computed at inference as one
+    convolution with the norm folded into the weights: w' = w * s, b' = beta - mean * s (+ b * s),
+    s = gamma / sqrt(var + eps). That saves a pass over every activation of the ResNet. The
+    folded weights are made per call, one layer at a time, so no second copy of the weights is
+    kept; parameters, buffers and state_dict are those of Detectron2's Conv2d. In training, or
+    with autograd on, it is Detectron2's Conv2d.
+    """
+
+    def forward(self, x):
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        norm = self.norm
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        bias = norm.bias - norm.running_mean * scale
+        if self.bias is not None:
+            bias = bias + self.bias * scale
+        weight = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
+        x = F.conv2d(x, weight, bias.to(x.dtype), self.stride, self.padding, self.dilation, self.groups)
+        return x if self.activation is None else self.activation(x)
+
+
+def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """Make every Detectron2 Conv2d with a FrozenBatchNorm2d norm in `module` a FrozenBNFoldedConv2d."""
+    for m in module.modules():
+        if type(m) is Conv2d and isinstance(m.norm, FrozenBatchNorm2d):
+            m.__class__ = FrozenBNFoldedConv2d
+    return module
+
+
 @BACKBONE_REGISTRY.register()
 def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """
@@ -41,7 +73,7 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     Returns a Backbone whose outputs are {"p3": (N, 256, H/8, W/8), ..., "p7": (N, 256, H/128, W/128)}.
     """
     check_retina_plugin_config(cfg)
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    bottom_up = fold_frozen_batchnorm(build_resnet_backbone(cfg, input_shape))
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     p6_source = cfg.MODEL.RETINA_PLUGIN.P6_SOURCE
     if p6_source == "res5":

@@ -1,4 +1,5 @@
 """The plugin's components one by one: anchors, head, backbone, registries, edge cases, config checks."""
+import copy
 import math
 
 import pytest
@@ -404,3 +405,28 @@ def test_inference_dtype_bfloat16_runs_backbone_and_head_in_bf16(small_cfg, make
     with EventStorage():
         model(make_batch(counts=(1,), sizes=((128, 160),)))
     assert set(seen) == {torch.float32}
+
+
+def test_frozen_bn_folded_into_the_convolution_at_inference():
+    from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+    from retina_plugin.backbone import FrozenBNFoldedConv2d, fold_frozen_batchnorm
+
+    torch.manual_seed(0)
+    reference = Conv2d(16, 32, 3, padding=1, bias=True, norm=FrozenBatchNorm2d(32)).eval()
+    reference.norm.weight.uniform_(0.5, 2.0)
+    reference.norm.bias.normal_()
+    reference.norm.running_mean.normal_()
+    reference.norm.running_var.uniform_(0.1, 3.0)
+    folded = copy.deepcopy(reference)
+    fold_frozen_batchnorm(folded)
+    assert type(folded) is FrozenBNFoldedConv2d
+    assert folded.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(2, 16, 20, 24)
+    with torch.no_grad():
+        expected = reference(x)
+        got = folded(x)
+    assert not torch.equal(got, expected)  # it did take the folded path
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # With autograd on it is Detectron2's Conv2d, bit for bit.
+    assert torch.equal(folded(x), reference(x))
