@@ -96,9 +96,16 @@ class DecodeAndNMS:
             row_logits = logits_i[rows]
             row_idxs, classes = torch.nonzero(row_logits > self.logit_thresh).unbind(1)
             candidate_logits = row_logits[row_idxs, classes]
-            if candidate_logits.numel() > self.topk_candidates:
-                candidate_logits, top = candidate_logits.topk(self.topk_candidates)
-                row_idxs, classes = row_idxs[top], classes[top]
+            # The best topk_candidates, back in (anchor, class) order. No Python branch on the
+            # count: while tracing (export) the count is a tensor, and min(count, topk) stays
+            # a graph op instead of freezing the branch the tracing image took.
+            num_candidates = candidate_logits.shape[0]
+            if isinstance(num_candidates, torch.Tensor):
+                num_top = num_candidates.clamp(max=self.topk_candidates)
+            else:
+                num_top = min(num_candidates, self.topk_candidates)
+            top = candidate_logits.topk(num_top).indices.sort().values
+            candidate_logits, row_idxs, classes = candidate_logits[top], row_idxs[top], classes[top]
             anchor_idxs = rows[row_idxs]
             boxes_all.append(self.box2box_transform.apply_deltas(deltas_i[anchor_idxs], anchors_i[anchor_idxs]))
             scores_all.append(candidate_logits.sigmoid())
