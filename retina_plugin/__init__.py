@@ -22,7 +22,7 @@ except ImportError:
 
 from .anchor_generator import RetinaAnchorGenerator
 from .backbone import RetinaP6P7, build_retina_plugin_resnet_fpn_backbone
-from .config import add_retina_plugin_config, check_retina_plugin_config, get_retina_plugin_cfg
+from .config import ConfigError, add_retina_plugin_config, check_retina_plugin_config, get_retina_plugin_cfg, load_config
 from .focal_loss import sigmoid_focal_loss
 from .head import RETINA_HEAD_REGISTRY, FocalLossHead
 from .meta_arch import RetinaNetPlugin
@@ -35,6 +35,8 @@ __all__ = [
     "add_retina_plugin_config",
     "check_retina_plugin_config",
     "get_retina_plugin_cfg",
+    "load_config",
+    "ConfigError",
     "sigmoid_focal_loss",
     "RETINA_HEAD_REGISTRY",
     "FocalLossHead",

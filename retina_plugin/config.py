@@ -1,4 +1,7 @@
-"""The plugin's config node, `cfg.MODEL.RETINA_PLUGIN`, and its build-time checks."""
+"""The plugin's config node, `cfg.MODEL.RETINA_PLUGIN`, its checks, and `load_config`."""
+import os
+from typing import Optional, Sequence
+
 from detectron2.config import CfgNode as CN
 
 VALID_NORMS = ("", "GN", "BN", "SyncBN")
@@ -85,6 +88,16 @@ def add_retina_plugin_config(cfg):
     # and NMS stay float32. Training is unaffected.
     node.INFERENCE_DTYPE = "float32"
 
+    # Tiled inference for large images (retina_plugin.tiling). Side of the square tiles in
+    # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
+    # evaluation needs INPUT.MIN_SIZE_TEST 0, and DETECTIONS_PER_IMAGE caps each tile and the image.
+    node.TILE_SIZE = 0
+    # Fraction of TILE_SIZE shared by neighbouring tiles, in [0, 1): an object is seen whole by
+    # some tile when it is smaller than about TILE_OVERLAP * TILE_SIZE.
+    node.TILE_OVERLAP = 0.2
+    # Tiles per forward pass: memory grows with TILE_BATCH * TILE_SIZE^2, not with the image.
+    node.TILE_BATCH = 4
+
 
 def _fail(key, value, why):
     raise ValueError(f"cfg.MODEL.RETINA_PLUGIN.{key} = {value!r}: {why}")
@@ -148,6 +161,45 @@ def check_retina_plugin_config(cfg):
         _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, "must be float32, bfloat16 or float16")
     if node.DETECTIONS_PER_IMAGE < 1:
         _fail("DETECTIONS_PER_IMAGE", node.DETECTIONS_PER_IMAGE, "must be >= 1")
+    if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:
+        _fail("TILE_SIZE", node.TILE_SIZE, "must be an integer >= 0 (0 = no tiling)")
+    tile_stride = node.TILE_SIZE - round(node.TILE_OVERLAP * node.TILE_SIZE)
+    if not 0.0 <= node.TILE_OVERLAP < 1.0 or (node.TILE_SIZE > 0 and tile_stride < 1):
+        _fail("TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
+    if not isinstance(node.TILE_BATCH, int) or node.TILE_BATCH < 1:
+        _fail("TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
+
+
+class ConfigError(ValueError):
+    """A config file or KEY VALUE option that cannot be used; the message names the file and key."""
+
+
+def load_config(config_file: Optional[str] = None, opts: Sequence = ()) -> CN:
+    """
+    The config every tool uses: Detectron2's defaults with `cfg.MODEL.RETINA_PLUGIN`, then
+    `config_file`, then `opts` (KEY VALUE pairs), checked before anything is built. An unknown
+    key, a wrong type or an out-of-range value raises ConfigError naming the key (and the file).
+    """
+    cfg = get_retina_plugin_cfg()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, TypeError, AssertionError, OSError) as e:
+            raise ConfigError(f"config file {config_file}: {_reason(e)}") from None
+    try:
+        cfg.merge_from_list(list(opts))
+        if cfg.MODEL.META_ARCHITECTURE == "RetinaNetPlugin":
+            check_retina_plugin_config(cfg)
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"config {config_file or '(defaults)'} with options {list(opts)}: {_reason(e)}") from None
+    return cfg
+
+
+def _reason(error: Exception) -> str:
+    # KeyError's str() is the repr of its argument; the others read as they are.
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
 
 
 def get_retina_plugin_cfg():

@@ -11,9 +11,10 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from .checkpoint import RetinaCheckpointer
-from .config import check_retina_plugin_config, get_retina_plugin_cfg
+from .config import ConfigError, load_config
 from .data.loader import build_resumable_train_loader, load_dataset_dicts
 from .data.mapper import RetinaDatasetMapper
+from .tiling import build_tiled_model
 
 
 class Trainer(DefaultTrainer):
@@ -60,6 +61,12 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        # With MODEL.RETINA_PLUGIN.TILE_SIZE > 0, tile by tile at native resolution
+        # (retina_plugin.tiling; needs INPUT.MIN_SIZE_TEST 0).
+        return super().test(cfg, build_tiled_model(cfg, model), evaluators)
+
+    @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -95,8 +102,8 @@ def argument_parser():
     return parser
 
 
-def _register_user_datasets(args, cfg):
-    """Register --train-json/--test-json and point DATASETS.TRAIN/TEST and NUM_CLASSES at them."""
+def _user_dataset_opts(args) -> list:
+    """Register --train-json/--test-json; the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them."""
     from .data import register_coco_json
 
     opts = []
@@ -111,7 +118,7 @@ def _register_user_datasets(args, cfg):
         opts += [key, (name,)]
         if split == "train":
             opts += ["MODEL.RETINA_PLUGIN.NUM_CLASSES", len(metadata.thing_classes)]
-    cfg.merge_from_list(opts)
+    return opts
 
 
 def register_config_datasets(cfg):
@@ -123,38 +130,20 @@ def register_config_datasets(cfg):
         register_shapes_dataset()
 
 
-class ConfigError(SystemExit):
-    """A config file or KEY VALUE option that cannot be used; the message names it."""
-
-
 def setup(args):
     """
     Config from --config-file, the dataset flags and the trailing KEY VALUE opts, checked
     before anything is built: an unknown key, a wrong type or an out-of-range value exits with
-    a ConfigError naming the key.
+    a message naming the key.
     """
-    cfg = get_retina_plugin_cfg()
-    if args.config_file:
-        try:
-            cfg.merge_from_file(args.config_file)
-        except (KeyError, ValueError, TypeError, AssertionError, OSError) as e:
-            raise ConfigError(f"config file {args.config_file}: {_reason(e)}") from None
-    _register_user_datasets(args, cfg)
     try:
-        cfg.merge_from_list(args.opts)
-        if cfg.MODEL.META_ARCHITECTURE == "RetinaNetPlugin":
-            check_retina_plugin_config(cfg)
-    except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise ConfigError(f"config {args.config_file or '(defaults)'} with options {args.opts}: {_reason(e)}") from None
+        cfg = load_config(args.config_file, _user_dataset_opts(args) + list(args.opts))
+    except ConfigError as e:
+        raise SystemExit(f"train_net: error: {e}") from None
     cfg.freeze()
     register_config_datasets(cfg)
     default_setup(cfg, args)
     return cfg
-
-
-def _reason(error: Exception) -> str:
-    # KeyError's str() is the repr of its argument; the others read as they are.
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
 
 
 def main(args):

@@ -2,10 +2,12 @@
 Run RetinaNetPlugin on images and videos and draw its detections, like Detectron2's
 `demo/predictor.py` (VisualizationDemo).
 
-`DetectionVisualizer` wraps Detectron2's `DefaultPredictor` (checkpoint loading, BGR input,
-test-time resizing) and its `Visualizer` / `VideoVisualizer`. The helper functions turn the
-demo's command-line paths into input images, output file names and video writers, raising
-`DemoInputError` (a message naming the offending path) for anything missing or unreadable.
+`DetectionVisualizer` wraps Detectron2's `DefaultPredictor` (as `RetinaPredictor`: checkpoint loading, BGR input,
+test-time resizing), or `TiledPredictor` when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 (large
+images, tile by tile at native resolution), and Detectron2's `Visualizer` /
+`VideoVisualizer`. The helper functions turn the demo's command-line paths into input images,
+output file names and video writers, raising `DemoInputError` (a message naming the
+offending path) for anything missing or unreadable.
 """
 import glob
 import logging
@@ -22,10 +24,14 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
+from .checkpoint import RetinaCheckpointer
+from .tiling import TiledPredictor
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DemoInputError",
     "DetectionVisualizer",
+    "RetinaPredictor",
     "dataset_metadata",
     "resolve_image_inputs",
     "read_bgr_image",
@@ -46,6 +52,21 @@ VIDEO_EXTENSION = ".mp4"
 
 class DemoInputError(ValueError):
     """An input or output path of the demo cannot be used; the message names the path."""
+
+
+class RetinaPredictor(DefaultPredictor):
+    """
+    Detectron2's DefaultPredictor loading cfg.MODEL.WEIGHTS with `RetinaCheckpointer`
+    (weights-only `.pth`, restricted `.pkl`) instead of plain unpickling.
+    """
+
+    def __init__(self, cfg):
+        no_weights = cfg.clone()
+        no_weights.defrost()
+        no_weights.MODEL.WEIGHTS = ""
+        super().__init__(no_weights)
+        self.cfg = cfg.clone()
+        RetinaCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
 
 
 def dataset_metadata(cfg) -> Metadata:
@@ -78,7 +99,8 @@ class DetectionVisualizer:
     Detectron2's VisualizationDemo for box detectors.
 
     Attributes:
-        predictor (DefaultPredictor): runs the model on one BGR image.
+        predictor (DefaultPredictor or TiledPredictor): runs the model on one BGR image;
+            tile by tile when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
         metadata (Metadata): class names and colors of the labels.
     """
 
@@ -91,7 +113,7 @@ class DetectionVisualizer:
         self.metadata = dataset_metadata(cfg)
         self.instance_mode = instance_mode
         self.cpu_device = torch.device("cpu")
-        self.predictor = DefaultPredictor(cfg)
+        self.predictor = TiledPredictor(cfg) if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 else RetinaPredictor(cfg)
 
     def run_on_image(self, image: np.ndarray) -> Tuple[dict, VisImage]:
         """

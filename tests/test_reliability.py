@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from retina_plugin.checkpoint import RetinaCheckpointer, UnsafeCheckpointError
 from retina_plugin.data import register_coco_json
-from retina_plugin.data.boxes import sanitize_boxes, sanitize_dataset_dicts
+from retina_plugin.data.boxes import sanitize_boxes
 from retina_plugin.data.loader import build_resumable_train_loader, load_dataset_dicts
 from retina_plugin.data.mapper import ImageReadError, RetinaDatasetMapper, read_image
 from retina_plugin.meta_arch import RetinaNetPlugin
-from test_train_net import CONFIG, QUICK_OPTS, REPO, _dataset_args, _run
+from test_train_net import CONFIG, QUICK_OPTS, REPO, _dataset_args
 
 # ---------------------------------------------------------------------------------------------
 # Data

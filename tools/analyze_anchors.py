@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.data import DatasetCatalog  # noqa: E402
 
-from retina_plugin import get_retina_plugin_cfg  # noqa: E402  (also registers the components)
+from retina_plugin.config import ConfigError, load_config  # noqa: E402
+import retina_plugin  # noqa: E402,F401  (registers the components)
 from retina_plugin.analysis import (  # noqa: E402
     AnchorCoverageError,
     analyze_anchor_coverage,
@@ -67,18 +68,10 @@ def get_parser():
 
 def setup_cfg(args):
     """The config: defaults, then --config-file, then --opts."""
-    if not os.path.isfile(args.config_file):
-        raise AnchorCoverageError(f"config file not found: {args.config_file}")
-    cfg = get_retina_plugin_cfg()
     try:
-        cfg.merge_from_file(args.config_file)
-    except (KeyError, ValueError, AssertionError) as e:  # yacs: unknown key, wrong type
-        raise AnchorCoverageError(f"config file {args.config_file}: {e}") from e
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise AnchorCoverageError(f"--opts {' '.join(args.opts)}: {e}") from e
-    return cfg
+        return load_config(args.config_file, args.opts)
+    except ConfigError as e:
+        raise AnchorCoverageError(str(e)) from None
 
 
 def dataset_to_analyse(args, cfg) -> str:

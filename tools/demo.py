@@ -7,10 +7,13 @@ Draw RetinaNetPlugin's detections on images or a video, like Detectron2's demo/d
     python tools/demo.py --config-file configs/retinanet_R50.yaml --input 'images/*.jpg' --output out/
     python tools/demo.py --config-file configs/retinanet_R50.yaml --input images/ --output out/
     python tools/demo.py --config-file configs/retinanet_R50.yaml --video-input in.mp4 --output out/
+    python tools/demo.py --config-file configs/retinanet_R50.yaml --input huge.png --output out/ \
+        --tile 512 --overlap 0.2 --opts MODEL.WEIGHTS output/retinanet_R50/model_final.pth
 
 Annotated images keep their file names inside the --output directory (or go to --output
 itself when it is a file name and there is one input); the annotated video is mp4v with the
-input's frame rate and size.
+input's frame rate and size. With --tile, each image is cut into overlapping tiles of that
+size, fed at native resolution (no resize; see retina_plugin/tiling.py).
 """
 import argparse
 import os
@@ -23,7 +26,8 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retina_plugin import get_retina_plugin_cfg  # noqa: E402  (also registers the components)
+from retina_plugin.config import ConfigError, load_config  # noqa: E402
+import retina_plugin  # noqa: E402,F401  (registers the components)
 from retina_plugin.engine import register_config_datasets  # noqa: E402
 from retina_plugin.predictor import (  # noqa: E402
     DemoInputError,
@@ -60,6 +64,24 @@ def get_parser():
         help="minimum score of a drawn detection (sets MODEL.RETINA_PLUGIN.SCORE_THRESH_TEST)",
     )
     parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="detect tile by tile, in SIZE x SIZE tiles at native resolution (sets MODEL.RETINA_PLUGIN.TILE_SIZE)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        metavar="FRAC",
+        help="fraction of a tile shared by neighbouring tiles (sets MODEL.RETINA_PLUGIN.TILE_OVERLAP)",
+    )
+    parser.add_argument(
+        "--tile-batch",
+        type=int,
+        metavar="N",
+        help="tiles per forward pass (sets MODEL.RETINA_PLUGIN.TILE_BATCH)",
+    )
+    parser.add_argument(
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
@@ -69,13 +91,14 @@ def get_parser():
 
 
 def setup_cfg(args, logger):
-    """The config: defaults, then --config-file, then --confidence-threshold, then --opts."""
-    if not os.path.isfile(args.config_file):
-        raise DemoInputError(f"Config file not found: {args.config_file}")
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.RETINA_PLUGIN.SCORE_THRESH_TEST = args.confidence_threshold
-    cfg.merge_from_list(args.opts)
+    """The config: defaults, then --config-file, then --confidence-threshold and the tiling flags, then --opts."""
+    flags = [("SCORE_THRESH_TEST", args.confidence_threshold), ("TILE_SIZE", args.tile),
+             ("TILE_OVERLAP", args.overlap), ("TILE_BATCH", args.tile_batch)]
+    flag_opts = [item for key, value in flags if value is not None for item in (f"MODEL.RETINA_PLUGIN.{key}", value)]
+    try:
+        cfg = load_config(args.config_file, flag_opts + list(args.opts))
+    except ConfigError as e:
+        raise DemoInputError(str(e)) from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available; running on the CPU (set MODEL.DEVICE to silence this).")
         cfg.MODEL.DEVICE = "cpu"

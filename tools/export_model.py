@@ -27,7 +27,8 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from retina_plugin import get_retina_plugin_cfg  # noqa: E402  (also registers the components)
+from retina_plugin.config import ConfigError, load_config  # noqa: E402
+import retina_plugin  # noqa: E402,F401  (registers the components)
 from retina_plugin.export import (  # noqa: E402
     EXPORT_FORMATS,
     EXPORT_METHODS,
@@ -79,11 +80,10 @@ def get_parser():
 
 def setup_cfg(args):
     """The config: defaults, then --config-file, then --opts."""
-    if not os.path.isfile(args.config_file):
-        raise ExportError(f"config file not found: {args.config_file}")
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
     cfg.freeze()
     return cfg
 
