@@ -14,7 +14,7 @@ from .checkpoint import RetinaCheckpointer
 from .config import ConfigError, load_config
 from .data.loader import build_resumable_train_loader, load_dataset_dicts
 from .data.mapper import RetinaDatasetMapper
-from .tiling import build_tiled_model
+from .tiling import build_tiled_model, check_tiled_evaluation
 
 
 class Trainer(DefaultTrainer):
@@ -138,7 +138,9 @@ def setup(args):
     """
     try:
         cfg = load_config(args.config_file, _user_dataset_opts(args) + list(args.opts))
-    except ConfigError as e:
+        if len(cfg.DATASETS.TEST):
+            check_tiled_evaluation(cfg)  # before training, not when evaluating after it
+    except (ConfigError, ValueError) as e:
         raise SystemExit(f"train_net: error: {e}") from None
     cfg.freeze()
     register_config_datasets(cfg)

@@ -40,6 +40,7 @@ __all__ = [
     "TiledInference",
     "TiledPredictor",
     "build_tiled_model",
+    "check_tiled_evaluation",
 ]
 
 # A box within this many pixels of a tile edge that is not the image border counts as cut by
@@ -310,22 +311,29 @@ class TiledPredictor:
         return {"instances": self.tiled.detect(image)}
 
 
-def build_tiled_model(cfg, model: nn.Module) -> nn.Module:
+def check_tiled_evaluation(cfg) -> None:
     """
-    The model to evaluate: `model` itself when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE is 0, else
-    `TiledInference(cfg, model)`. Tiled evaluation needs a test loader that does not resize
-    (INPUT.MIN_SIZE_TEST 0; Detectron2's DatasetMapper then applies no resize), else the tiles
-    would see objects at another scale than the image's own.
+    Tiled evaluation (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0) needs a test loader that does not
+    resize (INPUT.MIN_SIZE_TEST 0; Detectron2's DatasetMapper then applies no resize), else the
+    tiles would see objects at another scale than the image's own.
 
     Raises:
         ValueError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.
     """
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
-        return model
-    if cfg.INPUT.MIN_SIZE_TEST != 0:
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 and cfg.INPUT.MIN_SIZE_TEST != 0:
         raise ValueError(
             f"cfg.INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST!r}: tiled evaluation "
             f"(MODEL.RETINA_PLUGIN.TILE_SIZE {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE}) feeds tiles at the "
             "image's own resolution; set INPUT.MIN_SIZE_TEST 0 so the test loader does not resize"
         )
+
+
+def build_tiled_model(cfg, model: nn.Module) -> nn.Module:
+    """
+    The model to evaluate: `model` itself when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE is 0, else
+    `TiledInference(cfg, model)`; see `check_tiled_evaluation` for what the config needs.
+    """
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
+        return model
+    check_tiled_evaluation(cfg)
     return TiledInference(cfg, model)

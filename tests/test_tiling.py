@@ -531,3 +531,14 @@ def test_demo_names_a_bad_tiling_flag(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "cfg.MODEL.RETINA_PLUGIN.TILE_OVERLAP = 1.5" in result.stderr, result.stderr[-2000:]
+
+
+def test_train_net_refuses_tiled_evaluation_of_resized_images_before_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join("tools", "train_net.py"), "--config-file", os.path.join("configs", "shapes_R18_cpu.yaml"),
+         "MODEL.RETINA_PLUGIN.TILE_SIZE", "128", "OUTPUT_DIR", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "cfg.INPUT.MIN_SIZE_TEST = 256" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "log.txt").exists()
