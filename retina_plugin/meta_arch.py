@@ -2,9 +2,11 @@
 import logging
 from typing import Dict, List
 
+import numpy as np
 import torch
 from torch import nn
 from detectron2.config import configurable
+from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.layers import move_device_like
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_anchor_generator, build_backbone
 from detectron2.modeling.matcher import Matcher
@@ -49,6 +51,7 @@ class RetinaNetPlugin(nn.Module):
         input_format: str = "BGR",
         channels_last: bool = False,
         inference_dtype: str = "float32",
+        vis_period: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
@@ -66,6 +69,7 @@ class RetinaNetPlugin(nn.Module):
         if inference_dtype not in INFERENCE_DTYPES:
             raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {tuple(INFERENCE_DTYPES)}")
         self.inference_dtype = inference_dtype
+        self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             # The CPU (oneDNN) and cuDNN convolution kernels work in NHWC; NCHW weights and
@@ -109,6 +113,7 @@ class RetinaNetPlugin(nn.Module):
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": node.CHANNELS_LAST,
             "inference_dtype": node.INFERENCE_DTYPE,
+            "vis_period": cfg.VIS_PERIOD,
         }
 
     @property
@@ -150,7 +155,15 @@ class RetinaNetPlugin(nn.Module):
             all_anchors = torch.cat(anchors)
             gt_labels, gt_boxes = self.label_anchors(all_anchors, gt_instances)
             normalizer = self._update_loss_normalizer(gt_labels)
-            return self.head.losses(all_anchors, pred_logits, pred_anchor_deltas, gt_labels, gt_boxes, normalizer)
+            losses = self.head.losses(all_anchors, pred_logits, pred_anchor_deltas, gt_labels, gt_boxes, normalizer)
+            if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
+                with torch.no_grad():
+                    first = [images.image_sizes[0]]
+                    (result,) = self.postprocess(
+                        anchors, [x[:1].detach() for x in pred_logits], [x[:1].detach() for x in pred_anchor_deltas], first, first
+                    )
+                self.visualize_training(batched_inputs[0], result)
+            return losses
 
         output_sizes = [
             (x.get("height", size[0]), x.get("width", size[1]))
@@ -158,6 +171,23 @@ class RetinaNetPlugin(nn.Module):
         ]
         results = self.postprocess(anchors, pred_logits, pred_anchor_deltas, images.image_sizes, output_sizes)
         return [{"instances": r} for r in results]
+
+    def visualize_training(self, inputs: Dict, result: Instances, max_boxes: int = 20):
+        """
+        Put one picture in the event storage, as Detectron2's RetinaNet does every VIS_PERIOD
+        iterations: the training image with its ground-truth boxes on top and the model's
+        `max_boxes` best detections below (both in the network input's pixels).
+        """
+        from detectron2.utils.visualizer import Visualizer
+
+        image = convert_image_to_rgb(inputs["image"].permute(1, 2, 0), self.input_format)
+        gt = Visualizer(image, None).overlay_instances(boxes=inputs["instances"].gt_boxes.to("cpu")).get_image()
+        boxes = result.pred_boxes.tensor[:max_boxes].cpu().numpy()
+        predicted = Visualizer(image, None).overlay_instances(boxes=boxes).get_image()
+        get_event_storage().put_image(
+            f"Top: GT bounding boxes; Bottom: {max_boxes} Highest Scoring Results",
+            np.vstack((gt, predicted)).transpose(2, 0, 1),
+        )
 
     @torch.no_grad()
     def label_anchors(self, anchors: torch.Tensor, gt_instances: List[Instances]):

@@ -2,6 +2,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from detectron2.layers import ShapeSpec, batched_nms
@@ -430,3 +431,23 @@ def test_frozen_bn_folded_into_the_convolution_at_inference():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     # With autograd on it is Detectron2's Conv2d, bit for bit.
     assert torch.equal(folded(x), reference(x))
+
+
+def test_vis_period_puts_gt_and_detections_in_the_event_storage(small_cfg, make_batch, single_thread):
+    small_cfg.VIS_PERIOD = 2
+    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.5  # random init scores ~0.5: there are detections to draw
+    model = build_model(small_cfg).train()
+    batch = make_batch(counts=(3, 1), sizes=((96, 128), (64, 80)))
+    with EventStorage(start_iter=1) as storage:
+        model(batch)  # iteration 1: not a multiple of VIS_PERIOD
+        assert storage._vis_data == []
+        storage.iter = 2
+        losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    ((name, picture, iteration),) = storage._vis_data
+    assert iteration == 2 and "GT bounding boxes" in name
+    assert picture.shape == (3, 2 * 96, 128) and picture.dtype == np.uint8
+    image = batch[0]["image"].flip(0).numpy().astype(np.uint8)  # BGR input -> RGB picture
+    top, bottom = picture[:, :96].astype(int), picture[:, 96:].astype(int)
+    assert (np.abs(top - image) > 40).any(axis=0).sum() > 100  # ground-truth boxes drawn
+    assert (np.abs(bottom - image) > 40).any(axis=0).sum() > 100  # detections drawn
