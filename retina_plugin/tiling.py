@@ -37,6 +37,7 @@ __all__ = [
     "tile_interiors",
     "keep_tile_detections",
     "merge_tile_detections",
+    "reaches_other_tiles",
     "TiledInference",
     "TiledPredictor",
     "build_tiled_model",
@@ -135,19 +136,51 @@ def keep_tile_detections(
     return (owner == tile_index) | ~inside.any(1)
 
 
+def reaches_other_tiles(boxes: torch.Tensor, tile_index: int, tiles: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 4) boxes of tile `tile_index`, in image coordinates, inside that tile.
+        tiles: (T, 4) tiles of `tile_grid`.
+    Returns:
+        (N,) bool: whether a box overlaps (with positive area) a tile other than its own.
+    """
+    tiles = tiles.to(boxes)
+    width = torch.minimum(boxes[:, None, 2], tiles[None, :, 2]) - torch.maximum(boxes[:, None, 0], tiles[None, :, 0])
+    height = torch.minimum(boxes[:, None, 3], tiles[None, :, 3]) - torch.maximum(boxes[:, None, 1], tiles[None, :, 1])
+    overlaps = (width > 0) & (height > 0)
+    overlaps[:, tile_index] = False
+    return overlaps.any(1)
+
+
 def merge_tile_detections(
-    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, nms_thresh: float, max_detections: int
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    shared: torch.Tensor,
+    nms_thresh: float,
+    max_detections: int,
 ) -> torch.Tensor:
     """
-    Merge the detections of all tiles, in image coordinates: class-wise NMS, where tiles
+    Merge the detections of all tiles, in image coordinates: class-wise NMS where tiles
     overlap, then the `max_detections` best.
 
+    Each tile's detections have been through class-wise NMS at `nms_thresh` already, and a box
+    lies inside its tile, so two boxes can only suppress each other when they come from
+    different tiles and both reach into where those tiles overlap. The NMS therefore runs on
+    the `shared` boxes only, which gives the result of an NMS over all boxes without its
+    quadratic cost on huge images.
+
     Args:
-        boxes: (N, 4); scores: (N,); classes: (N,) int64.
+        boxes: (N, 4); scores: (N,); classes: (N,) int64;
+        shared: (N,) bool, `reaches_other_tiles` of each box.
     Returns:
         indices of the kept detections, by decreasing score.
     """
-    return batched_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+    candidates = shared.nonzero().squeeze(1)
+    kept = candidates[batched_nms(boxes[candidates], scores[candidates], classes[candidates], nms_thresh)]
+    kept = torch.cat([kept, (~shared).nonzero().squeeze(1)])
+    order = scores[kept].argsort(descending=True, stable=True)
+    return kept[order][:max_detections]
 
 
 class TiledInference(nn.Module):
@@ -244,7 +277,7 @@ class TiledInference(nn.Module):
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
         interiors = tile_interiors(tiles, (height, width), self.edge_margin)
         device = next(self.model.parameters()).device
-        boxes, scores, classes = [], [], []
+        boxes, scores, classes, shared = [], [], [], []
         for first in range(0, len(tiles), self.tile_batch):
             batch = tiles[first : first + self.tile_batch].tolist()
             inputs = [
@@ -260,8 +293,9 @@ class TiledInference(nn.Module):
                 boxes.append(tile_boxes[keep])
                 scores.append(instances.scores[keep])
                 classes.append(instances.pred_classes[keep])
-        boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
-        keep = merge_tile_detections(boxes, scores, classes, self.nms_thresh, self.detections_per_image)
+                shared.append(reaches_other_tiles(tile_boxes[keep], tile_index, tiles))
+        boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
+        keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
         return Instances(
             (height, width), pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
         )

@@ -30,6 +30,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.data.shapes import generate_shapes_dataset
 from retina_plugin.engine import Trainer
+from detectron2.layers import batched_nms
 from retina_plugin.tiling import (
     EDGE_MARGIN,
     TiledInference,
@@ -37,6 +38,7 @@ from retina_plugin.tiling import (
     build_tiled_model,
     keep_tile_detections,
     merge_tile_detections,
+    reaches_other_tiles,
     tile_grid,
     tile_interiors,
     tile_starts,
@@ -220,7 +222,7 @@ def tiles_merged_by_nms_only(model, image, nms_thresh):
             scores.append(instances.scores)
             classes.append(instances.pred_classes)
     boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
-    keep = merge_tile_detections(boxes, scores, classes, nms_thresh, 1000)
+    keep = batched_nms(boxes, scores, classes, nms_thresh)[:1000]
     return Instances(
         image.shape[1:], pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
     )
@@ -324,8 +326,32 @@ def test_merge_tile_detections_is_classwise_nms_with_a_cap():
     )
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
     classes = torch.tensor([0, 0, 1, 0, 0])
-    assert merge_tile_detections(boxes, scores, classes, 0.5, 100).tolist() == [0, 2, 3, 4]
-    assert merge_tile_detections(boxes, scores, classes, 0.5, 2).tolist() == [0, 2]
+    shared = torch.tensor([True, True, True, False, True])
+    assert merge_tile_detections(boxes, scores, classes, shared, 0.5, 100).tolist() == [0, 2, 3, 4]
+    assert merge_tile_detections(boxes, scores, classes, shared, 0.5, 2).tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_over_the_shared_boxes_equals_nms_over_all(seed):
+    # Detections as the tiles give them: inside their tile, each tile's set already through
+    # class-wise NMS. The merge must keep what one NMS over every box keeps.
+    g = torch.Generator().manual_seed(seed)
+    tiles = tile_grid(700, 900, 256, 0.25)
+    boxes, scores, classes, shared = [], [], [], []
+    for index, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
+        xy = torch.rand(60, 2, generator=g) * torch.tensor([x1 - x0 - 8, y1 - y0 - 8]) + torch.tensor([x0, y0])
+        wh = torch.rand(60, 2, generator=g) * 40 + 4
+        b = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([x1, y1]).float())], 1)
+        s, c = torch.rand(60, generator=g), torch.randint(0, 2, (60,), generator=g)
+        keep = batched_nms(b, s, c, 0.5)
+        boxes.append(b[keep]), scores.append(s[keep]), classes.append(c[keep])
+        shared.append(reaches_other_tiles(b[keep], index, tiles))
+    boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
+    assert 0 < shared.sum() < len(shared)
+    expected = batched_nms(boxes, scores, classes, 0.5)
+    got = merge_tile_detections(boxes, scores, classes, shared, 0.5, len(boxes))
+    assert sorted(got.tolist()) == sorted(expected.tolist())
+    assert torch.equal(scores[got], scores[expected])
 
 
 @pytest.mark.parametrize(
