@@ -12,7 +12,7 @@ offending path) for anything missing or unreadable.
 import glob
 import logging
 import os
-from typing import Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,17 +21,19 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 from .checkpoint import RetinaCheckpointer
-from .tiling import TiledPredictor
+from .tiling import TiledInference
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DemoInputError",
     "DetectionVisualizer",
     "RetinaPredictor",
+    "TiledPredictor",
     "dataset_metadata",
     "resolve_image_inputs",
     "read_bgr_image",
@@ -69,6 +71,42 @@ class RetinaPredictor(DefaultPredictor):
         RetinaCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
 
 
+class TiledPredictor(RetinaPredictor):
+    """
+    RetinaPredictor with tiled inference: detects in one image of any size, tile by tile
+    (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE, TILE_OVERLAP, TILE_BATCH; `retina_plugin.tiling`).
+    Tiles are fed at native resolution: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST are not used.
+
+    Attributes:
+        model (nn.Module): the detector, in eval mode.
+        tiled (TiledInference): runs `model` over the tiles.
+    """
+
+    def __init__(self, cfg):
+        if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE < 1:
+            raise ValueError(
+                f"cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE!r}: "
+                "TiledPredictor needs a tile size >= 1"
+            )
+        super().__init__(cfg)
+        self.tiled = TiledInference(self.cfg, self.model)
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
+        """
+        Args:
+            original_image: an image of shape (H, W, C), uint8, in BGR order (as OpenCV reads
+                it); turned into RGB when cfg.INPUT.FORMAT is "RGB", as DefaultPredictor does.
+        Returns:
+            {"instances": Instances} with boxes in the image's pixel coordinates.
+        """
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        # A (C, H, W) view of the uint8 array: tiles are sliced from it and made float one batch
+        # at a time. ascontiguousarray copies (as uint8) only a view with negative strides.
+        image = torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
+        return {"instances": self.tiled.detect(image)}
+
+
 def dataset_metadata(cfg) -> Metadata:
     """
     The metadata (class names, colors) used to label detections: that of
@@ -99,7 +137,7 @@ class DetectionVisualizer:
     Detectron2's VisualizationDemo for box detectors.
 
     Attributes:
-        predictor (DefaultPredictor or TiledPredictor): runs the model on one BGR image;
+        predictor (RetinaPredictor or TiledPredictor): runs the model on one BGR image;
             tile by tile when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
         metadata (Metadata): class names and colors of the labels.
     """

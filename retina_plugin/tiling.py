@@ -10,25 +10,20 @@ size it has in the image, and the model must have been trained at that scale. Me
 bounded by the tile size and the batch: the image stays as it was given (uint8), and only
 `tile_batch` tiles at a time are converted to float and run through the network.
 
-`TiledPredictor` is Detectron2's `DefaultPredictor` with tiling (one numpy image in, its
-detections out); `TiledInference` wraps a built model so that Detectron2's
-`inference_on_dataset` (and the trainer's `test`) evaluates tiled prediction.
+`TiledInference` wraps a built model so that Detectron2's `inference_on_dataset` (and the
+trainer's `test`) evaluates tiled prediction; `retina_plugin.predictor.TiledPredictor` is
+Detectron2's `DefaultPredictor` with it (one numpy image in, its detections out).
 `build_tiled_model(cfg, model)` returns that wrapper when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
 """
 import math
 from typing import Dict, List, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import batched_nms
-from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
-
-from .checkpoint import RetinaCheckpointer
 
 __all__ = [
     "EDGE_MARGIN",
@@ -39,7 +34,6 @@ __all__ = [
     "merge_tile_detections",
     "reaches_other_tiles",
     "TiledInference",
-    "TiledPredictor",
     "build_tiled_model",
     "check_tiled_evaluation",
 ]
@@ -299,50 +293,6 @@ class TiledInference(nn.Module):
         return Instances(
             (height, width), pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
         )
-
-
-class TiledPredictor:
-    """
-    Detectron2's `DefaultPredictor` with tiled inference: builds the model from `cfg`, loads
-    cfg.MODEL.WEIGHTS, and detects in one image of any size, tile by tile
-    (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE, TILE_OVERLAP, TILE_BATCH). Tiles are fed at native
-    resolution: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST are not used.
-
-    Attributes:
-        model (nn.Module): the detector, in eval mode.
-        tiled (TiledInference): runs `model` over the tiles.
-    """
-
-    def __init__(self, cfg):
-        if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE < 1:
-            raise ValueError(
-                f"cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE!r}: "
-                "TiledPredictor needs a tile size >= 1"
-            )
-        self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        if len(cfg.DATASETS.TEST):
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        RetinaCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.tiled = TiledInference(self.cfg, self.model)
-        self.input_format = cfg.INPUT.FORMAT
-        assert self.input_format in ["RGB", "BGR"], self.input_format
-
-    def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
-        """
-        Args:
-            original_image: an image of shape (H, W, C), uint8, in BGR order (as OpenCV reads
-                it); turned into RGB when cfg.INPUT.FORMAT is "RGB", as DefaultPredictor does.
-        Returns:
-            {"instances": Instances} with boxes in the image's pixel coordinates.
-        """
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
-        # A (C, H, W) view of the uint8 array: tiles are sliced from it and made float one batch
-        # at a time. ascontiguousarray copies (as uint8) only a view with negative strides.
-        image = torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
-        return {"instances": self.tiled.detect(image)}
 
 
 def check_tiled_evaluation(cfg) -> None:

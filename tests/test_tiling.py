@@ -31,10 +31,10 @@ from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.data.shapes import generate_shapes_dataset
 from retina_plugin.engine import Trainer
 from detectron2.layers import batched_nms
+from retina_plugin.predictor import TiledPredictor
 from retina_plugin.tiling import (
     EDGE_MARGIN,
     TiledInference,
-    TiledPredictor,
     build_tiled_model,
     keep_tile_detections,
     merge_tile_detections,
