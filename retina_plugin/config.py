@@ -84,9 +84,13 @@ def add_retina_plugin_config(cfg):
     # Speed, not results. Convolutions in NHWC memory layout (faster CPU and cuDNN kernels).
     node.CHANNELS_LAST = True
     # Precision of backbone and head at inference: "float32", or opt-in "bfloat16" (CPUs with
-    # AVX-512 BF16 / AMX, and GPUs) or "float16" (GPUs), run under torch.autocast; decoding
-    # and NMS stay float32. Training is unaffected.
+    # AVX-512 BF16 / AMX, and GPUs) or "float16" (GPUs), run under torch.autocast, or "int8"
+    # (CPU only: oneDNN int8 convolutions, retina_plugin.quantization) with the activation
+    # ranges in INT8_CALIBRATION. Decoding and NMS stay float32. Training is unaffected.
     node.INFERENCE_DTYPE = "float32"
+    # JSON file of activation ranges written by tools/calibrate_int8.py for these weights;
+    # read when INFERENCE_DTYPE is "int8".
+    node.INT8_CALIBRATION = ""
 
     # Tiled inference for large images (retina_plugin.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
@@ -157,8 +161,13 @@ def check_retina_plugin_config(cfg):
         _fail("TOPK_CANDIDATES_TEST", node.TOPK_CANDIDATES_TEST, "must be >= 1")
     if not 0.0 < node.NMS_THRESH_TEST <= 1.0:
         _fail("NMS_THRESH_TEST", node.NMS_THRESH_TEST, "must be in (0, 1]")
-    if node.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16"):
-        _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, "must be float32, bfloat16 or float16")
+    if node.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16", "int8"):
+        _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, "must be float32, bfloat16, float16 or int8")
+    if node.INFERENCE_DTYPE == "int8":
+        if not node.INT8_CALIBRATION:
+            _fail("INT8_CALIBRATION", node.INT8_CALIBRATION, "INFERENCE_DTYPE int8 needs the file written by tools/calibrate_int8.py")
+        if not cfg.MODEL.DEVICE.startswith("cpu"):
+            _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"int8 runs on the CPU, MODEL.DEVICE is {cfg.MODEL.DEVICE!r}")
     if node.DETECTIONS_PER_IMAGE < 1:
         _fail("DETECTIONS_PER_IMAGE", node.DETECTIONS_PER_IMAGE, "must be >= 1")
     if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:

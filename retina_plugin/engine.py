@@ -1,5 +1,6 @@
 """Training and evaluation with Detectron2's DefaultTrainer; tools/train_net.py is a thin shell."""
 import contextlib
+import copy
 import functools
 import os
 import weakref
@@ -14,6 +15,7 @@ from .checkpoint import RetinaCheckpointer
 from .config import ConfigError, load_config
 from .data.loader import build_resumable_train_loader, load_dataset_dicts
 from .data.mapper import RetinaDatasetMapper
+from .quantization import apply_int8_config
 from .tiling import build_tiled_model, check_tiled_evaluation
 
 
@@ -62,8 +64,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        # With MODEL.RETINA_PLUGIN.TILE_SIZE > 0, tile by tile at native resolution
-        # (retina_plugin.tiling; needs INPUT.MIN_SIZE_TEST 0).
+        # With MODEL.RETINA_PLUGIN.INFERENCE_DTYPE int8, an int8 copy (the model may still be
+        # training); with TILE_SIZE > 0, tile by tile at native resolution (retina_plugin.tiling;
+        # needs INPUT.MIN_SIZE_TEST 0).
+        if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8":
+            model = apply_int8_config(cfg, copy.deepcopy(_unwrap(model)).eval())
         return super().test(cfg, build_tiled_model(cfg, model), evaluators)
 
     @classmethod

@@ -19,7 +19,8 @@ from .data.boxes import sanitize_boxes
 from .head import build_retina_head
 from .postprocess import build_retina_postprocess
 
-INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Autocast dtypes; "int8" swaps the convolutions instead (retina_plugin.quantization.quantize_int8).
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": None}
 
 
 @META_ARCH_REGISTRY.register()
@@ -69,6 +70,7 @@ class RetinaNetPlugin(nn.Module):
         if inference_dtype not in INFERENCE_DTYPES:
             raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {tuple(INFERENCE_DTYPES)}")
         self.inference_dtype = inference_dtype
+        self.int8 = False  # True once retina_plugin.quantization.quantize_int8 has swapped the convolutions
         self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -138,8 +140,14 @@ class RetinaNetPlugin(nn.Module):
             training: {"loss_cls", "loss_box_reg"}; inference: per image {"instances": Instances}.
         """
         images = self.preprocess_image(batched_inputs)
-        low_precision = not self.training and self.inference_dtype != "float32"
-        with torch.autocast(self.device.type, dtype=INFERENCE_DTYPES[self.inference_dtype], enabled=low_precision):
+        if not self.training and self.inference_dtype == "int8" and not self.int8:
+            raise RuntimeError(
+                "INFERENCE_DTYPE is int8 but this model's convolutions are float32: quantize it after loading "
+                "its weights with retina_plugin.quantization.apply_int8_config(cfg, model) (RetinaPredictor and "
+                "train_net.py --eval-only do)"
+            )
+        low_precision = not self.training and INFERENCE_DTYPES[self.inference_dtype] not in (None, torch.float32)
+        with torch.autocast(self.device.type, dtype=INFERENCE_DTYPES[self.inference_dtype] or torch.float32, enabled=low_precision):
             features = self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
             features = [features[f] for f in self.head_in_features]
             pred_logits, pred_anchor_deltas = self.head(features)

@@ -26,6 +26,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 from .checkpoint import RetinaCheckpointer
+from .quantization import apply_int8_config
 from .tiling import TiledInference
 
 __all__ = [
@@ -59,7 +60,8 @@ class DemoInputError(ValueError):
 class RetinaPredictor(DefaultPredictor):
     """
     Detectron2's DefaultPredictor loading cfg.MODEL.WEIGHTS with `RetinaCheckpointer`
-    (weights-only `.pth`, restricted `.pkl`) instead of plain unpickling.
+    (weights-only `.pth`, restricted `.pkl`) instead of plain unpickling, then made int8
+    when cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE is "int8".
     """
 
     def __init__(self, cfg):
@@ -69,6 +71,7 @@ class RetinaPredictor(DefaultPredictor):
         super().__init__(no_weights)
         self.cfg = cfg.clone()
         RetinaCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        apply_int8_config(cfg, self.model)
 
 
 class TiledPredictor(RetinaPredictor):

@@ -368,11 +368,14 @@ def test_decode_and_nms_no_candidates(small_cfg):
         ("FOCAL_LOSS_GAMMA", -1.0),
         ("TOPK_CANDIDATES_TEST", 0),
         ("ANCHOR_ASPECT_RATIOS", []),
-        ("INFERENCE_DTYPE", "int8"),
+        ("INFERENCE_DTYPE", "int4"),
+        ("INT8_CALIBRATION", ""),
     ],
 )
 def test_bad_config_raises_at_build_time(small_cfg, key, value):
     small_cfg.MODEL.RETINA_PLUGIN[key] = value
+    if key == "INT8_CALIBRATION":  # int8 needs the calibration file
+        small_cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "int8"
     with pytest.raises(ValueError) as excinfo:
         build_model(small_cfg)
     message = str(excinfo.value)
