@@ -14,6 +14,7 @@ seed, hence the same weights and images. benchmarks/README.md says what each row
 """
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import math
@@ -33,10 +34,13 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("ours", "detectron2", "torchvision")
-MEASUREMENTS = ("inference", "inference_bf16", "postprocess", "train_step", "loss_backward")
+MEASUREMENTS = ("inference", "inference_bf16", "inference_int8", "postprocess", "train_step", "loss_backward")
+# Measured for ours only: the peers have no int8 mode (their float32 time is the comparison).
+OURS_ONLY = ("inference_int8",)
 TITLES = {
     "inference": "inference, 1 image 800x1216",
     "inference_bf16": "inference in bfloat16, 1 image 800x1216",
+    "inference_int8": "inference in int8 (ours only), 1 image 800x1216",
     "postprocess": "postprocess only (head outputs -> detections)",
     "train_step": "training step, batch 2 x 640x853",
     "loss_backward": "labelling + losses + backward, batch 2",
@@ -61,7 +65,8 @@ CLS_LOGIT_STD = 1.0
 BOX_DELTA_STD = 0.2
 CALIBRATION_SIZE = (256, 384)
 TRAIN_LR = 1e-3
-WARMUP = {"inference": 1, "inference_bf16": 1, "postprocess": 2, "train_step": 1, "loss_backward": 2}
+WARMUP = {"inference": 1, "inference_bf16": 1, "inference_int8": 1, "postprocess": 2, "train_step": 1, "loss_backward": 2}
+INT8_CALIBRATION_SEEDS = (SEED + 2000, SEED + 2001)  # two 800x1216 images, not the timed one
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -653,6 +658,44 @@ def inference_bf16_task(adapter, args):
     return Task(step, lambda first: {"detections": adapter.detections(first)})
 
 
+def inference_int8_task(adapter, args):
+    """
+    Ours in int8 (retina_plugin.quantization): calibrated on two other synthetic images of the
+    same size, then the timed image. Also reports how the detections compare with float32's.
+    """
+    from retina_plugin.quantization import calibrate_int8, quantize_int8
+
+    if not args.device.startswith("cpu"):
+        raise RuntimeError("int8 inference runs on the CPU only")
+    batch = adapter.inference_batch(inference_sample())
+    model = adapter.model.eval()
+    calibration = [adapter.inference_batch(synthetic_image(*INFER_SIZE, seed=s)[0]) for s in INT8_CALIBRATION_SEEDS]
+    int8_model = quantize_int8(copy.deepcopy(model), calibrate_int8(model, calibration))
+
+    def step():
+        with torch.no_grad():
+            return int8_model(batch)
+
+    def report(first):
+        with torch.no_grad():
+            reference = adapter.detections(model(batch))
+        return {"detections": adapter.detections(first), "vs_float32": compare_int8_detections(adapter.detections(first), reference)}
+
+    return Task(step, report)
+
+
+def compare_int8_detections(int8, reference, top=20):
+    """How many of float32's `top` best detections int8 also finds (same class, IoU >= 0.9)."""
+    from detectron2.structures import Boxes, pairwise_iou
+
+    n = min(top, len(reference["scores"]))
+    if n == 0 or not int8["scores"]:
+        return {"top": n, "matched": 0}
+    iou = pairwise_iou(Boxes(torch.tensor(reference["boxes"][:n])), Boxes(torch.tensor(int8["boxes"])))
+    same_class = torch.tensor(reference["classes"][:n])[:, None] == torch.tensor(int8["classes"])[None]
+    return {"top": n, "matched": int(((iou >= 0.9) & same_class).any(1).sum())}
+
+
 def postprocess_task(adapter, args):
     batch = adapter.inference_batch(inference_sample())
     adapter.model.eval()
@@ -704,6 +747,7 @@ def loss_backward_task(adapter, args):
 TASKS = {
     "inference": inference_task,
     "inference_bf16": inference_bf16_task,
+    "inference_int8": inference_int8_task,
     "postprocess": postprocess_task,
     "train_step": train_step_task,
     "loss_backward": loss_backward_task,
@@ -778,7 +822,8 @@ def run_worker(args):
         result = run_memory(TASKS[args.measure](adapter, args), args)
     else:
         adapters = build_adapters(args.device)
-        tasks = {m: TASKS[args.measure](adapters[m], args) for m in MODELS}
+        models = ["ours"] if args.measure in OURS_ONLY else MODELS
+        tasks = {m: TASKS[args.measure](adapters[m], args) for m in models}
         result = run_timing(tasks, args.measure, args)
     Path(args.worker_out).write_text(json.dumps(result))
 
@@ -880,7 +925,7 @@ def summarize(results, limit, info, args, wall_s):
     summary = {"machine": info, "args": vars(args), "wall_s": wall_s, "machine_limit": limit, "results": results}
     ours_flops = results["ours"]["inference"]["network_gflop"]
     for model in MODELS:
-        for measure in MEASUREMENTS:
+        for measure in results[model]:
             r = results[model][measure]
             r["median_s"], r["min_s"] = statistics.median(r["times"]), min(r["times"])
         inference = results[model]["inference"]
@@ -901,10 +946,10 @@ def summarize(results, limit, info, args, wall_s):
 
 
 def _row(title, values, fmt, with_ratios=True):
-    """A table row: `values` per model as tuples, the first element also gives the ratios."""
+    """A table row: `values` per model as tuples (None: not measured), the first also gives the ratios."""
     ours = values[0][0]
-    ratios = [f"{v[0] / ours:.2f}" if ours > 0 else "-" for v in values[1:]] if with_ratios else ["", ""]
-    return "| " + " | ".join([title] + [fmt(v) for v in values] + ratios) + " |"
+    ratios = [f"{v[0] / ours:.2f}" if v and ours > 0 else "-" for v in values[1:]] if with_ratios else ["", ""]
+    return "| " + " | ".join([title] + [fmt(v) if v else "-" for v in values] + ratios) + " |"
 
 
 def _seconds(v):
@@ -914,7 +959,7 @@ def _seconds(v):
 
 def result_table(results):
     def per_model(measure, *keys):
-        return [tuple(results[m][measure][k] for k in keys) for m in MODELS]
+        return [tuple(results[m][measure][k] for k in keys) if measure in results[m] else None for m in MODELS]
 
     lines = [
         "| measurement | " + " | ".join(MODELS) + " | detectron2 / ours | torchvision / ours |",
@@ -975,6 +1020,12 @@ def result_notes(summary):
         f"{results['detectron2']['inference']['median_s'] / results['ours']['inference_bf16']['median_s']:.2f}x "
         f"({len(results['ours']['inference_bf16']['detections']['scores'])} detections). Accuracy cost on the "
         "embedded val split: see benchmarks/README.md.",
+        "- int8: ours in int8 vs detectron2 in float32: "
+        f"{results['detectron2']['inference']['median_s'] / results['ours']['inference_int8']['median_s']:.2f}x, "
+        f"vs ours in float32: {results['ours']['inference']['median_s'] / results['ours']['inference_int8']['median_s']:.2f}x; "
+        f"{results['ours']['inference_int8']['vs_float32']['matched']} of float32's "
+        f"{results['ours']['inference_int8']['vs_float32']['top']} best detections found again (same class, IoU >= 0.9; "
+        "random weights are a hard case for quantization). Accuracy cost on the embedded val split: see benchmarks/README.md.",
         f"- Peak memory: {results['ours']['inference']['memory_method']}, over a warm-up and one "
         "measured call, in a separate process per cell.",
         f"- 1-minute load average at start {load['start']:.2f}, at end {load['end']:.2f} "
@@ -1012,7 +1063,7 @@ def run_driver(args):
     with tempfile.TemporaryDirectory() as tmpdir:
         for measure in MEASUREMENTS:
             timings = spawn_worker("all", measure, "time", args, tmpdir)
-            for model in MODELS:
+            for model in timings:
                 r = results[model][measure] = timings[model]
                 r.update(spawn_worker(model, measure, "memory", args, tmpdir))
                 print(

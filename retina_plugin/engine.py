@@ -10,6 +10,8 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from .checkpoint import RetinaCheckpointer
 from .config import ConfigError, load_config
@@ -99,7 +101,11 @@ def _ddp_without_device_ids(device: str):
 
 def argument_parser():
     """Detectron2's default_argument_parser plus a user's own COCO-format dataset."""
-    parser = default_argument_parser()
+    return add_dataset_arguments(default_argument_parser())
+
+
+def add_dataset_arguments(parser):
+    """--train-json/--train-images, --test-json/--test-images: a user's COCO-format dataset."""
     parser.add_argument("--train-json", help="COCO-format annotation file to train on")
     parser.add_argument("--train-images", help="image folder of --train-json")
     parser.add_argument("--test-json", help="COCO-format annotation file to evaluate on")
@@ -107,7 +113,7 @@ def argument_parser():
     return parser
 
 
-def _user_dataset_opts(args) -> list:
+def user_dataset_opts(args) -> list:
     """Register --train-json/--test-json; the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them."""
     from .data import register_coco_json
 
@@ -142,7 +148,7 @@ def setup(args):
     a message naming the key.
     """
     try:
-        cfg = load_config(args.config_file, _user_dataset_opts(args) + list(args.opts))
+        cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         if len(cfg.DATASETS.TEST):
             check_tiled_evaluation(cfg)  # before training, not when evaluating after it
     except (ConfigError, ValueError) as e:
@@ -150,6 +156,9 @@ def setup(args):
     cfg.freeze()
     register_config_datasets(cfg)
     default_setup(cfg, args)
+    # default_setup logs "detectron2" and "fvcore"; the plugin's own messages (dropped boxes,
+    # skipped images, checkpoint and int8 notes) go to the same console and log.txt.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin", abbrev_name="retina")
     return cfg
 
 

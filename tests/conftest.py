@@ -6,6 +6,7 @@ from detectron2.structures import Boxes, Instances
 import retina_plugin  # noqa: F401  (registers the plugin's components)
 from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.data import generate_shapes_dataset
+from tiny_detector import train_tiny_detector
 
 
 def _small_cfg():
@@ -68,3 +69,9 @@ def tiny_shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     generate_shapes_dataset(root, num_train=16, num_val=4, image_size=128, seed=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The tiny RetinaNetPlugin of tiny_detector.py, trained once per session (~35 s)."""
+    return train_tiny_detector(tmp_path_factory.mktemp("tiny_detector"))

@@ -7,8 +7,9 @@ DATASETS.TEST and report the AP each gets, their difference and the time per ima
 
     python tools/calibrate_int8.py --config-file configs/shapes_R18_cpu.yaml --eval \
         --opts MODEL.WEIGHTS output/shapes_R18_cpu/model_final.pth
-    python tools/calibrate_int8.py --config-file my.yaml --json ann/train.json --image-root images/train \
-        --num-images 64 --output output/int8_calibration.json --opts MODEL.WEIGHTS output/model_final.pth
+    python tools/calibrate_int8.py --config-file my.yaml --train-json ann/train.json --train-images images/train \
+        --test-json ann/val.json --test-images images/val --num-images 64 --eval \
+        --output output/int8_calibration.json --opts MODEL.WEIGHTS output/model_final.pth
 
 Then run the int8 model with the options it prints, e.g. in the demo or train_net --eval-only:
     MODEL.RETINA_PLUGIN.INFERENCE_DTYPE int8 MODEL.RETINA_PLUGIN.INT8_CALIBRATION <output>
@@ -18,7 +19,6 @@ import copy
 import os
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,10 +28,9 @@ from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from retina_plugin.checkpoint import RetinaCheckpointer  # noqa: E402
 from retina_plugin.config import ConfigError, load_config  # noqa: E402
 import retina_plugin  # noqa: E402,F401  (registers the components)
-from retina_plugin.data import register_coco_json  # noqa: E402
 from retina_plugin.data.loader import load_dataset_dicts  # noqa: E402
 from retina_plugin.data.mapper import RetinaDatasetMapper  # noqa: E402
-from retina_plugin.engine import Trainer, register_config_datasets  # noqa: E402
+from retina_plugin.engine import Trainer, add_dataset_arguments, register_config_datasets, user_dataset_opts  # noqa: E402
 from retina_plugin.quantization import Int8Error, calibrate_int8, quantize_int8, save_int8_calibration  # noqa: E402
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -44,8 +43,7 @@ def get_parser():
     parser.add_argument(
         "--dataset", metavar="NAME", help="a registered dataset to calibrate on (default: the config's first DATASETS.TRAIN)"
     )
-    parser.add_argument("--json", metavar="FILE", help="a COCO-format annotation file whose images to calibrate on")
-    parser.add_argument("--image-root", metavar="DIR", help="the image folder of --json")
+    add_dataset_arguments(parser)  # --train-json: calibrate on it; --test-json: evaluate on it
     parser.add_argument(
         "--num-images", type=int, default=32, metavar="N", help="calibration images, spread evenly over the dataset (default 32)"
     )
@@ -60,18 +58,10 @@ def get_parser():
 
 
 def calibration_dataset(args, cfg) -> str:
-    """Register --json (or the config's embedded datasets) and return the calibration dataset's name."""
-    if args.json is not None or args.image_root is not None:
-        if args.json is None or args.image_root is None:
-            raise Int8Error(f"--json and --image-root go together (got {args.json!r}, {args.image_root!r})")
-        name = f"int8_calibration_{Path(args.json).stem}"
-        register_coco_json(name, args.json, args.image_root)
-        return name
+    """The calibration dataset's name: --dataset, else the config's first DATASETS.TRAIN."""
     name = args.dataset or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
     if name is None:
-        raise Int8Error("no calibration images: pass --dataset NAME, or --json FILE --image-root DIR")
-    if name not in DatasetCatalog.list():
-        register_config_datasets(cfg)
+        raise Int8Error("no calibration images: pass --dataset NAME, or --train-json FILE --train-images DIR")
     if name not in DatasetCatalog.list():
         raise Int8Error(f"dataset {name!r} is not registered")
     return name
@@ -101,9 +91,9 @@ def evaluate(cfg, model, dataset_name: str) -> dict:
 def main(argv=None):
     args = get_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config_file, args.opts)
-        cfg.defrost()
+        cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "float32"
+        register_config_datasets(cfg)
         name = calibration_dataset(args, cfg)
         loader, count = calibration_loader(cfg, name, args.num_images)
         model = Trainer.build_model(cfg).eval()
@@ -117,8 +107,6 @@ def main(argv=None):
                 raise Int8Error("--eval needs DATASETS.TEST in the config")
             info["evaluation"] = {}
             for test_name in cfg.DATASETS.TEST:
-                if test_name not in DatasetCatalog.list():
-                    register_config_datasets(cfg)
                 info["evaluation"][test_name] = {
                     "float32": evaluate(cfg, model, test_name),
                     "int8": evaluate(cfg, int8_model, test_name),
