@@ -19,6 +19,7 @@ file and reports the AP cost.
 import json
 import logging
 import os
+from collections import OrderedDict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -111,6 +112,7 @@ class Int8Conv2d(nn.Module):
         input_qparams: QParams,
         relu: bool = False,
         output_qparams: Optional[QParams] = None,
+        packed_shapes: int = 4,
     ):
         super().__init__()
         activation = getattr(conv, "activation", None)
@@ -118,20 +120,36 @@ class Int8Conv2d(nn.Module):
             raise Int8Error(f"a convolution with activation {activation} cannot be made int8")
         weight, bias = _folded_weight_and_bias(conv)
         self.weight_scale = (weight.abs().amax(dim=(1, 2, 3)) / 127.0).clamp(min=1e-12)
-        qweight = (weight / self.weight_scale.view(-1, 1, 1, 1)).round().clamp(-128, 127).to(torch.int8)
+        self.qweight = (weight / self.weight_scale.view(-1, 1, 1, 1)).round().clamp(-128, 127).to(torch.int8)
         self.weight_zero_point = torch.zeros(weight.shape[0], dtype=torch.int64)
         self.bias = bias
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.packed_weight = torch.ops.onednn.qconv_prepack(
-            qweight, self.weight_scale, input_qparams.scale, input_qparams.zero_point,
-            self.stride, self.padding, self.dilation, self.groups, None,
-        )
+        # oneDNN picks the int8 weight layout for one input shape; any other shape reorders the
+        # weights on every call (up to 25x slower for the 1x1 convs of res4/res5). So the packed
+        # weights are kept per input shape, the `packed_shapes` most recently used.
+        self.packed_shapes = packed_shapes
+        self._packed: "OrderedDict[Tuple[int, ...], torch.Tensor]" = OrderedDict()
         self.input_qparams = input_qparams
         self.output_qparams = output_qparams
         self.unary = "relu" if relu else "none"
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = conv.kernel_size
+
+    def _packed_for(self, shape: torch.Size) -> torch.Tensor:
+        key = tuple(shape)
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = torch.ops.onednn.qconv_prepack(
+                self.qweight, self.weight_scale, self.input_qparams.scale, self.input_qparams.zero_point,
+                self.stride, self.padding, self.dilation, self.groups, list(key),
+            )
+            self._packed[key] = packed
+            if len(self._packed) > self.packed_shapes:
+                self._packed.popitem(last=False)
+        else:
+            self._packed.move_to_end(key)
+        return packed
 
     def extra_repr(self):
         out = "float32" if self.output_qparams is None else f"uint8 {self.output_qparams}"
@@ -154,7 +172,7 @@ class Int8Conv2d(nn.Module):
         if not isinstance(x, QuantizedActivation):
             x = quantize_activation(x, self.input_qparams)
         out = self.output_qparams
-        args = (x.data, x.scale, x.zero_point, self.packed_weight, self.weight_scale, self.weight_zero_point)
+        args = (x.data, x.scale, x.zero_point, self._packed_for(x.data.shape), self.weight_scale, self.weight_zero_point)
         geometry = (self.stride, self.padding, self.dilation, self.groups)
         if accumulate is None:
             y = torch.ops.onednn.qconv2d_pointwise(
@@ -408,6 +426,7 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
     # Head: a conv followed by a ReLU runs it fused and hands the next conv uint8; one followed
     # by a norm (GN, per-level BN) outputs float32 for it. The predictors output float32.
     head = model.head
+    shared = {"packed_shapes": 2 * len(model.head_in_features)}  # the head runs on every level
     for subnet, predictor in ((head.cls_subnet, head.cls_score), (head.bbox_subnet, head.bbox_pred)):
         layers = list(subnet)
         for i, layer in enumerate(layers):
@@ -417,12 +436,12 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
             if following and isinstance(following[0], nn.ReLU):
                 consumer = following[1] if len(following) == 2 else predictor
                 out = qp(f"{names[consumer]}:in")
-                subnet[i] = Int8Conv2d(layer, qp(f"{names[layer]}:in"), relu=True, output_qparams=out)
+                subnet[i] = Int8Conv2d(layer, qp(f"{names[layer]}:in"), relu=True, output_qparams=out, **shared)
                 subnet[i + 1] = nn.Identity()
             else:
-                subnet[i] = Int8Conv2d(layer, qp(f"{names[layer]}:in"))
-    head.cls_score = Int8Conv2d(head.cls_score, qp(f"{names[head.cls_score]}:in"))
-    head.bbox_pred = Int8Conv2d(head.bbox_pred, qp(f"{names[head.bbox_pred]}:in"))
+                subnet[i] = Int8Conv2d(layer, qp(f"{names[layer]}:in"), **shared)
+    head.cls_score = Int8Conv2d(head.cls_score, qp(f"{names[head.cls_score]}:in"), **shared)
+    head.bbox_pred = Int8Conv2d(head.bbox_pred, qp(f"{names[head.bbox_pred]}:in"), **shared)
     model.eval()
     model.int8 = True
     logger.info(f"int8 inference: {sum(isinstance(m, Int8Conv2d) for m in model.modules())} convolutions quantized ({source})")

@@ -82,6 +82,15 @@ def test_int8_conv_is_the_float_conv_on_the_int8_grid(k, stride):
     assert (out - conv(x)).abs().max() < 0.05 * conv(x).abs().max()
 
 
+def test_int8_conv_keeps_weights_packed_per_input_shape():
+    conv = conv_with_frozen_bn(32, 64, 1)
+    int8 = Int8Conv2d(conv, activation_qparams(-3, 3), packed_shapes=2).eval()
+    inputs = [torch.randn(1, 32, h, w) for h, w in ((25, 38), (50, 76), (7, 9), (25, 38))]
+    for x in inputs:  # each result is right whichever packing is cached
+        torch.testing.assert_close(int8(x).double(), on_the_grid(int8, x, conv), atol=1e-4, rtol=1e-5)
+    assert list(int8._packed) == [(1, 32, 7, 9), (1, 32, 25, 38)]  # the 2 most recently used
+
+
 def test_int8_conv_fused_relu_uint8_output_and_residual_sum():
     conv = conv_with_frozen_bn(16, 16, 3)
     x = torch.rand(1, 16, 12, 14) * 4
