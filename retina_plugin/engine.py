@@ -151,6 +151,11 @@ def setup(args):
         cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         if len(cfg.DATASETS.TEST):
             check_tiled_evaluation(cfg)  # before training, not when evaluating after it
+        if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:
+            raise ConfigError(
+                "MODEL.RETINA_PLUGIN.INFERENCE_DTYPE int8 is for --eval-only: its calibration belongs to one set of "
+                "weights; train in float32, then calibrate the trained weights with tools/calibrate_int8.py"
+            )
     except (ConfigError, ValueError) as e:
         raise SystemExit(f"train_net: error: {e}") from None
     cfg.freeze()

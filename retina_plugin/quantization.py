@@ -16,6 +16,7 @@ float32, and decoding and NMS are those of the float32 model.
 RetinaPredictor (demo) and in `train_net.py --eval-only`; `tools/calibrate_int8.py` writes the
 file and reports the AP cost.
 """
+import hashlib
 import json
 import logging
 import os
@@ -305,8 +306,20 @@ def save_int8_calibration(path: str, ranges: Ranges, **info) -> None:
     os.replace(tmp, path)
 
 
-def load_int8_calibration(path: str) -> Ranges:
-    """The ranges written by save_int8_calibration; Int8Error naming the file when it is not one."""
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of the float model's state_dict (names and values), to tie a calibration to its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_int8_calibration(path: str, model: Optional[nn.Module] = None) -> Ranges:
+    """
+    The ranges written by save_int8_calibration; Int8Error naming the file when it is not one,
+    or when it holds a `weights_fingerprint` and the float `model` given holds other weights.
+    """
     if not os.path.isfile(path):
         raise Int8Error(f"int8 calibration file not found: {path} (write one with tools/calibrate_int8.py)")
     try:
@@ -322,6 +335,12 @@ def load_int8_calibration(path: str) -> Ranges:
         if not ok or not all(map(_finite, value)) or value[0] > value[1]:
             raise Int8Error(f"int8 calibration file {path}: range {key!r} = {value!r} is not [low, high] with finite low <= high")
         ranges[key] = (float(value[0]), float(value[1]))
+    fingerprint = payload.get("weights_fingerprint")
+    if model is not None and fingerprint is not None and fingerprint != weights_fingerprint(model):
+        raise Int8Error(
+            f"int8 calibration file {path} was made for other weights (it names {payload.get('weights')!r}); "
+            "recalibrate for these with tools/calibrate_int8.py"
+        )
     return ranges
 
 
@@ -334,7 +353,8 @@ def apply_int8_config(cfg, model: nn.Module) -> nn.Module:
     node = cfg.MODEL.RETINA_PLUGIN
     if node.INFERENCE_DTYPE != "int8":
         return model
-    return quantize_int8(model, load_int8_calibration(node.INT8_CALIBRATION), source=node.INT8_CALIBRATION)
+    ranges = load_int8_calibration(node.INT8_CALIBRATION, model)
+    return quantize_int8(model, ranges, source=node.INT8_CALIBRATION)
 
 
 def _finite(v) -> bool:

@@ -28,6 +28,7 @@ from retina_plugin.quantization import (
     quantize_activation,
     quantize_int8,
     save_int8_calibration,
+    weights_fingerprint,
 )
 from retina_plugin.data.shapes import generate_shapes_dataset
 from tiny_detector import REPO_ROOT, load_shapes_split
@@ -206,6 +207,31 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
         load_int8_calibration(str(tmp_path / "missing.json"))
 
 
+def test_calibration_is_tied_to_its_weights(small_cfg, make_batch, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(small_cfg).eval()
+    path = str(tmp_path / "calib.json")
+    ranges = calibrate_int8(model, [[{"image": x["image"]} for x in make_batch()]])
+    save_int8_calibration(path, ranges, weights="a.pth", weights_fingerprint=weights_fingerprint(model))
+    assert load_int8_calibration(path, model) == ranges
+    torch.manual_seed(1)
+    other = build_model(small_cfg).eval()
+    with pytest.raises(Int8Error, match=r"calib.json was made for other weights \(it names 'a.pth'\)"):
+        load_int8_calibration(path, other)
+
+
+def test_train_net_refuses_to_train_with_int8_inference(tmp_path):
+    from retina_plugin.engine import argument_parser, setup
+
+    args = argument_parser().parse_args(
+        ["--config-file", f"{REPO_ROOT}/configs/shapes_R18_cpu.yaml", "OUTPUT_DIR", str(tmp_path),
+         "MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", "int8", "MODEL.RETINA_PLUGIN.INT8_CALIBRATION", "c.json"]
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="INFERENCE_DTYPE int8 is for --eval-only"):
+        setup(args)
+    assert not (tmp_path / "log.txt").exists()
+
+
 # ------------------------------------------------------------------ the trained detector, end to end
 
 VAL_IMAGES = 60
@@ -239,6 +265,7 @@ def test_calibrated_int8_loses_under_half_an_ap_point_and_runs_in_the_tools(trai
     )  # fmt: skip
     written = json.loads(calibration.read_text())
     assert written["images"] == 16 and written["weights"] == trained.weights
+    assert written["weights_fingerprint"] == weights_fingerprint(trained.model)
     (evaluation,) = written["evaluation"].values()
     float_ap, int8_ap = evaluation["float32"]["AP"], evaluation["int8"]["AP"]
     print(f"\nAP float32 {float_ap:.2f} (AP50 {evaluation['float32']['AP50']:.2f}), int8 {int8_ap:.2f}")

@@ -31,7 +31,13 @@ import retina_plugin  # noqa: E402,F401  (registers the components)
 from retina_plugin.data.loader import load_dataset_dicts  # noqa: E402
 from retina_plugin.data.mapper import RetinaDatasetMapper  # noqa: E402
 from retina_plugin.engine import Trainer, add_dataset_arguments, register_config_datasets, user_dataset_opts  # noqa: E402
-from retina_plugin.quantization import Int8Error, calibrate_int8, quantize_int8, save_int8_calibration  # noqa: E402
+from retina_plugin.quantization import (  # noqa: E402
+    Int8Error,
+    calibrate_int8,
+    quantize_int8,
+    save_int8_calibration,
+    weights_fingerprint,
+)
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -100,7 +106,7 @@ def main(argv=None):
         RetinaCheckpointer(model).load(cfg.MODEL.WEIGHTS)
         ranges = calibrate_int8(model, loader)
         output = args.output or os.path.join(cfg.OUTPUT_DIR, "int8_calibration.json")
-        info = {"weights": cfg.MODEL.WEIGHTS, "dataset": name, "images": count}
+        info = {"weights": cfg.MODEL.WEIGHTS, "weights_fingerprint": weights_fingerprint(model), "dataset": name, "images": count}
         if args.eval:
             int8_model = quantize_int8(copy.deepcopy(model), ranges, source="this calibration")
             if not cfg.DATASETS.TEST:
