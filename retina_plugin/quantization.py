@@ -120,10 +120,14 @@ class Int8Conv2d(nn.Module):
         if activation is not None:
             raise Int8Error(f"a convolution with activation {activation} cannot be made int8")
         weight, bias = _folded_weight_and_bias(conv)
-        self.weight_scale = (weight.abs().amax(dim=(1, 2, 3)) / 127.0).clamp(min=1e-12)
-        self.qweight = (weight / self.weight_scale.view(-1, 1, 1, 1)).round().clamp(-128, 127).to(torch.int8)
-        self.weight_zero_point = torch.zeros(weight.shape[0], dtype=torch.int64)
-        self.bias = bias
+        weight_scale = (weight.abs().amax(dim=(1, 2, 3)) / 127.0).clamp(min=1e-12)
+        # Buffers (moved by .to(), listed by .buffers()) but not in the state_dict: checkpoints
+        # hold the float weights, and an int8 model is made from them.
+        self.register_buffer("weight_scale", weight_scale, persistent=False)
+        qweight = (weight / weight_scale.view(-1, 1, 1, 1)).round().clamp(-128, 127).to(torch.int8)
+        self.register_buffer("qweight", qweight, persistent=False)
+        self.register_buffer("weight_zero_point", torch.zeros(weight.shape[0], dtype=torch.int64), persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         # oneDNN picks the int8 weight layout for one input shape; any other shape reorders the

@@ -270,7 +270,7 @@ class TiledInference(nn.Module):
         height, width = image.shape[-2:]
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
         interiors = tile_interiors(tiles, (height, width), self.edge_margin)
-        device = next(self.model.parameters()).device
+        device = self.model.device
         boxes, scores, classes, shared = [], [], [], []
         for first in range(0, len(tiles), self.tile_batch):
             batch = tiles[first : first + self.tile_batch].tolist()

@@ -153,6 +153,22 @@ def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thre
         assert (x.scores[:top] - y.scores[:top]).abs().max() < 0.05
 
 
+def test_tiled_inference_runs_the_int8_model(small_cfg, make_batch, single_thread):
+    from retina_plugin.tiling import TiledInference
+
+    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.3
+    model = build_model(small_cfg).eval()
+    batch = [{"image": x["image"]} for x in make_batch()]
+    int8 = quantize_int8(model, calibrate_int8(model, [batch]))
+    assert not list(int8.parameters())  # FrozenBN ResNet, no head norm: only buffers are left
+    image = batch[0]["image"]  # 160x224: 3 x 4 tiles of 64 at overlap 0.25
+    with torch.no_grad():
+        tiled = TiledInference(int8, tile_size=64, overlap=0.25).detect(image)
+    assert len(tiled) > 0
+    boxes = tiled.pred_boxes.tensor
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 224).all() and (boxes[:, 3] <= 160).all()
+
+
 def test_int8_model_is_inference_only_and_needs_its_calibration(small_cfg, make_batch):
     model = build_model(small_cfg).eval()
     batch = [{"image": x["image"]} for x in make_batch()]
