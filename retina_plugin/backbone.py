@@ -45,14 +45,27 @@ class FrozenBNFoldedConv2d(Conv2d):
     def forward(self, x):
         if self.training or torch.is_grad_enabled():
             return super().forward(x)
-        norm = self.norm
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        bias = norm.bias - norm.running_mean * scale
-        if self.bias is not None:
-            bias = bias + self.bias * scale
-        weight = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
+        weight, bias = fold_batchnorm(self.weight, self.bias, self.norm)
         x = F.conv2d(x, weight, bias.to(x.dtype), self.stride, self.padding, self.dilation, self.groups)
         return x if self.activation is None else self.activation(x)
+
+
+def fold_batchnorm(weight: torch.Tensor, bias, norm: nn.Module):
+    """
+    The weight and bias of one convolution equal to conv(weight, bias) followed by `norm`, a
+    FrozenBatchNorm2d or a BatchNorm with running statistics used as in eval mode:
+    weight * s, beta - mean * s (+ bias * s), s = gamma / sqrt(var + eps), per output channel.
+    Args: weight (Cout, Cin, kh, kw); bias (Cout,) or None. Returns (weight, bias (Cout,)).
+    """
+    scale = (norm.running_var + norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = norm.weight * scale
+    folded_bias = -norm.running_mean * scale
+    if norm.bias is not None:
+        folded_bias = folded_bias + norm.bias
+    if bias is not None:
+        folded_bias = folded_bias + bias * scale
+    return weight * scale.view(-1, 1, 1, 1).to(weight.dtype), folded_bias
 
 
 def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:

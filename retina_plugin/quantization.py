@@ -31,7 +31,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 
-from .backbone import RetinaP6P7
+from .backbone import RetinaP6P7, fold_batchnorm
 from .head import FocalLossHead
 
 logger = logging.getLogger(__name__)
@@ -91,15 +91,12 @@ def _folded_weight_and_bias(conv: nn.Conv2d) -> Tuple[torch.Tensor, torch.Tensor
         return weight, bias
     if not _foldable(norm):
         raise Int8Error(f"int8 inference folds only FrozenBatchNorm2d or BatchNorm with running statistics, not {norm}")
-    gamma = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
-    beta = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
-    scale = gamma * (norm.running_var + norm.eps).rsqrt()
-    return weight * scale.view(-1, 1, 1, 1), beta - norm.running_mean * scale + bias * scale
+    return fold_batchnorm(weight, bias, norm)
 
 
 class Int8Conv2d(nn.Module):
     """
-    A float convolution (with its FrozenBatchNorm folded) as one oneDNN int8 convolution.
+    A float convolution (with its BatchNorm folded) as one oneDNN int8 convolution.
 
     Input: float (N, C, H, W), quantized with `input_qparams`, or a QuantizedActivation with
     those parameters. Output: float32, or a QuantizedActivation with `output_qparams`. ReLU and
