@@ -119,8 +119,9 @@ def test_uint8_max_pool_equals_max_pool2d(size):
 # ------------------------------------------------------------------ whole model
 
 
-@pytest.mark.parametrize("depth, norm", [(18, "FrozenBN"), (50, "BN")])
-def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thread, depth, norm):
+@pytest.mark.parametrize("depth, norm, p6_source", [(18, "FrozenBN", "res5"), (50, "BN", "res5"), (18, "FrozenBN", "p5")])
+def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thread, depth, norm, p6_source):
+    small_cfg.MODEL.RETINA_PLUGIN.P6_SOURCE = p6_source
     small_cfg.MODEL.RESNETS.DEPTH = depth
     small_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth == 18 else 256
     small_cfg.MODEL.RESNETS.NORM = norm
