@@ -7,6 +7,7 @@ from detectron2.config import CfgNode as CN
 VALID_NORMS = ("", "GN", "BN", "SyncBN")
 VALID_P6_SOURCES = ("res5", "p5")
 VALID_BOX_REG_LOSSES = ("smooth_l1", "giou")
+VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 
 
 def add_retina_plugin_config(cfg):
@@ -161,8 +162,8 @@ def check_retina_plugin_config(cfg):
         _fail("TOPK_CANDIDATES_TEST", node.TOPK_CANDIDATES_TEST, "must be >= 1")
     if not 0.0 < node.NMS_THRESH_TEST <= 1.0:
         _fail("NMS_THRESH_TEST", node.NMS_THRESH_TEST, "must be in (0, 1]")
-    if node.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16", "int8"):
-        _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, "must be float32, bfloat16, float16 or int8")
+    if node.INFERENCE_DTYPE not in VALID_INFERENCE_DTYPES:
+        _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"must be one of {VALID_INFERENCE_DTYPES}")
     if node.INFERENCE_DTYPE == "int8":
         if not node.INT8_CALIBRATION:
             _fail("INT8_CALIBRATION", node.INT8_CALIBRATION, "INFERENCE_DTYPE int8 needs the file written by tools/calibrate_int8.py")

@@ -14,13 +14,14 @@ from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import log_every_n_seconds
 
-from .config import check_retina_plugin_config
+from .config import VALID_INFERENCE_DTYPES, check_retina_plugin_config
 from .data.boxes import sanitize_boxes
 from .head import build_retina_head
 from .postprocess import build_retina_postprocess
 
-# Autocast dtypes; "int8" swaps the convolutions instead (retina_plugin.quantization.quantize_int8).
-INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": None}
+# The inference dtypes run under torch.autocast; "int8" swaps the convolutions instead
+# (retina_plugin.quantization.quantize_int8).
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -67,8 +68,8 @@ class RetinaNetPlugin(nn.Module):
         self.input_format = input_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if inference_dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {tuple(INFERENCE_DTYPES)}")
+        if inference_dtype not in VALID_INFERENCE_DTYPES:
+            raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {VALID_INFERENCE_DTYPES}")
         self.inference_dtype = inference_dtype
         self.int8 = False  # True once retina_plugin.quantization.quantize_int8 has swapped the convolutions
         self.vis_period = vis_period
@@ -146,8 +147,9 @@ class RetinaNetPlugin(nn.Module):
                 "its weights with retina_plugin.quantization.apply_int8_config(cfg, model) (RetinaPredictor and "
                 "train_net.py --eval-only do)"
             )
-        low_precision = not self.training and INFERENCE_DTYPES[self.inference_dtype] not in (None, torch.float32)
-        with torch.autocast(self.device.type, dtype=INFERENCE_DTYPES[self.inference_dtype] or torch.float32, enabled=low_precision):
+        autocast_dtype = None if self.training else AUTOCAST_DTYPES.get(self.inference_dtype)
+        low_precision = autocast_dtype is not None
+        with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=low_precision):
             features = self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
             features = [features[f] for f in self.head_in_features]
             pred_logits, pred_anchor_deltas = self.head(features)

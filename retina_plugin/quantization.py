@@ -242,13 +242,9 @@ def _shortcut(block, x: QuantizedActivation) -> QuantizedActivation:
 # Calibration
 
 
-def _conv_modules(model: nn.Module):
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
 def _calibration_points(model: nn.Module):
     """(key, module, "input" | "output") for every range that quantize_int8 reads."""
-    points = [(f"{name}:in", m, "input") for name, m in _conv_modules(model)]
+    points = [(f"{name}:in", m, "input") for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     for name, m in model.named_modules():
         if isinstance(m, (BasicStem, BasicBlock, BottleneckBlock)):
             points.append((f"{name}:out", m, "output"))

@@ -100,6 +100,8 @@ def main(argv=None):
         cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "float32"
         register_config_datasets(cfg)
+        if args.eval and not cfg.DATASETS.TEST:
+            raise Int8Error("--eval needs DATASETS.TEST in the config (or --test-json/--test-images)")
         name = calibration_dataset(args, cfg)
         loader, count = calibration_loader(cfg, name, args.num_images)
         model = Trainer.build_model(cfg).eval()
@@ -109,8 +111,6 @@ def main(argv=None):
         info = {"weights": cfg.MODEL.WEIGHTS, "weights_fingerprint": weights_fingerprint(model), "dataset": name, "images": count}
         if args.eval:
             int8_model = quantize_int8(copy.deepcopy(model), ranges, source="this calibration")
-            if not cfg.DATASETS.TEST:
-                raise Int8Error("--eval needs DATASETS.TEST in the config")
             info["evaluation"] = {}
             for test_name in cfg.DATASETS.TEST:
                 info["evaluation"][test_name] = {
