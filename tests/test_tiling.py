@@ -24,13 +24,12 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import DefaultPredictor
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
+from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from retina_plugin.data.shapes import generate_shapes_dataset
 from retina_plugin.engine import Trainer
-from detectron2.layers import batched_nms
 from retina_plugin.predictor import TiledPredictor
-from tiny_detector import OBJECT_SIZES, load_shapes_split, tiny_cfg
 from retina_plugin.tiling import (
     EDGE_MARGIN,
     TiledInference,
@@ -42,6 +41,7 @@ from retina_plugin.tiling import (
     tile_interiors,
     tile_starts,
 )
+from tiny_detector import OBJECT_SIZES, load_shapes_split, tiny_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
