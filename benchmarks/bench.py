@@ -54,7 +54,6 @@ GT_PER_IMAGE = 8
 NUM_CLASSES = {"detectron2": 80, "torchvision": 91}  # COCO: 80 classes; torchvision's 91 ids
 SCORE_THRESH = 0.05
 DETECTIONS_PER_IMAGE = 100
-ANCHOR_SIZES = [[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [32, 64, 128, 256, 512]]
 # Random weights give an almost constant classifier output (bias -log(99): no detections).
 # The head's last convs get new random weights scaled to the actual size of their inputs
 # (measured on a small calibration image), so that logits ~ N(CLS_BIAS, CLS_LOGIT_STD^2) vary
@@ -127,27 +126,21 @@ def rgb_unit_tensor(image, device):
 
 
 def detectron2_cfgs(device):
-    """(reference cfg, ours cfg): Detectron2's RetinaNet R50-FPN and RetinaNetPlugin R50."""
-    from retina_plugin import get_retina_plugin_cfg
+    """
+    (reference cfg, ours cfg): one config (configs/retinanet_R50.yaml, random weights) read by
+    Detectron2's RetinaNet with its own backbone and anchor generator, and by RetinaNetPlugin.
+    """
+    from retina_plugin import load_config
 
-    ours = get_retina_plugin_cfg()
-    ours.merge_from_file(str(ROOT / "configs" / "Base-RetinaNetPlugin.yaml"))
-    ours.MODEL.RESNETS.DEPTH = 50
-    ours.MODEL.WEIGHTS = ""
-    ours.MODEL.DEVICE = device
-    ours.MODEL.RETINA_PLUGIN.SMOOTH_L1_BETA = ours.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA
-
+    ours = load_config(str(ROOT / "configs" / "retinanet_R50.yaml"), [
+        "MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+        "MODEL.RETINANET.NUM_CLASSES", NUM_CLASSES["detectron2"],
+        "TEST.DETECTIONS_PER_IMAGE", DETECTIONS_PER_IMAGE,
+    ])
     ref = ours.clone()
     ref.MODEL.META_ARCHITECTURE = "RetinaNet"
     ref.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
     ref.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
-    ref.MODEL.ANCHOR_GENERATOR.SIZES = ANCHOR_SIZES
-    ref.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
-    ref.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    ref.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    ref.MODEL.RETINANET.NUM_CLASSES = NUM_CLASSES["detectron2"]
-    ref.TEST.DETECTIONS_PER_IMAGE = DETECTIONS_PER_IMAGE
-    ours.MODEL.RETINA_PLUGIN.DETECTIONS_PER_IMAGE = DETECTIONS_PER_IMAGE
     return ref, ours
 
 
@@ -350,10 +343,12 @@ class OursAdapter(Detectron2Adapter):
         return images, [features[f] for f in self.model.head_in_features]
 
     def prepare_postprocess(self, batch):
+        from retina_plugin.anchor_generator import anchor_tensors
+
         images, features = self.features(batch)
         logits, deltas = self.model.head(features)
         return {
-            "anchors": self.model.anchor_generator.anchor_tensors(features),
+            "anchors": anchor_tensors(self.model.anchor_generator, features),
             "logits": logits,
             "deltas": deltas,
             "image_sizes": images.image_sizes,
@@ -366,10 +361,12 @@ class OursAdapter(Detectron2Adapter):
         )
 
     def prepare_losses(self, batch):
+        from retina_plugin.anchor_generator import anchor_tensors
+
         images, features = self.features(batch)
         logits, deltas = self.model.head(features)
         return {
-            "anchors": self.model.anchor_generator.anchor_tensors(features),
+            "anchors": anchor_tensors(self.model.anchor_generator, features),
             "gt_instances": [x["instances"] for x in batch],
             "logits": [_leaf(x) for x in logits],
             "deltas": [_leaf(x) for x in deltas],

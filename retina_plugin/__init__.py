@@ -21,7 +21,7 @@ except ImportError:
     ) from None
 
 from .anchor_generator import RetinaAnchorGenerator
-from .backbone import RetinaP6P7, build_retina_plugin_resnet_fpn_backbone
+from .backbone import build_retina_plugin_resnet_fpn_backbone
 from .config import ConfigError, add_retina_plugin_config, check_retina_plugin_config, get_retina_plugin_cfg, load_config
 from .focal_loss import sigmoid_focal_loss
 from .head import RETINA_HEAD_REGISTRY, FocalLossHead
@@ -30,7 +30,6 @@ from .postprocess import RETINA_POSTPROCESS_REGISTRY, DecodeAndNMS
 
 __all__ = [
     "RetinaAnchorGenerator",
-    "RetinaP6P7",
     "build_retina_plugin_resnet_fpn_backbone",
     "add_retina_plugin_config",
     "check_retina_plugin_config",

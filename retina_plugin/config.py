@@ -1,19 +1,68 @@
-"""The plugin's config node, `cfg.MODEL.RETINA_PLUGIN`, its checks, and `load_config`."""
+"""
+The plugin's config: Detectron2's own RetinaNet keys, plus `cfg.MODEL.RETINA_PLUGIN` for what
+Detectron2 has no key for; their checks; and `load_config`.
+
+RetinaNetPlugin reads, with Detectron2's meaning, `MODEL.RETINANET.*` (classes, head, focal loss,
+matching, box loss, inference), `MODEL.ANCHOR_GENERATOR.*` (sizes and aspect ratios per level),
+`TEST.DETECTIONS_PER_IMAGE`, `MODEL.FPN.*` and `MODEL.RESNETS.*`, so a Detectron2 RetinaNet config
+switches to the plugin with `MODEL.META_ARCHITECTURE: RetinaNetPlugin` alone.
+"""
+import collections.abc
 import os
 from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
-VALID_NORMS = ("", "GN", "BN", "SyncBN")
 VALID_P6_SOURCES = ("res5", "p5")
-VALID_BOX_REG_LOSSES = ("smooth_l1", "giou")
+# Detectron2's RetinaNet supports these box losses (detectron2.modeling.box_regression).
+VALID_BOX_REG_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
+# The norms detectron2.layers.get_norm builds; "BN" and "SyncBN" become one norm per level.
+VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
+# The anchor generators whose anchor count per level follows from SIZES x ASPECT_RATIOS, so it
+# can be checked when the config is loaded; others are checked when the model is built.
+SIZE_TIMES_RATIO_GENERATORS = ("DefaultAnchorGenerator", "RetinaAnchorGenerator")
+
+# Keys of MODEL.RETINA_PLUGIN that copied a Detectron2 key under another name; setting one
+# fails at load and names the key to use.
+MOVED_KEYS = {
+    "NUM_CLASSES": "MODEL.RETINANET.NUM_CLASSES",
+    "IN_FEATURES": "MODEL.RETINANET.IN_FEATURES",
+    "NUM_CONVS": "MODEL.RETINANET.NUM_CONVS",
+    "NORM": "MODEL.RETINANET.NORM",
+    "PRIOR_PROB": "MODEL.RETINANET.PRIOR_PROB",
+    "FOCAL_LOSS_ALPHA": "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+    "FOCAL_LOSS_GAMMA": "MODEL.RETINANET.FOCAL_LOSS_GAMMA",
+    "BG_IOU_THRESHOLD": "MODEL.RETINANET.IOU_THRESHOLDS",
+    "FG_IOU_THRESHOLD": "MODEL.RETINANET.IOU_THRESHOLDS",
+    "BBOX_REG_WEIGHTS": "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+    "BBOX_REG_LOSS_TYPE": "MODEL.RETINANET.BBOX_REG_LOSS_TYPE",
+    "SMOOTH_L1_BETA": "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA",
+    "SCORE_THRESH_TEST": "MODEL.RETINANET.SCORE_THRESH_TEST",
+    "TOPK_CANDIDATES_TEST": "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
+    "NMS_THRESH_TEST": "MODEL.RETINANET.NMS_THRESH_TEST",
+    "DETECTIONS_PER_IMAGE": "TEST.DETECTIONS_PER_IMAGE",
+    "ANCHOR_SIZES": "MODEL.ANCHOR_GENERATOR.SIZES",
+    "ANCHOR_OCTAVE_SCALES": "MODEL.ANCHOR_GENERATOR.SIZES",
+    "ANCHOR_ASPECT_RATIOS": "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+    "ANCHOR_OFFSET": "MODEL.ANCHOR_GENERATOR.OFFSET",
+}
+_MOVED_NOTES = {
+    "BG_IOU_THRESHOLD": "[BG, FG] thresholds with MODEL.RETINANET.IOU_LABELS [0, -1, 1], e.g. [0.4, 0.5]",
+    "FG_IOU_THRESHOLD": "[BG, FG] thresholds with MODEL.RETINANET.IOU_LABELS [0, -1, 1], e.g. [0.4, 0.5]",
+    "ANCHOR_SIZES": "every anchor size of each level, octave scales applied, e.g. "
+    "[[32, 40.32, 50.80], [64, 80.63, 101.59], ...] for base 32 and scales 2^0, 2^(1/3), 2^(2/3)",
+    "ANCHOR_OCTAVE_SCALES": "every anchor size of each level, octave scales applied, e.g. "
+    "[[32, 40.32, 50.80], [64, 80.63, 101.59], ...] for base 32 and scales 2^0, 2^(1/3), 2^(2/3)",
+    "ANCHOR_ASPECT_RATIOS": "a list per level, or one list for all, e.g. [[0.5, 1.0, 2.0]]",
+}
 
 
 def add_retina_plugin_config(cfg):
     """
-    Add `cfg.MODEL.RETINA_PLUGIN`, every hyperparameter of RetinaNet (Lin et al. 2017),
-    to a Detectron2 config. Defaults are the paper's.
+    Add to a Detectron2 config what RetinaNetPlugin needs beyond Detectron2's own keys:
+    `cfg.MODEL.RETINA_PLUGIN` and `cfg.DATALOADER.SKIP_UNREADABLE_IMAGES`. Registers the keys
+    that moved to Detectron2's nodes, so that a config setting one fails naming the new key.
     """
     _C = cfg
     # Training data (retina_plugin.data.loader): an image file that is missing or cannot be
@@ -24,63 +73,24 @@ def add_retina_plugin_config(cfg):
     _C.MODEL.RETINA_PLUGIN = CN()
     node = _C.MODEL.RETINA_PLUGIN
 
-    # Number of object classes (background is not a class: the classifier is sigmoid per class).
-    node.NUM_CLASSES = 80
-    # Backbone features the head runs on, from high to low resolution (strides 8..128).
-    node.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-    # Input of the P6 conv: "res5" (C5, the paper and Detectron2) or "p5" (FCOS, torchvision v2).
+    # Input of the P6 conv of build_retina_plugin_resnet_fpn_backbone: "res5" (C5, the paper
+    # and Detectron2) or "p5" (FCOS, torchvision v2).
     node.P6_SOURCE = "res5"
 
-    # Anchors (paper section 4): one base size per level of IN_FEATURES (32..512 on P3..P7),
-    # each multiplied by every octave scale (2^0, 2^(1/3), 2^(2/3)) and combined with every
-    # aspect ratio (height / width), so A = len(OCTAVE_SCALES) * len(ASPECT_RATIOS) = 9.
-    node.ANCHOR_SIZES = [32, 64, 128, 256, 512]
-    node.ANCHOR_OCTAVE_SCALES = [2 ** (i / 3) for i in range(3)]
-    node.ANCHOR_ASPECT_RATIOS = [0.5, 1.0, 2.0]
-    # Anchor centres sit at (offset + i) * stride; Detectron2's RetinaNet uses 0.0.
-    node.ANCHOR_OFFSET = 0.0
+    # Anchor matching (with MODEL.RETINANET.IOU_THRESHOLDS / IOU_LABELS): each ground-truth box
+    # also keeps its best anchor(s) as foreground. Detectron2's RetinaNet hard-codes True.
+    node.ALLOW_LOW_QUALITY_MATCHES = True
+
+    # Both losses are divided by an exponential moving average of the foreground anchor count:
+    # normalizer = MOMENTUM * normalizer + (1 - MOMENTUM) * max(num_fg, 1), starting at INIT.
+    # MOMENTUM = 0.0 divides by the batch's own count (the paper). Detectron2 hard-codes 0.9, 100.
+    node.LOSS_NORMALIZER_MOMENTUM = 0.9
+    node.LOSS_NORMALIZER_INIT = 100.0
 
     # Registry name of the head (RETINA_HEAD_REGISTRY) and of the postprocessor
     # (RETINA_POSTPROCESS_REGISTRY).
     node.HEAD_NAME = "FocalLossHead"
     node.POSTPROCESS_NAME = "DecodeAndNMS"
-    # Convs (3x3, ReLU) in each of the classification and box subnets.
-    node.NUM_CONVS = 4
-    # Norm after each subnet conv: "" (paper), "GN", or "BN"/"SyncBN" (one BN per level).
-    node.NORM = ""
-    # Initial foreground probability pi of the classifier; its bias is -log((1 - pi) / pi).
-    node.PRIOR_PROB = 0.01
-
-    # Focal loss FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t); alpha_t = 1 - alpha on background.
-    node.FOCAL_LOSS_ALPHA = 0.25
-    node.FOCAL_LOSS_GAMMA = 2.0
-
-    # Anchor matching: IoU >= FG_IOU_THRESHOLD is foreground, < BG_IOU_THRESHOLD background,
-    # in between ignored. Each ground-truth box also keeps its best anchor(s) when
-    # ALLOW_LOW_QUALITY_MATCHES.
-    node.BG_IOU_THRESHOLD = 0.4
-    node.FG_IOU_THRESHOLD = 0.5
-    node.ALLOW_LOW_QUALITY_MATCHES = True
-
-    # Box regression: weights of the (dx, dy, dw, dh) deltas, and the loss: "smooth_l1" or "giou".
-    node.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
-    node.BBOX_REG_LOSS_TYPE = "smooth_l1"
-    # Smooth L1 beta; 0.11 is the paper's (sigma = 3), 0.0 is plain L1 (Detectron2's configs).
-    node.SMOOTH_L1_BETA = 0.11
-
-    # Both losses are divided by an exponential moving average of the foreground anchor count:
-    # normalizer = MOMENTUM * normalizer + (1 - MOMENTUM) * max(num_fg, 1), starting at INIT.
-    # MOMENTUM = 0.0 divides by the batch's own count (the paper).
-    node.LOSS_NORMALIZER_MOMENTUM = 0.9
-    node.LOSS_NORMALIZER_INIT = 100.0
-
-    # Inference (paper section 4): per level keep scores > SCORE_THRESH_TEST, then the best
-    # TOPK_CANDIDATES_TEST (anchor, class) pairs; class-wise NMS at NMS_THRESH_TEST; keep the
-    # best DETECTIONS_PER_IMAGE.
-    node.SCORE_THRESH_TEST = 0.05
-    node.TOPK_CANDIDATES_TEST = 1000
-    node.NMS_THRESH_TEST = 0.5
-    node.DETECTIONS_PER_IMAGE = 100
 
     # Speed, not results. Convolutions in NHWC memory layout (faster CPU and cuDNN kernels).
     node.CHANNELS_LAST = True
@@ -95,7 +105,7 @@ def add_retina_plugin_config(cfg):
 
     # Tiled inference for large images (retina_plugin.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
-    # evaluation needs INPUT.MIN_SIZE_TEST 0, and DETECTIONS_PER_IMAGE caps each tile and the image.
+    # evaluation needs INPUT.MIN_SIZE_TEST 0, and TEST.DETECTIONS_PER_IMAGE caps each tile and the image.
     node.TILE_SIZE = 0
     # Fraction of TILE_SIZE shared by neighbouring tiles, in [0, 1): an object is seen whole by
     # some tile when it is smaller than about TILE_OVERLAP * TILE_SIZE.
@@ -103,81 +113,140 @@ def add_retina_plugin_config(cfg):
     # Tiles per forward pass: memory grows with TILE_BATCH * TILE_SIZE^2, not with the image.
     node.TILE_BATCH = 4
 
+    for old, new in MOVED_KEYS.items():
+        full_key = f"MODEL.RETINA_PLUGIN.{old}"
+        if not _C.key_is_renamed(full_key):
+            _C.register_renamed_key(full_key, new, _MOVED_NOTES.get(old, "same meaning as Detectron2's RetinaNet"))
+
 
 def _fail(key, value, why):
-    raise ValueError(f"cfg.MODEL.RETINA_PLUGIN.{key} = {value!r}: {why}")
+    raise ValueError(f"cfg.{key} = {value!r}: {why}")
+
+
+def _is_number_list(values) -> bool:
+    return (
+        isinstance(values, collections.abc.Sequence)
+        and len(values) > 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+    )
+
+
+def anchor_params_per_level(values, num_levels: int, key: str):
+    """
+    Detectron2's reading of MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS: a list of numbers, or
+    one list, applies to every level; otherwise one list per level. Returns one list per level.
+    """
+    if _is_number_list(values):
+        return [list(values)] * num_levels
+    if not isinstance(values, collections.abc.Sequence) or not all(_is_number_list(v) for v in values) or not values:
+        _fail(key, values, "must be a list of positive numbers, or of such lists (one per level)")
+    if len(values) == 1:
+        return [list(values[0])] * num_levels
+    if len(values) != num_levels:
+        _fail(key, values, f"has {len(values)} lists; needs 1 or one per level of MODEL.RETINANET.IN_FEATURES ({num_levels})")
+    return [list(v) for v in values]
 
 
 def check_retina_plugin_config(cfg):
     """
-    Raise a ValueError naming the key and value of the first setting in
-    `cfg.MODEL.RETINA_PLUGIN` that cannot build a working model.
+    Raise a ValueError naming the key and value of the first setting that RetinaNetPlugin cannot
+    honour: its own `MODEL.RETINA_PLUGIN` keys and the Detectron2 keys it reads.
     """
+    unknown = sorted(set(cfg.MODEL.RETINA_PLUGIN) - set(_plugin_defaults().MODEL.RETINA_PLUGIN))
+    for key in unknown:
+        new = MOVED_KEYS.get(key)
+        where = f"; it moved to {new}" if new else ""
+        _fail(f"MODEL.RETINA_PLUGIN.{key}", cfg.MODEL.RETINA_PLUGIN[key], f"is not a key of MODEL.RETINA_PLUGIN{where}")
+
+    r = cfg.MODEL.RETINANET
+    if int(r.NUM_CLASSES) < 1:
+        _fail("MODEL.RETINANET.NUM_CLASSES", r.NUM_CLASSES, "must be >= 1")
+    if len(r.IN_FEATURES) < 1:
+        _fail("MODEL.RETINANET.IN_FEATURES", r.IN_FEATURES, "needs at least one feature level")
+    if r.NUM_CONVS < 0:
+        _fail("MODEL.RETINANET.NUM_CONVS", r.NUM_CONVS, "must be >= 0")
+    if r.NORM not in VALID_HEAD_NORMS:
+        _fail("MODEL.RETINANET.NORM", r.NORM, f"must be one of {VALID_HEAD_NORMS}")
+    if not 0.0 < r.PRIOR_PROB < 1.0:
+        _fail("MODEL.RETINANET.PRIOR_PROB", r.PRIOR_PROB, "must be in (0, 1)")
+    if not 0.0 <= r.FOCAL_LOSS_ALPHA <= 1.0 and r.FOCAL_LOSS_ALPHA != -1:
+        _fail("MODEL.RETINANET.FOCAL_LOSS_ALPHA", r.FOCAL_LOSS_ALPHA, "must be in [0, 1] (or -1: no alpha)")
+    if r.FOCAL_LOSS_GAMMA < 0:
+        _fail("MODEL.RETINANET.FOCAL_LOSS_GAMMA", r.FOCAL_LOSS_GAMMA, "must be >= 0")
+    _check_matching(r.IOU_THRESHOLDS, r.IOU_LABELS)
+    if len(r.BBOX_REG_WEIGHTS) != 4:
+        _fail("MODEL.RETINANET.BBOX_REG_WEIGHTS", r.BBOX_REG_WEIGHTS, "needs 4 weights (dx, dy, dw, dh)")
+    if r.BBOX_REG_LOSS_TYPE not in VALID_BOX_REG_LOSSES:
+        _fail("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", r.BBOX_REG_LOSS_TYPE, f"must be one of {VALID_BOX_REG_LOSSES}")
+    if r.SMOOTH_L1_LOSS_BETA < 0:
+        _fail("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", r.SMOOTH_L1_LOSS_BETA, "must be >= 0")
+    if not 0.0 <= r.SCORE_THRESH_TEST < 1.0:
+        _fail("MODEL.RETINANET.SCORE_THRESH_TEST", r.SCORE_THRESH_TEST, "must be in [0, 1)")
+    if r.TOPK_CANDIDATES_TEST < 1:
+        _fail("MODEL.RETINANET.TOPK_CANDIDATES_TEST", r.TOPK_CANDIDATES_TEST, "must be >= 1")
+    if not 0.0 < r.NMS_THRESH_TEST <= 1.0:
+        _fail("MODEL.RETINANET.NMS_THRESH_TEST", r.NMS_THRESH_TEST, "must be in (0, 1]")
+    if cfg.TEST.DETECTIONS_PER_IMAGE < 1:
+        _fail("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE, "must be >= 1")
+    _check_anchors(cfg)
+
     node = cfg.MODEL.RETINA_PLUGIN
-    if int(node.NUM_CLASSES) < 1:
-        _fail("NUM_CLASSES", node.NUM_CLASSES, "must be >= 1")
-    if len(node.IN_FEATURES) < 1:
-        _fail("IN_FEATURES", node.IN_FEATURES, "needs at least one feature level")
-    if len(node.ANCHOR_SIZES) != len(node.IN_FEATURES) or not all(
-        isinstance(s, (int, float)) and s > 0 for s in node.ANCHOR_SIZES
-    ):
-        _fail(
-            "ANCHOR_SIZES",
-            node.ANCHOR_SIZES,
-            f"needs one positive base size per level of IN_FEATURES {list(node.IN_FEATURES)}",
-        )
-    for key in ("ANCHOR_OCTAVE_SCALES", "ANCHOR_ASPECT_RATIOS"):
-        values = node[key]
-        if len(values) < 1 or not all(isinstance(v, (int, float)) and v > 0 for v in values):
-            _fail(key, values, "must be a non-empty list of positive numbers")
     if node.P6_SOURCE not in VALID_P6_SOURCES:
-        _fail("P6_SOURCE", node.P6_SOURCE, f"must be one of {VALID_P6_SOURCES}")
-    if node.NORM not in VALID_NORMS:
-        _fail("NORM", node.NORM, f"must be one of {VALID_NORMS}")
-    if node.NUM_CONVS < 0:
-        _fail("NUM_CONVS", node.NUM_CONVS, "must be >= 0")
-    if not 0.0 < node.PRIOR_PROB < 1.0:
-        _fail("PRIOR_PROB", node.PRIOR_PROB, "must be in (0, 1)")
-    if not 0.0 <= node.FOCAL_LOSS_ALPHA <= 1.0 and node.FOCAL_LOSS_ALPHA != -1:
-        _fail("FOCAL_LOSS_ALPHA", node.FOCAL_LOSS_ALPHA, "must be in [0, 1] (or -1: no alpha)")
-    if node.FOCAL_LOSS_GAMMA < 0:
-        _fail("FOCAL_LOSS_GAMMA", node.FOCAL_LOSS_GAMMA, "must be >= 0")
-    if not 0.0 <= node.BG_IOU_THRESHOLD <= node.FG_IOU_THRESHOLD <= 1.0:
-        _fail(
-            "BG_IOU_THRESHOLD",
-            node.BG_IOU_THRESHOLD,
-            f"needs 0 <= BG_IOU_THRESHOLD <= FG_IOU_THRESHOLD ({node.FG_IOU_THRESHOLD}) <= 1",
-        )
-    if len(node.BBOX_REG_WEIGHTS) != 4:
-        _fail("BBOX_REG_WEIGHTS", node.BBOX_REG_WEIGHTS, "needs 4 weights (dx, dy, dw, dh)")
-    if node.BBOX_REG_LOSS_TYPE not in VALID_BOX_REG_LOSSES:
-        _fail("BBOX_REG_LOSS_TYPE", node.BBOX_REG_LOSS_TYPE, f"must be one of {VALID_BOX_REG_LOSSES}")
-    if node.SMOOTH_L1_BETA < 0:
-        _fail("SMOOTH_L1_BETA", node.SMOOTH_L1_BETA, "must be >= 0")
+        _fail("MODEL.RETINA_PLUGIN.P6_SOURCE", node.P6_SOURCE, f"must be one of {VALID_P6_SOURCES}")
     if not 0.0 <= node.LOSS_NORMALIZER_MOMENTUM < 1.0:
-        _fail("LOSS_NORMALIZER_MOMENTUM", node.LOSS_NORMALIZER_MOMENTUM, "must be in [0, 1)")
-    if not 0.0 <= node.SCORE_THRESH_TEST < 1.0:
-        _fail("SCORE_THRESH_TEST", node.SCORE_THRESH_TEST, "must be in [0, 1)")
-    if node.TOPK_CANDIDATES_TEST < 1:
-        _fail("TOPK_CANDIDATES_TEST", node.TOPK_CANDIDATES_TEST, "must be >= 1")
-    if not 0.0 < node.NMS_THRESH_TEST <= 1.0:
-        _fail("NMS_THRESH_TEST", node.NMS_THRESH_TEST, "must be in (0, 1]")
+        _fail("MODEL.RETINA_PLUGIN.LOSS_NORMALIZER_MOMENTUM", node.LOSS_NORMALIZER_MOMENTUM, "must be in [0, 1)")
     if node.INFERENCE_DTYPE not in VALID_INFERENCE_DTYPES:
-        _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"must be one of {VALID_INFERENCE_DTYPES}")
+        _fail("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"must be one of {VALID_INFERENCE_DTYPES}")
     if node.INFERENCE_DTYPE == "int8":
         if not node.INT8_CALIBRATION:
-            _fail("INT8_CALIBRATION", node.INT8_CALIBRATION, "INFERENCE_DTYPE int8 needs the file written by tools/calibrate_int8.py")
+            _fail("MODEL.RETINA_PLUGIN.INT8_CALIBRATION", node.INT8_CALIBRATION, "INFERENCE_DTYPE int8 needs the file written by tools/calibrate_int8.py")
         if not cfg.MODEL.DEVICE.startswith("cpu"):
-            _fail("INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"int8 runs on the CPU, MODEL.DEVICE is {cfg.MODEL.DEVICE!r}")
-    if node.DETECTIONS_PER_IMAGE < 1:
-        _fail("DETECTIONS_PER_IMAGE", node.DETECTIONS_PER_IMAGE, "must be >= 1")
+            _fail("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"int8 runs on the CPU, MODEL.DEVICE is {cfg.MODEL.DEVICE!r}")
     if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:
-        _fail("TILE_SIZE", node.TILE_SIZE, "must be an integer >= 0 (0 = no tiling)")
+        _fail("MODEL.RETINA_PLUGIN.TILE_SIZE", node.TILE_SIZE, "must be an integer >= 0 (0 = no tiling)")
     tile_stride = node.TILE_SIZE - round(node.TILE_OVERLAP * node.TILE_SIZE)
     if not 0.0 <= node.TILE_OVERLAP < 1.0 or (node.TILE_SIZE > 0 and tile_stride < 1):
-        _fail("TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
+        _fail("MODEL.RETINA_PLUGIN.TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
     if not isinstance(node.TILE_BATCH, int) or node.TILE_BATCH < 1:
-        _fail("TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
+        _fail("MODEL.RETINA_PLUGIN.TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
+
+
+def _check_matching(thresholds, labels):
+    # What detectron2.modeling.matcher.Matcher accepts: thresholds sorted in [0, 1], one more
+    # label than thresholds, labels -1 (ignored), 0 (background) or 1 (foreground).
+    if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds) or list(thresholds) != sorted(thresholds):
+        _fail("MODEL.RETINANET.IOU_THRESHOLDS", thresholds, "must be increasing IoUs in [0, 1]")
+    if len(labels) != len(thresholds) + 1:
+        _fail("MODEL.RETINANET.IOU_LABELS", labels, f"needs one label more than IOU_THRESHOLDS {list(thresholds)}")
+    if not all(label in (-1, 0, 1) for label in labels):
+        _fail("MODEL.RETINANET.IOU_LABELS", labels, "labels must be -1 (ignored), 0 (background) or 1 (foreground)")
+
+
+def _check_anchors(cfg):
+    a = cfg.MODEL.ANCHOR_GENERATOR
+    num_levels = len(cfg.MODEL.RETINANET.IN_FEATURES)
+    sizes = anchor_params_per_level(a.SIZES, num_levels, "MODEL.ANCHOR_GENERATOR.SIZES")
+    ratios = anchor_params_per_level(a.ASPECT_RATIOS, num_levels, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")
+    if not 0.0 <= a.OFFSET < 1.0:
+        _fail("MODEL.ANCHOR_GENERATOR.OFFSET", a.OFFSET, "must be in [0, 1)")
+    if a.NAME in SIZE_TIMES_RATIO_GENERATORS:
+        counts = [len(s) * len(r) for s, r in zip(sizes, ratios)]
+        if len(set(counts)) != 1:
+            _fail(
+                "MODEL.ANCHOR_GENERATOR.SIZES",
+                a.SIZES,
+                f"gives {counts} anchors per level (with ASPECT_RATIOS {a.ASPECT_RATIOS}); the head shares "
+                "its weights across levels, so every level needs the same number",
+            )
+
+
+_DEFAULTS = []
+
+
+def _plugin_defaults():
+    if not _DEFAULTS:
+        _DEFAULTS.append(get_retina_plugin_cfg())
+    return _DEFAULTS[0]
 
 
 class ConfigError(ValueError):
@@ -188,7 +257,8 @@ def load_config(config_file: Optional[str] = None, opts: Sequence = ()) -> CN:
     """
     The config every tool uses: Detectron2's defaults with `cfg.MODEL.RETINA_PLUGIN`, then
     `config_file`, then `opts` (KEY VALUE pairs), checked before anything is built. An unknown
-    key, a wrong type or an out-of-range value raises ConfigError naming the key (and the file).
+    key, a key that moved, a wrong type or an out-of-range value raises ConfigError naming the
+    key (and the file).
     """
     cfg = get_retina_plugin_cfg()
     if config_file:

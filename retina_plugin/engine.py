@@ -128,7 +128,7 @@ def user_dataset_opts(args) -> list:
         metadata = register_coco_json(name, json_file, image_root)
         opts += [key, (name,)]
         if split == "train":
-            opts += ["MODEL.RETINA_PLUGIN.NUM_CLASSES", len(metadata.thing_classes)]
+            opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]
     return opts
 
 

@@ -5,8 +5,9 @@ from typing import Dict, List
 import torch
 from torch import nn
 from detectron2.config import configurable
-from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
+from detectron2.layers import CycleBatchNormList, ShapeSpec, ciou_loss, diou_loss, get_norm
 from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.utils.registry import Registry
 from fvcore.nn import giou_loss, smooth_l1_loss
 
@@ -14,10 +15,15 @@ from .focal_loss import sigmoid_focal_loss_from_labels
 
 RETINA_HEAD_REGISTRY = Registry("RETINA_HEAD")
 RETINA_HEAD_REGISTRY.__doc__ = """
-Registry for RetinaNetPlugin heads, selected by cfg.MODEL.RETINA_PLUGIN.HEAD_NAME.
+Registry for RetinaNetPlugin heads, selected by cfg.MODEL.RETINA_PLUGIN.HEAD_NAME and built
+from cfg.MODEL.RETINANET (classes, convs, norm, prior, focal loss, box loss).
 A head maps the pyramid features to per-level class logits and box deltas, and owns the
 losses on them (`losses`).
 """
+
+
+# The IoU-based box losses of Detectron2's RetinaNet, on decoded boxes.
+_BOX_LOSSES = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
 
 
 def build_retina_head(cfg, input_shape: List[ShapeSpec], num_anchors: int):
@@ -62,7 +68,7 @@ class FocalLossHead(nn.Module):
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
         box_reg_loss_type: str = "smooth_l1",
-        smooth_l1_beta: float = 0.11,
+        smooth_l1_beta: float = 0.1,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -87,7 +93,7 @@ class FocalLossHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec], num_anchors: int):
-        node = cfg.MODEL.RETINA_PLUGIN
+        node = cfg.MODEL.RETINANET
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"the head's input levels have different channel counts {sorted(channels)}")
@@ -103,7 +109,7 @@ class FocalLossHead(nn.Module):
             "focal_loss_alpha": node.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": node.FOCAL_LOSS_GAMMA,
             "box_reg_loss_type": node.BBOX_REG_LOSS_TYPE,
-            "smooth_l1_beta": node.SMOOTH_L1_BETA,
+            "smooth_l1_beta": node.SMOOTH_L1_LOSS_BETA,
         }
 
     def forward(self, features: List[torch.Tensor]):
@@ -115,8 +121,8 @@ class FocalLossHead(nn.Module):
         """
         logits, deltas = [], []
         for x in features:
-            logits.append(_to_anchor_rows(self.cls_score(self.cls_subnet(x)), self.num_classes))
-            deltas.append(_to_anchor_rows(self.bbox_pred(self.bbox_subnet(x)), 4))
+            logits.append(permute_to_N_HWA_K(self.cls_score(self.cls_subnet(x)), self.num_classes))
+            deltas.append(permute_to_N_HWA_K(self.bbox_pred(self.bbox_subnet(x)), 4))
         return logits, deltas
 
     def losses(
@@ -154,15 +160,10 @@ class FocalLossHead(nn.Module):
         if self.box_reg_loss_type == "smooth_l1":
             gt_deltas = self.box2box_transform.get_deltas(fg_anchors, fg_gt_boxes)
             loss_box_reg = smooth_l1_loss(fg_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="sum")
-        elif self.box_reg_loss_type == "giou":
+        elif self.box_reg_loss_type in _BOX_LOSSES:
             fg_pred_boxes = self.box2box_transform.apply_deltas(fg_deltas, fg_anchors)
-            loss_box_reg = giou_loss(fg_pred_boxes, fg_gt_boxes, reduction="sum")
+            loss_box_reg = _BOX_LOSSES[self.box_reg_loss_type](fg_pred_boxes, fg_gt_boxes, reduction="sum")
         else:
-            raise ValueError(f"box regression loss {self.box_reg_loss_type!r} is not smooth_l1 or giou")
+            raise ValueError(f"box regression loss {self.box_reg_loss_type!r} is not smooth_l1, {', '.join(_BOX_LOSSES)}")
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
 
-
-def _to_anchor_rows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(N, A*k, H, W) -> (N, H*W*A, k): one row per anchor, in the anchor generator's order."""
-    n, _, h, w = x.shape
-    return x.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, k)

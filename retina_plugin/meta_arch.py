@@ -16,6 +16,7 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from .config import VALID_INFERENCE_DTYPES, check_retina_plugin_config
 from .data.boxes import sanitize_boxes
+from .anchor_generator import anchor_tensors
 from .head import build_retina_head
 from .postprocess import build_retina_postprocess
 
@@ -83,32 +84,37 @@ class RetinaNetPlugin(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         check_retina_plugin_config(cfg)
-        node = cfg.MODEL.RETINA_PLUGIN
+        retinanet = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
-        missing = [f for f in node.IN_FEATURES if f not in shapes]
+        missing = [f for f in retinanet.IN_FEATURES if f not in shapes]
         if missing:
             raise ValueError(
-                f"cfg.MODEL.RETINA_PLUGIN.IN_FEATURES = {list(node.IN_FEATURES)}: the backbone "
+                f"cfg.MODEL.RETINANET.IN_FEATURES = {list(retinanet.IN_FEATURES)}: the backbone "
                 f"{cfg.MODEL.BACKBONE.NAME} has no {missing}; it outputs {sorted(shapes)}"
             )
-        feature_shapes = [shapes[f] for f in node.IN_FEATURES]
+        feature_shapes = [shapes[f] for f in retinanet.IN_FEATURES]
         anchor_generator = build_anchor_generator(cfg, feature_shapes)
         num_anchors = set(anchor_generator.num_cell_anchors)
         if len(num_anchors) != 1:
-            raise ValueError(f"the head shares weights across levels, so every level needs the same number of anchors, got {anchor_generator.num_cell_anchors}")
+            raise ValueError(
+                f"cfg.MODEL.ANCHOR_GENERATOR ({cfg.MODEL.ANCHOR_GENERATOR.NAME}) gives "
+                f"{anchor_generator.num_cell_anchors} anchors per level; the head shares its weights "
+                "across levels, so every level needs the same number"
+            )
+        node = cfg.MODEL.RETINA_PLUGIN
         return {
             "backbone": backbone,
             "head": build_retina_head(cfg, feature_shapes, num_anchors.pop()),
             "postprocess": build_retina_postprocess(cfg),
             "anchor_generator": anchor_generator,
             "anchor_matcher": Matcher(
-                [node.BG_IOU_THRESHOLD, node.FG_IOU_THRESHOLD],
-                [0, -1, 1],
+                retinanet.IOU_THRESHOLDS,
+                retinanet.IOU_LABELS,
                 allow_low_quality_matches=node.ALLOW_LOW_QUALITY_MATCHES,
             ),
-            "num_classes": node.NUM_CLASSES,
-            "head_in_features": list(node.IN_FEATURES),
+            "num_classes": retinanet.NUM_CLASSES,
+            "head_in_features": list(retinanet.IN_FEATURES),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "loss_normalizer_momentum": node.LOSS_NORMALIZER_MOMENTUM,
@@ -156,7 +162,7 @@ class RetinaNetPlugin(nn.Module):
         if low_precision:  # decode and NMS in float32
             pred_logits = [x.float() for x in pred_logits]
             pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
-        anchors = self.anchor_generator.anchor_tensors(features)
+        anchors = anchor_tensors(self.anchor_generator, features)
 
         if self.training:
             if "instances" not in batched_inputs[0]:

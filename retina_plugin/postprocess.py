@@ -12,7 +12,8 @@ from detectron2.utils.registry import Registry
 
 RETINA_POSTPROCESS_REGISTRY = Registry("RETINA_POSTPROCESS")
 RETINA_POSTPROCESS_REGISTRY.__doc__ = """
-Registry for RetinaNetPlugin postprocessors, selected by cfg.MODEL.RETINA_PLUGIN.POSTPROCESS_NAME.
+Registry for RetinaNetPlugin postprocessors, selected by cfg.MODEL.RETINA_PLUGIN.POSTPROCESS_NAME and
+built from cfg.MODEL.RETINANET (*_TEST, BBOX_REG_WEIGHTS) and cfg.TEST.DETECTIONS_PER_IMAGE.
 A postprocessor maps per-level logits and deltas to one `Instances` per image.
 """
 
@@ -50,13 +51,13 @@ class DecodeAndNMS:
 
     @classmethod
     def from_config(cls, cfg):
-        node = cfg.MODEL.RETINA_PLUGIN
+        node = cfg.MODEL.RETINANET
         return {
             "box2box_transform": Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS),
             "score_thresh": node.SCORE_THRESH_TEST,
             "topk_candidates": node.TOPK_CANDIDATES_TEST,
             "nms_thresh": node.NMS_THRESH_TEST,
-            "detections_per_image": node.DETECTIONS_PER_IMAGE,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     def __call__(

@@ -114,7 +114,7 @@ def dataset_metadata(cfg) -> Metadata:
     """
     The metadata (class names, colors) used to label detections: that of
     `cfg.DATASETS.TEST[0]` when that dataset is registered and names at least
-    `cfg.MODEL.RETINA_PLUGIN.NUM_CLASSES` classes, else empty metadata (labels show class ids).
+    `cfg.MODEL.RETINANET.NUM_CLASSES` classes, else empty metadata (labels show class ids).
     """
     if not len(cfg.DATASETS.TEST):
         return Metadata(name="")
@@ -124,7 +124,7 @@ def dataset_metadata(cfg) -> Metadata:
         return Metadata(name="")
     metadata = MetadataCatalog.get(name)
     thing_classes = metadata.get("thing_classes", None)
-    num_classes = cfg.MODEL.RETINA_PLUGIN.NUM_CLASSES
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
     if thing_classes is not None and len(thing_classes) < num_classes:
         logger.warning(
             f"Dataset '{name}' names {len(thing_classes)} classes but the model has "

@@ -29,9 +29,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 
-from .backbone import RetinaP6P7, fold_batchnorm
+from .backbone import fold_batchnorm
 from .head import FocalLossHead
 
 logger = logging.getLogger(__name__)
@@ -381,12 +382,12 @@ def _check_supported(model: nn.Module) -> None:
     parts = [
         (isinstance(backbone, FPN), "the backbone is not Detectron2's FPN"),
         (isinstance(getattr(backbone, "bottom_up", None), ResNet), "the FPN's bottom-up is not a ResNet"),
-        (isinstance(getattr(backbone, "top_block", None), RetinaP6P7), "the FPN's top block is not RetinaP6P7"),
+        (isinstance(getattr(backbone, "top_block", None), LastLevelP6P7), "the FPN's top block is not LastLevelP6P7"),
         (type(head) is FocalLossHead, "the head is not FocalLossHead"),
     ]
     for ok, why in parts:
         if not ok:
-            raise Int8Error(f"int8 inference supports ResNet-FPN with RetinaP6P7 and FocalLossHead: {why}")
+            raise Int8Error(f"int8 inference supports ResNet-FPN with LastLevelP6P7 and FocalLossHead: {why}")
     if backbone._fuse_type != "sum":
         raise Int8Error("int8 inference needs MODEL.FPN.FUSE_TYPE sum")
     for name, m in backbone.named_modules():

@@ -234,8 +234,8 @@ class TiledInference(nn.Module):
             "tile_size": node.TILE_SIZE,
             "overlap": node.TILE_OVERLAP,
             "tile_batch": node.TILE_BATCH,
-            "nms_thresh": node.NMS_THRESH_TEST,
-            "detections_per_image": node.DETECTIONS_PER_IMAGE,
+            "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:

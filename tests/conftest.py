@@ -1,4 +1,6 @@
 """Shared helpers: a small CPU config (ResNet-18, 3 classes) and a synthetic training batch."""
+from pathlib import Path
+
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
@@ -8,19 +10,19 @@ from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.data import generate_shapes_dataset
 from tiny_detector import train_tiny_detector
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _small_cfg():
     cfg = get_retina_plugin_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "Base-RetinaNetPlugin.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.META_ARCHITECTURE = "RetinaNetPlugin"
-    cfg.MODEL.BACKBONE.NAME = "build_retina_plugin_resnet_fpn_backbone"
-    cfg.MODEL.ANCHOR_GENERATOR.NAME = "RetinaAnchorGenerator"
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RETINA_PLUGIN.NUM_CLASSES = 3
+    cfg.MODEL.RETINANET.NUM_CLASSES = 3
     return cfg
 
 

@@ -18,9 +18,10 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 
-from retina_plugin import get_retina_plugin_cfg
+from retina_plugin import load_config
 from retina_plugin.analysis import anchor_coverage
 from retina_plugin.analysis import (
+    AnchorCoverageError,
     AnchorGrid,
     AnchorSetting,
     analyze_anchor_coverage,
@@ -34,6 +35,8 @@ from retina_plugin.data import register_coco_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-RetinaNetPlugin.yaml")
+SHAPES_CONFIG = os.path.join(REPO_ROOT, "configs", "shapes_R18_cpu.yaml")
+ANCHOR_KEYS = ["MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS"]  # what a suggestion sets
 # ResNet-18 for a fast backbone build; images are resized to a shorter side of 256.
 SMALL_OPTS = [
     "MODEL.DEVICE", "cpu",
@@ -41,8 +44,8 @@ SMALL_OPTS = [
     "MODEL.RESNETS.DEPTH", "18",
     "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
     "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.RETINA_PLUGIN.NUM_CONVS", "1",
-    "MODEL.RETINA_PLUGIN.NUM_CLASSES", "1",
+    "MODEL.RETINANET.NUM_CONVS", "1",
+    "MODEL.RETINANET.NUM_CLASSES", "1",
     "INPUT.MIN_SIZE_TRAIN", "(256,)",
     "INPUT.MAX_SIZE_TRAIN", "512",
     "INPUT.RANDOM_FLIP", "none",
@@ -58,10 +61,8 @@ def one_thread():
 
 
 def small_cfg(*opts):
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(BASE_CONFIG)
-    cfg.merge_from_list(SMALL_OPTS + list(opts))
-    return cfg
+    """The base config with SMALL_OPTS and `opts`, checked as every tool loads it."""
+    return load_config(BASE_CONFIG, SMALL_OPTS + list(opts))
 
 
 def write_coco(root, name, images):
@@ -147,7 +148,7 @@ def model_anchors(model, image_size):
     )
     with torch.no_grad():
         features = model.backbone(images.tensor)
-    return model.anchor_generator.anchor_tensors([features[f] for f in model.head_in_features])
+    return [b.tensor for b in model.anchor_generator([features[f] for f in model.head_in_features])]
 
 
 def test_box_equal_to_an_anchor_is_covered_and_tiny_boxes_are_not(datasets):
@@ -171,6 +172,29 @@ def test_box_equal_to_an_anchor_is_covered_and_tiny_boxes_are_not(datasets):
     assert (coverage.num_positive[1:] == 0).all() and coverage.num_positive[0].sum() > 0
 
 
+@pytest.mark.parametrize("sizes, expected", [
+    ("[32, 64]", ((32.0, 64.0),) * 5),  # a flat list: every level
+    ("[[16, 20]]", ((16.0, 20.0),) * 5),  # one list: every level
+    ("[[8], [16], [32], [64], [128]]", ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))),
+])  # fmt: skip
+@pytest.mark.parametrize("generator", ["RetinaAnchorGenerator", "DefaultAnchorGenerator"])
+def test_anchor_setting_reads_detectron2_anchor_keys(sizes, expected, generator):
+    cfg = small_cfg("MODEL.ANCHOR_GENERATOR.NAME", generator, "MODEL.ANCHOR_GENERATOR.SIZES", sizes,
+                    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str([[0.5, 1.0]] * 5))
+    setting = AnchorSetting.from_config(cfg)
+    assert setting == AnchorSetting(expected, ((0.5, 1.0),))  # equal per-level ratios read as one tuple
+    grid = AnchorGrid.from_config(cfg)
+    assert type(grid.generator).__name__ == generator
+    for ours, theirs in zip(setting.level_cell_anchors(), grid.level_cell_anchors):
+        assert torch.equal(ours, theirs)
+    assert AnchorSetting.from_config(setting.apply_to(small_cfg())) == setting
+    assert setting.to_dict() == {"SIZES": [list(s) for s in expected], "ASPECT_RATIOS": [[0.5, 1.0]]}
+
+    per_level = AnchorSetting.from_config(small_cfg("MODEL.ANCHOR_GENERATOR.SIZES", sizes,
+                                                    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str([[1.0]] * 4 + [[2.0]])))
+    assert per_level.aspect_ratios == ((1.0,),) * 4 + ((2.0,),)
+
+
 def test_resizing_and_anchors_are_the_models(datasets, model):
     cfg = small_cfg()
     resized = load_resized_boxes(cfg, "analysis_mixed", "train")
@@ -185,14 +209,31 @@ def test_resizing_and_anchors_are_the_models(datasets, model):
             assert torch.equal(ours, theirs)
 
 
+MATCHINGS = [  # IOU_THRESHOLDS, IOU_LABELS, then the foreground and background thresholds they give
+    (None, None, 0.5, 0.4),  # the config's [0.4, 0.5], [0, -1, 1]
+    ("[0.3, 0.6]", "[0, -1, 1]", 0.6, 0.3),
+    ("[0.5]", "[0, 1]", 0.5, 0.5),
+    ("[0.3, 0.45, 0.6]", "[0, -1, 1, 1]", 0.45, 0.3),
+]
+
+
 @pytest.mark.parametrize("pairs_per_chunk", [None, 500])  # 500: about one box per chunk
-def test_coverage_and_positives_equal_brute_force_and_label_anchors(datasets, model, pairs_per_chunk, monkeypatch):
+@pytest.mark.parametrize("thresholds, labels, fg_threshold, bg_threshold", MATCHINGS)
+def test_coverage_and_positives_equal_brute_force_and_label_anchors(
+    datasets, model, pairs_per_chunk, thresholds, labels, fg_threshold, bg_threshold, monkeypatch
+):
     if pairs_per_chunk is not None:
         monkeypatch.setattr(anchor_coverage, "PAIRS_PER_CHUNK", pairs_per_chunk)
-    cfg = small_cfg()
+    opts = []
+    if thresholds is not None:
+        opts = ["MODEL.RETINANET.IOU_THRESHOLDS", thresholds, "MODEL.RETINANET.IOU_LABELS", labels]
+    cfg = small_cfg(*opts)
+    if opts:  # label_anchors of a model built with this matcher
+        model = build_model(cfg).eval()
     resized = load_resized_boxes(cfg, "analysis_mixed")
     grid = AnchorGrid.from_config(cfg)
     coverage = measure_anchor_coverage(resized, grid, cfg)
+    assert (coverage.fg_threshold, coverage.bg_threshold) == (fg_threshold, bg_threshold)
     num_classes = model.num_classes
     brute_best, first = [], 0
     for boxes, size in zip(resized.boxes, resized.image_sizes):
@@ -203,7 +244,8 @@ def test_coverage_and_positives_equal_brute_force_and_label_anchors(datasets, mo
         ours = slice(first, first + len(boxes))
         first += len(boxes)
         assert torch.equal(coverage.best_iou[ours], iou.max(1).values)
-        fg_per_level = torch.stack([((iou >= 0.5) & (level == k)).sum(1) for k in range(len(level_anchors))], 1)
+        fg = iou >= fg_threshold
+        fg_per_level = torch.stack([(fg & (level == k)).sum(1) for k in range(len(level_anchors))], 1)
         assert torch.equal(coverage.num_fg[ours], fg_per_level)
         brute_best.append(iou.max(1).values)
 
@@ -216,7 +258,7 @@ def test_coverage_and_positives_equal_brute_force_and_label_anchors(datasets, mo
             assert torch.equal(coverage.num_positive[ours][g], expected), g
     brute_best = torch.cat(brute_best)
     summary = coverage.summary()
-    assert summary["all"]["num_covered"] == int((brute_best >= 0.5).sum())
+    assert summary["all"]["num_covered"] == int((brute_best >= fg_threshold).sum())
     assert 0 < summary["all"]["num_covered"] < len(brute_best)  # the data has both kinds
     assert summary["boxes_with_low_quality_positives_only"] > 0
 
@@ -250,6 +292,19 @@ def test_suggestion_raises_coverage_of_tiny_elongated_boxes(datasets, tmp_path):
     command_line = text.split("or append to the command line:\n\n")[1].splitlines()[0]
     from_opts = small_cfg(*shlex.split(command_line))
     assert AnchorSetting.from_config(from_opts) == report.suggestion
+    assert report.suggestion.config_opts()[::2] == ANCHOR_KEYS
+    assert all(len(sizes) == 3 for sizes in report.suggestion.sizes)  # 3 sizes x 3 ratios per location, as before
+
+    # The suggested keys are Detectron2's: they load into another config and build its model,
+    # with either generator and with Detectron2's own RetinaNet, whose anchors are the suggested ones.
+    for extra in ([], ["MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"],
+                  ["MODEL.META_ARCHITECTURE", "RetinaNet", "MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"]):
+        other = load_config(SHAPES_CONFIG, report.suggestion.config_opts() + extra)
+        assert AnchorSetting.from_config(other) == report.suggestion
+        built = build_model(other)
+        assert built.anchor_generator.num_cell_anchors == [9] * 5
+        for ours, theirs in zip(report.suggestion.level_cell_anchors(), built.anchor_generator.cell_anchors):
+            assert torch.equal(ours, theirs)
 
     # Deterministic: the same boxes give the same setting.
     grid = AnchorGrid.from_config(cfg)
@@ -257,6 +312,23 @@ def test_suggestion_raises_coverage_of_tiny_elongated_boxes(datasets, tmp_path):
     setting, _ = suggest_anchor_setting(report.current.boxes, grid_sizes, grid.strides, grid.offset,
                                         AnchorSetting.from_config(cfg), 0.5)
     assert setting == report.suggestion
+
+
+def test_default_anchor_generator_gives_the_same_report(datasets):
+    ours = analyze_anchor_coverage(small_cfg(), "analysis_elongated").to_dict()
+    default = analyze_anchor_coverage(small_cfg("MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"),
+                                      "analysis_elongated").to_dict()
+    for data in (ours, default):
+        data["search"].pop("search_seconds")
+        for summary in (data["current"], data["suggested"]):
+            summary["anchors"].pop("generator")
+    assert default == ours
+
+
+def test_iou_labels_without_foreground_fail_naming_the_key(datasets):
+    cfg = small_cfg("MODEL.RETINANET.IOU_LABELS", "[0, -1, 0]")
+    with pytest.raises(AnchorCoverageError, match=r"^cfg\.MODEL\.RETINANET\.IOU_LABELS = \[0, -1, 0\]: [^\n]*$"):
+        analyze_anchor_coverage(cfg, "analysis_exact")
 
 
 def load_tool():
@@ -288,21 +360,26 @@ def test_tool_writes_png_and_json(datasets, tmp_path):
         assert len(summary["all"]["best_iou_histogram"]) == len(data["best_iou_histogram_bin_edges"]) - 1
         assert [level["name"] for level in summary["levels"]] == ["p3", "p4", "p5", "p6", "p7"]
     assert data["suggested"]["all"]["coverage"] > data["current"]["all"]["coverage"]
-    assert data["suggested"]["config_opts"][0] == "MODEL.RETINA_PLUGIN.ANCHOR_SIZES"
+    assert data["suggested"]["config_opts"][::2] == ANCHOR_KEYS
 
 
-def test_tool_errors_name_the_missing_thing(tmp_path):
+def test_tool_errors_name_the_missing_thing(datasets, tmp_path):
     tool = load_tool()
     cases = [
         (["--dataset", "no_such_dataset"], "'no_such_dataset' is not registered"),
         (["--json", str(tmp_path / "missing.json"), "--image-root", str(tmp_path)],
          f"{tmp_path / 'missing.json'}: file not found"),
         (["--dataset", "analysis_exact", "--opts", "MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
+        (["--dataset", "analysis_exact", "--opts", "MODEL.RETINA_PLUGIN.FG_IOU_THRESHOLD", "0.6"],
+         "MODEL.RETINA_PLUGIN.FG_IOU_THRESHOLD was renamed to MODEL.RETINANET.IOU_THRESHOLDS"),
+        (["--dataset", "analysis_exact", "--opts", "MODEL.RETINANET.IOU_LABELS", "[0, -1, 0]"],
+         "MODEL.RETINANET.IOU_LABELS = [0, -1, 0]: no IoU interval is labelled 1"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             tool.main(["--config-file", BASE_CONFIG, *args])
         assert message in str(exit_info.value.code)
+        assert "\n" not in str(exit_info.value.code)  # one line
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--config-file", str(tmp_path / "none.yaml")])
     assert f"config file not found: {tmp_path / 'none.yaml'}" in str(exit_info.value.code)

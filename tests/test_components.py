@@ -1,6 +1,7 @@
 """The plugin's components one by one: anchors, head, backbone, registries, edge cases, config checks."""
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from retina_plugin.anchor_generator import anchor_tensors
 from retina_plugin import (
     RETINA_HEAD_REGISTRY,
     RETINA_POSTPROCESS_REGISTRY,
@@ -79,7 +81,7 @@ def test_anchor_counts_sizes_and_aspect_ratios(small_cfg):
     box = anchors[level].tensor[(y * W + x) * 9 + a]
     center = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
     torch.testing.assert_close(center, torch.tensor([x * 16.0, y * 16.0]), atol=1e-3, rtol=0)
-    torch.testing.assert_close(box - box.new_tensor([x * 16.0, y * 16.0] * 2), gen.cell_anchors[level][a])
+    torch.testing.assert_close(box - box.new_tensor([x * 16.0, y * 16.0] * 2), list(gen.cell_anchors)[level][a])
 
 
 def test_anchors_equal_detectron2_default_generator(small_cfg):
@@ -97,13 +99,13 @@ def test_anchors_equal_detectron2_default_generator(small_cfg):
 def test_anchor_cache_returns_same_tensors(small_cfg):
     gen = build_anchor_generator(small_cfg, level_shapes())
     features = zero_features(FEATURE_SIZES_256x320)
-    first = gen.anchor_tensors(features)
-    second = gen.anchor_tensors(zero_features(FEATURE_SIZES_256x320, n=3))  # batch size does not matter
+    first = anchor_tensors(gen, features)
+    second = anchor_tensors(gen, zero_features(FEATURE_SIZES_256x320, n=3))  # batch size does not matter
     assert all(a is b for a, b in zip(first, second))
-    other = gen.anchor_tensors(zero_features([(20, 28), (10, 14), (5, 7), (3, 4), (2, 2)]))
+    other = anchor_tensors(gen, zero_features([(20, 28), (10, 14), (5, 7), (3, 4), (2, 2)]))
     assert other[0].shape == (20 * 28 * 9, 4)
     # the first size is still cached and unchanged
-    assert all(a is b for a, b in zip(first, gen.anchor_tensors(features)))
+    assert all(a is b for a, b in zip(first, anchor_tensors(gen, features)))
 
 
 # ---------------------------------------------------------------- head
@@ -115,7 +117,7 @@ def build_head(cfg, num_anchors=9):
 
 @pytest.mark.parametrize("prior", [0.01, 0.2])
 def test_initial_foreground_probability_is_the_prior(small_cfg, prior):
-    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = prior
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = prior
     torch.manual_seed(0)
     head = build_head(small_cfg)
     g = torch.Generator().manual_seed(0)
@@ -131,7 +133,7 @@ def test_initial_foreground_probability_is_the_prior(small_cfg, prior):
 
 @pytest.mark.parametrize("norm", ["", "GN", "BN"])
 def test_head_output_shapes_and_anchor_order(small_cfg, norm):
-    small_cfg.MODEL.RETINA_PLUGIN.NORM = norm
+    small_cfg.MODEL.RETINANET.NORM = norm
     torch.manual_seed(0)
     head = build_head(small_cfg)
     assert isinstance(head, FocalLossHead)
@@ -169,7 +171,7 @@ def test_components_built_from_registry_names(small_cfg):
 
     postprocess = RETINA_POSTPROCESS_REGISTRY.get("DecodeAndNMS")(small_cfg)
     assert isinstance(postprocess, DecodeAndNMS)
-    assert postprocess.score_thresh == small_cfg.MODEL.RETINA_PLUGIN.SCORE_THRESH_TEST
+    assert postprocess.score_thresh == small_cfg.MODEL.RETINANET.SCORE_THRESH_TEST
 
     torch.manual_seed(0)
     model = build_model(small_cfg)
@@ -226,7 +228,7 @@ def test_image_without_ground_truth_trains(small_cfg, make_batch):
     # with no foreground at all the box branch gets no gradient signal
     assert model.head.bbox_pred.weight.grad is None or not model.head.bbox_pred.weight.grad.any()
 
-    anchors = torch.cat(model.anchor_generator.anchor_tensors(
+    anchors = torch.cat(anchor_tensors(model.anchor_generator,
         [torch.zeros(1, 1, h, w) for h, w in [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]]
     ))
     labels, boxes = model.label_anchors(anchors, [batch[0]["instances"]])
@@ -238,7 +240,7 @@ def test_empty_image_in_a_mixed_batch_is_all_background(small_cfg, make_batch):
     torch.manual_seed(0)
     model = build_model(small_cfg)
     batch = make_batch(counts=(2, 0))
-    anchors = torch.cat(model.anchor_generator.anchor_tensors(
+    anchors = torch.cat(anchor_tensors(model.anchor_generator,
         [torch.zeros(1, 1, math.ceil(160 / s), math.ceil(224 / s)) for s in STRIDES]
     ))
     labels, _ = model.label_anchors(anchors, [b["instances"] for b in batch])
@@ -254,7 +256,7 @@ def test_training_outside_event_storage(small_cfg, make_batch):
 
 
 def test_no_detection_gives_empty_instances(small_cfg, make_batch):
-    small_cfg.MODEL.RETINA_PLUGIN.SCORE_THRESH_TEST = 0.99
+    small_cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.99
     torch.manual_seed(0)
     model = build_model(small_cfg).eval()
     batch = make_batch(counts=(0, 0), sizes=((160, 224), (128, 200)))
@@ -304,16 +306,16 @@ def assert_same_instances(a, b, atol=1e-5):
 
 @pytest.mark.parametrize("topk, max_det", [(1000, 100), (50, 30), (20, 1000), (5000, 2000)])
 def test_decode_and_nms_matches_reference(small_cfg, topk, max_det):
-    node = small_cfg.MODEL.RETINA_PLUGIN
+    node = small_cfg.MODEL.RETINANET
     node.NUM_CLASSES = 5
     node.TOPK_CANDIDATES_TEST = topk
-    node.DETECTIONS_PER_IMAGE = max_det
+    small_cfg.TEST.DETECTIONS_PER_IMAGE = max_det
     post = DecodeAndNMS(small_cfg)
     transform = Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS)
 
     sizes = [(12, 16), (6, 8), (3, 4), (2, 2), (1, 1)]  # a 96x128 image
     gen = build_anchor_generator(small_cfg, level_shapes())
-    anchors = gen.anchor_tensors(zero_features(sizes))
+    anchors = anchor_tensors(gen, zero_features(sizes))
     counts = [len(a) for a in anchors]
     n_images, total = 2, sum(counts)
     g = torch.Generator().manual_seed(0)
@@ -345,7 +347,7 @@ def test_decode_and_nms_no_candidates(small_cfg):
     post = DecodeAndNMS(small_cfg)
     gen = build_anchor_generator(small_cfg, level_shapes())
     sizes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
-    anchors = gen.anchor_tensors(zero_features(sizes))
+    anchors = anchor_tensors(gen, zero_features(sizes))
     logits = [torch.full((1, len(a), 3), -10.0) for a in anchors]
     deltas = [torch.zeros(1, len(a), 4) for a in anchors]
     (res,) = post(anchors, logits, deltas, [(32, 32)], [(64, 48)])
@@ -358,29 +360,50 @@ def test_decode_and_nms_no_candidates(small_cfg):
 @pytest.mark.parametrize(
     "key, value",
     [
-        ("ANCHOR_SIZES", [32, 64, 128, 256]),
-        ("BG_IOU_THRESHOLD", 0.6),
-        ("NUM_CLASSES", 0),
-        ("NORM", "XYZ"),
-        ("P6_SOURCE", "res4"),
-        ("BBOX_REG_LOSS_TYPE", "l2"),
-        ("PRIOR_PROB", 0.0),
-        ("FOCAL_LOSS_GAMMA", -1.0),
-        ("TOPK_CANDIDATES_TEST", 0),
-        ("ANCHOR_ASPECT_RATIOS", []),
-        ("INFERENCE_DTYPE", "int4"),
-        ("INT8_CALIBRATION", ""),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256]]),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [[32, 40], [64], [128], [256], [512]]),
+        ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", []),
+        ("MODEL.ANCHOR_GENERATOR.OFFSET", 1.0),
+        ("MODEL.RETINANET.IOU_THRESHOLDS", [0.6, 0.5]),
+        ("MODEL.RETINANET.IOU_LABELS", [0, 1]),
+        ("MODEL.RETINANET.IOU_LABELS", [0, 2, 1]),
+        ("MODEL.RETINANET.NUM_CLASSES", 0),
+        ("MODEL.RETINANET.NORM", "XYZ"),
+        ("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "l2"),
+        ("MODEL.RETINANET.PRIOR_PROB", 0.0),
+        ("MODEL.RETINANET.FOCAL_LOSS_GAMMA", -1.0),
+        ("MODEL.RETINANET.TOPK_CANDIDATES_TEST", 0),
+        ("TEST.DETECTIONS_PER_IMAGE", 0),
+        ("MODEL.RETINA_PLUGIN.P6_SOURCE", "res4"),
+        ("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", "int4"),
+        ("MODEL.RETINA_PLUGIN.INT8_CALIBRATION", ""),
     ],
 )
 def test_bad_config_raises_at_build_time(small_cfg, key, value):
-    small_cfg.MODEL.RETINA_PLUGIN[key] = value
-    if key == "INT8_CALIBRATION":  # int8 needs the calibration file
+    node_name, name = key.rsplit(".", 1)
+    node = small_cfg
+    for part in node_name.split("."):
+        node = node[part]
+    node[name] = value
+    if name == "INT8_CALIBRATION":  # int8 needs the calibration file
         small_cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "int8"
     with pytest.raises(ValueError) as excinfo:
         build_model(small_cfg)
     message = str(excinfo.value)
-    assert key in message
-    assert str(value) in message
+    assert f"cfg.{key} = {value!r}" in message or (name == "INT8_CALIBRATION" and "INT8_CALIBRATION" in message)
+
+
+@pytest.mark.parametrize("old, new", [
+    ("NUM_CLASSES", "MODEL.RETINANET.NUM_CLASSES"),
+    ("ANCHOR_SIZES", "MODEL.ANCHOR_GENERATOR.SIZES"),
+    ("FG_IOU_THRESHOLD", "MODEL.RETINANET.IOU_THRESHOLDS"),
+    ("SMOOTH_L1_BETA", "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA"),
+    ("DETECTIONS_PER_IMAGE", "TEST.DETECTIONS_PER_IMAGE"),
+])
+def test_moved_key_set_in_code_fails_at_build_naming_the_new_key(small_cfg, old, new):
+    small_cfg.MODEL.RETINA_PLUGIN[old] = 5
+    with pytest.raises(ValueError, match=re.escape(f"cfg.MODEL.RETINA_PLUGIN.{old} = 5: is not a key of MODEL.RETINA_PLUGIN; it moved to {new}")):
+        build_model(small_cfg)
 
 
 def test_bad_config_also_rejected_by_backbone_builder(small_cfg):
@@ -391,7 +414,7 @@ def test_bad_config_also_rejected_by_backbone_builder(small_cfg):
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_inference_dtype_bfloat16_runs_backbone_and_head_in_bf16(small_cfg, make_batch, channels_last):
-    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.2  # random weights: scores near 0.2, many detections
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.2  # random weights: scores near 0.2, many detections
     small_cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "bfloat16"
     small_cfg.MODEL.RETINA_PLUGIN.CHANNELS_LAST = channels_last
     model = build_model(small_cfg).eval()
@@ -438,7 +461,7 @@ def test_frozen_bn_folded_into_the_convolution_at_inference():
 
 def test_vis_period_puts_gt_and_detections_in_the_event_storage(small_cfg, make_batch, single_thread):
     small_cfg.VIS_PERIOD = 2
-    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.5  # random init scores ~0.5: there are detections to draw
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.5  # random init scores ~0.5: there are detections to draw
     model = build_model(small_cfg).train()
     batch = make_batch(counts=(3, 1), sizes=((96, 128), (64, 80)))
     with EventStorage(start_iter=1) as storage:

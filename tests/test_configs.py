@@ -40,14 +40,18 @@ def test_paper_schedule(name, depth):
     assert cfg.INPUT.RANDOM_FLIP == "horizontal"
     assert tuple(cfg.DATASETS.TRAIN) == ("coco_2017_train",)
     assert tuple(cfg.DATASETS.TEST) == ("coco_2017_val",)
-    node = cfg.MODEL.RETINA_PLUGIN
+    node = cfg.MODEL.RETINANET
     assert node.NUM_CLASSES == 80
-    assert list(node.ANCHOR_SIZES) == [32, 64, 128, 256, 512]
-    assert len(node.ANCHOR_OCTAVE_SCALES) * len(node.ANCHOR_ASPECT_RATIOS) == 9
-    assert (node.FOCAL_LOSS_ALPHA, node.FOCAL_LOSS_GAMMA, node.PRIOR_PROB) == (0.25, 2.0, 0.01)
-    assert (node.BG_IOU_THRESHOLD, node.FG_IOU_THRESHOLD) == (0.4, 0.5)
+    assert list(node.IN_FEATURES) == ["p3", "p4", "p5", "p6", "p7"]
+    # Paper section 4: base sizes 32..512 on P3..P7, octave scales 2^0, 2^(1/3), 2^(2/3), ratios 1:2, 1:1, 2:1.
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in [32, 64, 128, 256, 512]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[0.5, 1.0, 2.0]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.OFFSET == 0.0
+    assert (node.FOCAL_LOSS_ALPHA, node.FOCAL_LOSS_GAMMA, node.PRIOR_PROB, node.NUM_CONVS) == (0.25, 2.0, 0.01, 4)
+    assert list(node.IOU_THRESHOLDS) == [0.4, 0.5] and list(node.IOU_LABELS) == [0, -1, 1]
+    assert node.SMOOTH_L1_LOSS_BETA == 0.11  # the paper's 1/9 (sigma 3); Detectron2's Base-RetinaNet uses 0
     assert (node.SCORE_THRESH_TEST, node.TOPK_CANDIDATES_TEST, node.NMS_THRESH_TEST) == (0.05, 1000, 0.5)
-    assert node.DETECTIONS_PER_IMAGE == 100
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
 
 
 def test_import_without_detectron2_says_how_to_install():

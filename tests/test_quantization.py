@@ -125,7 +125,7 @@ def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thre
     small_cfg.MODEL.RESNETS.DEPTH = depth
     small_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth == 18 else 256
     small_cfg.MODEL.RESNETS.NORM = norm
-    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.3  # enough detections to compare
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.3  # enough detections to compare
     torch.manual_seed(0)
     model = build_model(small_cfg).eval()
     if norm == "BN":  # eval-mode BatchNorm with non-trivial statistics, folded like FrozenBN
@@ -157,7 +157,7 @@ def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thre
 def test_tiled_inference_runs_the_int8_model(small_cfg, make_batch, single_thread):
     from retina_plugin.tiling import TiledInference
 
-    small_cfg.MODEL.RETINA_PLUGIN.PRIOR_PROB = 0.3
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.3
     model = build_model(small_cfg).eval()
     batch = [{"image": x["image"]} for x in make_batch()]
     int8 = quantize_int8(model, calibrate_int8(model, [batch]))

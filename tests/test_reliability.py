@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, Instances
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from retina_plugin.anchor_generator import anchor_tensors
 from retina_plugin.checkpoint import RetinaCheckpointer, UnsafeCheckpointError
 from retina_plugin.data import register_coco_json
 from retina_plugin.data.boxes import sanitize_boxes
@@ -288,7 +289,7 @@ def test_matching_and_loss_stay_finite_for_any_boxes(small_cfg, single_thread, h
     losses = model(batch)
     assert all(torch.isfinite(v) for v in losses.values()), (losses, boxes)
 
-    anchors = torch.cat(model.anchor_generator.anchor_tensors(
+    anchors = torch.cat(anchor_tensors(model.anchor_generator,
         [torch.zeros(1, 1, -(-height // s), -(-width // s)) for s in (8, 16, 32, 64, 128)]))
     labels, matched = model.label_anchors(anchors, [inst])
     assert ((labels >= -1) & (labels <= 3)).all()
@@ -305,7 +306,7 @@ _PROPERTY_MODEL = {}
 
 def _property_model(cfg):
     if "model" not in _PROPERTY_MODEL:
-        cfg.MODEL.RETINA_PLUGIN.NUM_CONVS = 1
+        cfg.MODEL.RETINANET.NUM_CONVS = 1
         cfg.MODEL.FPN.OUT_CHANNELS = 32
         _PROPERTY_MODEL["model"] = RetinaNetPlugin(cfg).train()
     return _PROPERTY_MODEL["model"]
@@ -396,7 +397,7 @@ def test_killed_run_resumes_with_the_uninterrupted_losses(tiny_shapes, tmp_path)
 def test_weights_with_another_num_classes_load_all_but_the_class_scores(small_cfg, tmp_path, caplog):
     source = RetinaNetPlugin(small_cfg)
     RetinaCheckpointer(source, str(tmp_path)).save("three_classes")
-    small_cfg.MODEL.RETINA_PLUGIN.NUM_CLASSES = 5
+    small_cfg.MODEL.RETINANET.NUM_CLASSES = 5
     torch.manual_seed(123)
     target = RetinaNetPlugin(small_cfg)
     fresh_scores = {k: v.clone() for k, v in target.head.cls_score.state_dict().items()}
@@ -419,8 +420,8 @@ def test_weights_with_another_num_classes_load_all_but_the_class_scores(small_cf
     "opts, words",
     [
         (["MODEL.RETINA_PLUGIN.NUM_CLASSSES", "4"], "MODEL.RETINA_PLUGIN.NUM_CLASSSES"),
-        (["MODEL.RETINA_PLUGIN.NUM_CLASSES", "four"], "MODEL.RETINA_PLUGIN.NUM_CLASSES"),
-        (["MODEL.RETINA_PLUGIN.FOCAL_LOSS_GAMMA", "-2.0"], "cfg.MODEL.RETINA_PLUGIN.FOCAL_LOSS_GAMMA = -2.0"),
+        (["MODEL.RETINANET.NUM_CLASSES", "four"], "MODEL.RETINANET.NUM_CLASSES"),
+        (["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "-2.0"], "cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA = -2.0"),
     ],
 )
 def test_bad_config_option_fails_before_building_naming_the_key(tmp_path, opts, words):

@@ -342,7 +342,7 @@ def test_tiled_prediction_finds_small_objects_once_each(trained, large_scene, si
     assert (pairwise_iou(Boxes(gt_boxes), tiled.pred_boxes) >= 0.5).sum(1).max() <= 1
 
     # Merged by the NMS alone, the tiles report pieces and second boxes: the check above can fail.
-    nms_thresh = cfg.MODEL.RETINA_PLUGIN.NMS_THRESH_TEST
+    nms_thresh = cfg.MODEL.RETINANET.NMS_THRESH_TEST
     nms_only = tiles_merged_by_nms_only(predictor.model, large_scene.image, nms_thresh)
     nms_only = nms_only[nms_only.scores >= SCORE]
     twice = detections_per_object(nms_only, gt_boxes[near_seams]) >= 2

@@ -31,16 +31,16 @@ TINY_MODEL_OPTS = [
     "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
     "MODEL.RESNETS.NORM", "BN",
     "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.RETINA_PLUGIN.NUM_CLASSES", 1,
-    "MODEL.RETINA_PLUGIN.IN_FEATURES", ["p3", "p4"],
-    "MODEL.RETINA_PLUGIN.ANCHOR_SIZES", [12, 24],
-    "MODEL.RETINA_PLUGIN.ANCHOR_ASPECT_RATIOS", [1.0],
-    "MODEL.RETINA_PLUGIN.NUM_CONVS", 2,
-    "MODEL.RETINA_PLUGIN.NORM", "GN",
+    "MODEL.RETINANET.NUM_CLASSES", 1,
+    "MODEL.RETINANET.IN_FEATURES", ["p3", "p4"],
+    "MODEL.ANCHOR_GENERATOR.SIZES", [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (12, 24)],
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[1.0]],
+    "MODEL.RETINANET.NUM_CONVS", 2,
+    "MODEL.RETINANET.NORM", "GN",
     # Two boxes the model puts on one 10-20 px object, a few pixels apart, overlap with IoU
     # 0.4-0.5, which NMS at the default 0.5 keeps (on the whole image as on tiles); these
     # objects never overlap each other (IoU <= 0.1).
-    "MODEL.RETINA_PLUGIN.NMS_THRESH_TEST", 0.4,
+    "MODEL.RETINANET.NMS_THRESH_TEST", 0.4,
     "INPUT.MIN_SIZE_TEST", 128,
     "DATASETS.TRAIN", (),
     "DATASETS.TEST", (),

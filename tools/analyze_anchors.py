@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """
 Do a config's anchors cover a dataset's boxes? Match every ground-truth box to the model's
-anchors as training does (after the config's resizing, with its IoU thresholds and Matcher),
-report the coverage, the positive anchors per box and their levels, and suggest anchor
-settings that cover more boxes.
+anchors (MODEL.ANCHOR_GENERATOR) as training does (after the config's resizing, with the Matcher
+of MODEL.RETINANET.IOU_THRESHOLDS / IOU_LABELS), report the coverage, the positive anchors per
+box and their levels, and suggest MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS that cover more
+boxes, ready to paste into any Detectron2 RetinaNet config.
 
     python tools/analyze_anchors.py --config-file configs/shapes_R18_cpu.yaml --dataset shapes_train \
         --output output/anchors
     python tools/analyze_anchors.py --config-file configs/retinanet_R50.yaml \
         --json ann/train.json --image-root images/train [--split test] [--max-images 2000]
-    ... --opts INPUT.MIN_SIZE_TRAIN "(1024,)" MODEL.RETINA_PLUGIN.FG_IOU_THRESHOLD 0.6
+    ... --opts INPUT.MIN_SIZE_TRAIN "(1024,)" MODEL.RETINANET.IOU_THRESHOLDS "[0.4, 0.6]"
 
 Prints the report and the lines to paste into a config, and writes anchor_coverage.png and
 anchor_coverage.json (every number) into --output (default: the config's OUTPUT_DIR).
@@ -61,7 +62,7 @@ def get_parser():
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
-        help="config options as KEY VALUE pairs, merged last",
+        help='config options as KEY VALUE pairs, merged last, e.g. MODEL.RETINANET.IOU_THRESHOLDS "[0.4, 0.6]"',
     )
     return parser
 

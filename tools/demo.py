@@ -61,7 +61,7 @@ def get_parser():
         "--confidence-threshold",
         type=float,
         default=0.5,
-        help="minimum score of a drawn detection (sets MODEL.RETINA_PLUGIN.SCORE_THRESH_TEST)",
+        help="minimum score of a drawn detection (sets MODEL.RETINANET.SCORE_THRESH_TEST)",
     )
     parser.add_argument(
         "--tile",
@@ -92,9 +92,9 @@ def get_parser():
 
 def setup_cfg(args, logger):
     """The config: defaults, then --config-file, then --confidence-threshold and the tiling flags, then --opts."""
-    flags = [("SCORE_THRESH_TEST", args.confidence_threshold), ("TILE_SIZE", args.tile),
-             ("TILE_OVERLAP", args.overlap), ("TILE_BATCH", args.tile_batch)]
-    flag_opts = [item for key, value in flags if value is not None for item in (f"MODEL.RETINA_PLUGIN.{key}", value)]
+    flags = [("MODEL.RETINANET.SCORE_THRESH_TEST", args.confidence_threshold), ("MODEL.RETINA_PLUGIN.TILE_SIZE", args.tile),
+             ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", args.overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", args.tile_batch)]
+    flag_opts = [item for key, value in flags if value is not None for item in (key, value)]
     try:
         cfg = load_config(args.config_file, flag_opts + list(args.opts))
     except ConfigError as e:

@@ -2,23 +2,24 @@
 Anchor coverage: how well a config's anchors cover a dataset's ground-truth boxes, measured
 the way training labels anchors, and an anchor setting that covers them better.
 
-A box is *covered* when its best anchor has IoU >= MODEL.RETINA_PLUGIN.FG_IOU_THRESHOLD: only
-then does it get foreground anchors by IoU; otherwise it trains on its low-quality matches
-alone (ALLOW_LOW_QUALITY_MATCHES) or not at all.
+A box is *covered* when its best anchor has IoU >= the foreground threshold, the lowest IoU the
+Matcher labels 1 (from MODEL.RETINANET.IOU_THRESHOLDS and IOU_LABELS; 0.5 for [0.4, 0.5] and
+[0, -1, 1]): only then does it get foreground anchors by IoU; otherwise it trains on its
+low-quality matches alone (MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES) or not at all.
 
 What is modelled, and how:
 - boxes are resized as Detectron2's DatasetMapper resizes them (ResizeShortestEdge from
   cfg.INPUT): split "test" uses MIN_SIZE_TEST / MAX_SIZE_TEST; split "train" uses the largest
   of MIN_SIZE_TRAIN (the largest size a box is trained at) with MAX_SIZE_TRAIN. Random flips
   and crops are not modelled. Crowd and empty boxes are dropped, as the mapper drops them.
-- anchors are the model's own: the anchor generator cfg builds, on the feature maps of the
-  backbone cfg builds, for the image alone padded to the backbone's size divisibility (in a
-  batch, padding to the largest image adds anchors beyond the right and bottom edges, which
-  only matter for boxes touching those edges).
-- labels are Detectron2's Matcher's (thresholds and low-quality matches from cfg, as
-  RetinaNetPlugin builds it). The IoU is computed only for the (box, anchor) pairs that can
-  change a foreground label: pairs that cannot overlap, or cannot reach the lower of the
-  foreground threshold and the lowest best IoU of the image's boxes, are skipped, so an
+- anchors are the model's own: the anchor generator cfg builds (MODEL.ANCHOR_GENERATOR), on the
+  feature maps MODEL.RETINANET.IN_FEATURES of the backbone cfg builds, for the image alone
+  padded to the backbone's size divisibility (in a batch, padding to the largest image adds
+  anchors beyond the right and bottom edges, which only matter for boxes touching those edges).
+- labels are Detectron2's Matcher's, built as RetinaNetPlugin builds it (IOU_THRESHOLDS,
+  IOU_LABELS, ALLOW_LOW_QUALITY_MATCHES). The IoU is computed only for the (box, anchor) pairs
+  that can change a foreground label: pairs that cannot overlap, or cannot reach the lower of
+  the foreground threshold and the lowest best IoU of the image's boxes, are skipped, so an
   800x1333 image (~120k anchors) costs a few thousand IoUs per box, not 120k.
 - box sizes and COCO's size categories (small < 32^2 <= medium < 96^2 <= large) use the box
   area width x height in the resized image, where the anchors are.
@@ -35,12 +36,12 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_anchor_generator, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 
-from ..anchor_generator import cell_anchors
-from ..config import check_retina_plugin_config
+from ..config import anchor_params_per_level, check_retina_plugin_config
 
 __all__ = [
     "SIZE_CATEGORIES",
@@ -87,63 +88,74 @@ def _round_significant(x: float, digits: int) -> float:
     return float(f"{x:.{digits}g}")
 
 
+def _format_nested(values) -> str:
+    return "[" + ", ".join(_format_list(v) for v in values) + "]"
+
+
+def _shared_or_per_level(values) -> Tuple[Tuple[float, ...], ...]:
+    """Per-level tuples as one tuple for every level when they are all equal, else one per level."""
+    values = tuple(tuple(float(v) for v in level) for level in values)
+    return values[:1] if all(v == values[0] for v in values) else values
+
+
+def _per_level(values: Tuple[Tuple[float, ...], ...], num_levels: int) -> Tuple[Tuple[float, ...], ...]:
+    return values * num_levels if len(values) == 1 else values
+
+
 @dataclass(frozen=True)
 class AnchorSetting:
     """
-    The anchor keys of cfg.MODEL.RETINA_PLUGIN that RetinaAnchorGenerator reads: one base
-    size per level, the octave scales and the aspect ratios (height / width) of every level.
+    The anchors of MODEL.ANCHOR_GENERATOR, as Detectron2's DefaultAnchorGenerator (and
+    RetinaAnchorGenerator) read them: `sizes`, per level every anchor size (the square root of
+    its area, in pixels; RetinaNet's octave scales applied), and `aspect_ratios` (height /
+    width), one tuple for every level or one per level. A level has len(sizes) x len(ratios)
+    anchors per location.
     """
 
-    sizes: Tuple[float, ...]
-    octave_scales: Tuple[float, ...]
-    aspect_ratios: Tuple[float, ...]
+    sizes: Tuple[Tuple[float, ...], ...]
+    aspect_ratios: Tuple[Tuple[float, ...], ...]
 
     @classmethod
     def from_config(cls, cfg) -> "AnchorSetting":
-        node = cfg.MODEL.RETINA_PLUGIN
-        return cls(
-            tuple(node.ANCHOR_SIZES), tuple(node.ANCHOR_OCTAVE_SCALES), tuple(node.ANCHOR_ASPECT_RATIOS)
-        )
+        """SIZES and ASPECT_RATIOS of cfg, broadcast over MODEL.RETINANET.IN_FEATURES as Detectron2 does."""
+        node, num_levels = cfg.MODEL.ANCHOR_GENERATOR, len(cfg.MODEL.RETINANET.IN_FEATURES)
+        sizes = anchor_params_per_level(node.SIZES, num_levels, "MODEL.ANCHOR_GENERATOR.SIZES")
+        ratios = anchor_params_per_level(node.ASPECT_RATIOS, num_levels, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")
+        return cls(tuple(tuple(float(v) for v in level) for level in sizes), _shared_or_per_level(ratios))
 
     def level_cell_anchors(self) -> List[torch.Tensor]:
-        """Per level the (A, 4) anchors of one location, as RetinaAnchorGenerator makes them."""
-        return [cell_anchors(s, self.octave_scales, self.aspect_ratios) for s in self.sizes]
-
-    def _values(self):
-        return self.sizes, self.octave_scales, self.aspect_ratios
+        """Per level the (A, 4) anchors of one location, centred on (0, 0), as DefaultAnchorGenerator makes them."""
+        generator = DefaultAnchorGenerator(
+            sizes=[list(s) for s in self.sizes], aspect_ratios=[list(r) for r in self.aspect_ratios],
+            strides=[1] * len(self.sizes),
+        )
+        return list(generator.cell_anchors)
 
     def _items(self):
-        return (
-            ("ANCHOR_SIZES", self.sizes),
-            ("ANCHOR_OCTAVE_SCALES", self.octave_scales),
-            ("ANCHOR_ASPECT_RATIOS", self.aspect_ratios),
-        )
+        return (("SIZES", self.sizes), ("ASPECT_RATIOS", self.aspect_ratios))
 
-    def config_opts(self, generator_name: bool = False) -> List[str]:
-        """KEY VALUE command-line opts; `generator_name` adds MODEL.ANCHOR_GENERATOR.NAME."""
-        opts = ["MODEL.ANCHOR_GENERATOR.NAME", "RetinaAnchorGenerator"] if generator_name else []
+    def config_opts(self) -> List[str]:
+        """KEY VALUE command-line opts."""
+        opts = []
         for key, values in self._items():
-            opts += [f"MODEL.RETINA_PLUGIN.{key}", _format_list(values)]
+            opts += [f"MODEL.ANCHOR_GENERATOR.{key}", _format_nested(values)]
         return opts
 
-    def config_yaml(self, generator_name: bool = False) -> str:
+    def config_yaml(self) -> str:
         """The same settings as YAML lines to paste into a config file."""
-        lines = ["MODEL:"]
-        if generator_name:
-            lines += ["  ANCHOR_GENERATOR:", '    NAME: "RetinaAnchorGenerator"']
-        lines.append("  RETINA_PLUGIN:")
-        lines += [f"    {key}: {_format_list(values)}" for key, values in self._items()]
+        lines = ["MODEL:", "  ANCHOR_GENERATOR:"]
+        lines += [f"    {key}: {_format_nested(values)}" for key, values in self._items()]
         return "\n".join(lines)
 
     def apply_to(self, cfg):
-        """A copy of `cfg` with these anchors (and RetinaAnchorGenerator as generator)."""
+        """A copy of `cfg` with these anchors."""
         cfg = cfg.clone()
         cfg.defrost()
-        cfg.merge_from_list(self.config_opts(generator_name=True))
+        cfg.merge_from_list(self.config_opts())
         return cfg
 
     def to_dict(self) -> Dict[str, list]:
-        return {key: [float(v) for v in values] for key, values in self._items()}
+        return {key: [[float(v) for v in level] for level in values] for key, values in self._items()}
 
 
 @dataclass
@@ -223,7 +235,7 @@ def load_resized_boxes(cfg, dataset_name: str, split: str = "train", max_images:
 class AnchorGrid:
     """
     The model's anchors for any image size: the anchor generator `cfg` builds, on the levels
-    cfg.MODEL.RETINA_PLUGIN.IN_FEATURES of the backbone `cfg` builds, for an image padded as
+    cfg.MODEL.RETINANET.IN_FEATURES of the backbone `cfg` builds, for an image padded as
     `ImageList.from_tensors` pads it with the backbone's padding.
     """
 
@@ -240,14 +252,14 @@ class AnchorGrid:
 
     @classmethod
     def from_config(cls, cfg) -> "AnchorGrid":
-        check_retina_plugin_config(cfg)
+        """`cfg`: checked, as `retina_plugin.load_config` returns it."""
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
-        names = list(cfg.MODEL.RETINA_PLUGIN.IN_FEATURES)
+        names = list(cfg.MODEL.RETINANET.IN_FEATURES)
         missing = [f for f in names if f not in shapes]
         if missing:
             raise AnchorCoverageError(
-                f"cfg.MODEL.RETINA_PLUGIN.IN_FEATURES = {names}: the backbone {cfg.MODEL.BACKBONE.NAME} "
+                f"cfg.MODEL.RETINANET.IN_FEATURES = {names}: the backbone {cfg.MODEL.BACKBONE.NAME} "
                 f"has no {missing}; it outputs {sorted(shapes)}"
             )
         feature_shapes = [shapes[f] for f in names]
@@ -264,7 +276,7 @@ class AnchorGrid:
         )
 
     def with_anchors_of(self, cfg) -> "AnchorGrid":
-        """The same levels and padding with the anchor generator of `cfg`."""
+        """The same levels and padding with the anchor generator of `cfg` (checked here)."""
         check_retina_plugin_config(cfg)
         return AnchorGrid(
             build_anchor_generator(cfg, self.feature_shapes), self.level_names, self.strides,
@@ -503,12 +515,30 @@ def match_boxes_to_anchors(boxes: torch.Tensor, grid: AnchorGrid, image_size: Tu
     }
 
 
+def _iou_thresholds(cfg) -> Tuple[float, float]:
+    """
+    (foreground, background) IoU thresholds of the Matcher of MODEL.RETINANET.IOU_THRESHOLDS and
+    IOU_LABELS, whose interval k is [t_k, t_k+1) with t_0 = 0: foreground from the start of the
+    first interval labelled 1, background below the end of the leading intervals labelled 0.
+    """
+    node = cfg.MODEL.RETINANET
+    labels = list(node.IOU_LABELS)
+    if 1 not in labels:
+        raise AnchorCoverageError(
+            f"cfg.MODEL.RETINANET.IOU_LABELS = {labels}: no IoU interval is labelled 1 (foreground), "
+            f"so no anchor is foreground by IoU (IOU_THRESHOLDS {list(node.IOU_THRESHOLDS)})"
+        )
+    starts = [0.0] + [float(t) for t in node.IOU_THRESHOLDS]
+    background_end = next(k for k, label in enumerate(labels) if label != 0)
+    return starts[labels.index(1)], starts[background_end]
+
+
 def _training_matcher(cfg) -> Matcher:
-    node = cfg.MODEL.RETINA_PLUGIN
     # Exactly as RetinaNetPlugin.from_config builds its anchor matcher.
     return Matcher(
-        [node.BG_IOU_THRESHOLD, node.FG_IOU_THRESHOLD], [0, -1, 1],
-        allow_low_quality_matches=node.ALLOW_LOW_QUALITY_MATCHES,
+        cfg.MODEL.RETINANET.IOU_THRESHOLDS,
+        cfg.MODEL.RETINANET.IOU_LABELS,
+        allow_low_quality_matches=cfg.MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES,
     )
 
 
@@ -605,18 +635,13 @@ class AnchorCoverage:
 
 def measure_anchor_coverage(resized: ResizedBoxes, grid: AnchorGrid, cfg) -> AnchorCoverage:
     """Match every box of `resized` to the anchors of `grid` with the Matcher of `cfg`."""
-    node = cfg.MODEL.RETINA_PLUGIN
+    fg_threshold, bg_threshold = _iou_thresholds(cfg)
     matcher = _training_matcher(cfg)
     results = [
-        match_boxes_to_anchors(boxes, grid, size, matcher, node.FG_IOU_THRESHOLD)
+        match_boxes_to_anchors(boxes, grid, size, matcher, fg_threshold)
         for boxes, size in zip(resized.boxes, resized.image_sizes)
     ]
-    if cfg.MODEL.ANCHOR_GENERATOR.NAME == "RetinaAnchorGenerator":
-        anchors = {"generator": "RetinaAnchorGenerator", **AnchorSetting.from_config(cfg).to_dict()}
-    else:
-        anchors = {"generator": cfg.MODEL.ANCHOR_GENERATOR.NAME,
-                   "SIZES": [list(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES],
-                   "ASPECT_RATIOS": [list(r) for r in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS]}
+    anchors = {"generator": cfg.MODEL.ANCHOR_GENERATOR.NAME, **AnchorSetting.from_config(cfg).to_dict()}
 
     def cat(key):
         return torch.cat([r[key] for r in results])
@@ -625,9 +650,9 @@ def measure_anchor_coverage(resized: ResizedBoxes, grid: AnchorGrid, cfg) -> Anc
         anchors=anchors,
         level_names=grid.level_names,
         strides=grid.strides,
-        fg_threshold=float(node.FG_IOU_THRESHOLD),
-        bg_threshold=float(node.BG_IOU_THRESHOLD),
-        allow_low_quality_matches=bool(node.ALLOW_LOW_QUALITY_MATCHES),
+        fg_threshold=fg_threshold,
+        bg_threshold=bg_threshold,
+        allow_low_quality_matches=bool(cfg.MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES),
         image_index=torch.repeat_interleave(torch.arange(len(resized.boxes)),
                                             torch.tensor([len(b) for b in resized.boxes])),
         boxes=torch.cat(resized.boxes),
@@ -650,9 +675,16 @@ def _kmeans_1d(values: np.ndarray, centres: np.ndarray, iterations: int = 50) ->
     return np.sort(centres)
 
 
-def _aspect_ratio_sets(log_aspect: np.ndarray, current: Sequence[float]) -> List[Tuple[float, ...]]:
-    """Candidate sets of len(current) aspect ratios for boxes of log(height / width) `log_aspect`."""
-    n = len(current)
+def _aspect_ratio_sets(log_aspect: np.ndarray,
+                       current: Tuple[Tuple[float, ...], ...]) -> List[Tuple[Tuple[float, ...], ...]]:
+    """
+    Candidate aspect ratios (as `AnchorSetting.aspect_ratios`) for boxes of log(height / width)
+    `log_aspect`: the current ones and, when every level has n of them, sets of n for every level.
+    """
+    candidates = [current]
+    if len({len(r) for r in current}) != 1:
+        return candidates
+    n = len(current[0])
     quantile_logs = np.quantile(log_aspect, (np.arange(n) + 0.5) / n)
     median = float(np.median(log_aspect))
     offsets = np.arange(n) - (n - 1) / 2
@@ -662,20 +694,21 @@ def _aspect_ratio_sets(log_aspect: np.ndarray, current: Sequence[float]) -> List
         median + offsets * math.log(2.0),  # the paper's 1:2, 1:1, 2:1 spread, centred on the median
         median + offsets * math.log(2.0) / 2,
     ]
-    candidates = [tuple(current)]
     for logs in sets:
-        ratios = tuple(_round_significant(math.exp(v), 3) for v in logs)
+        ratios = (tuple(_round_significant(math.exp(v), 3) for v in logs),)
         if ratios not in candidates:
             candidates.append(ratios)
     return candidates
 
 
-def _octave_scale_sets(current: Sequence[float]) -> List[Tuple[float, ...]]:
-    """Candidate sets of len(current) octave scales 2^(k * step), k = 0..n-1."""
-    n = len(current)
-    candidates = [tuple(current)]
+def _octave_scale_sets(current: Tuple[Tuple[float, ...], ...]) -> List[Tuple[Tuple[float, ...], ...]]:
+    """The current octave scales and, when every level has n, the sets 2^(k * step), k = 0..n-1."""
+    candidates = [current]
+    if len({len(s) for s in current}) != 1:
+        return candidates
+    n = len(current[0])
     for step in (1.0 / (2 * n), 1.0 / n, 2.0 / n):
-        scales = tuple(round(2.0 ** (k * step), 4) for k in range(n))
+        scales = (tuple(round(2.0 ** (k * step), 4) for k in range(n)),)
         if scales not in candidates:
             candidates.append(scales)
     return candidates
@@ -683,6 +716,48 @@ def _octave_scale_sets(current: Sequence[float]) -> List[Tuple[float, ...]]:
 
 def _scaled_sizes(sizes: Sequence[float], factor: float) -> Tuple[float, ...]:
     return tuple(max(round(s * factor, 1), 0.5) for s in sizes)
+
+
+@dataclass(frozen=True)
+class _Factors:
+    """
+    An anchor setting as the search varies it (paper section 4): per level a base size, the
+    octave scales that multiply it, and the aspect ratios; scales and ratios are one tuple for
+    every level or one per level.
+    """
+
+    bases: Tuple[float, ...]
+    octave_scales: Tuple[Tuple[float, ...], ...]
+    aspect_ratios: Tuple[Tuple[float, ...], ...]
+
+    @classmethod
+    def of(cls, setting: AnchorSetting) -> "_Factors":
+        """Each level's first size as its base, the others as multiples of it."""
+        bases = tuple(level[0] for level in setting.sizes)
+        scales = [tuple(s / level[0] for s in level) for level in setting.sizes]
+        shared = all(len(s) == len(scales[0]) and np.allclose(s, scales[0], rtol=1e-9, atol=0) for s in scales)
+        return cls(bases, tuple(scales[:1] if shared else scales), setting.aspect_ratios)
+
+    def setting(self) -> AnchorSetting:
+        """The sizes base x scale, rounded to 0.01 px as they are printed."""
+        scales = _per_level(self.octave_scales, len(self.bases))
+        return AnchorSetting(
+            tuple(tuple(round(b * s, 2) for s in level) for b, level in zip(self.bases, scales)), self.aspect_ratios
+        )
+
+    def change(self, other: "_Factors") -> float:
+        """How far from `other`: summed |log2| of the value ratios."""
+        num_levels = len(self.bases)
+        pairs = [(self.bases, other.bases)]
+        for new, old in ((self.octave_scales, other.octave_scales), (self.aspect_ratios, other.aspect_ratios)):
+            if len(new) == len(old) == 1:
+                pairs.append((new[0], old[0]))
+            else:
+                pairs += list(zip(_per_level(new, num_levels), _per_level(old, num_levels)))
+        return sum(
+            float(np.abs(np.log2(np.asarray(new, dtype=np.float64) / np.asarray(old, dtype=np.float64))).sum())
+            for new, old in pairs
+        )
 
 
 def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, strides: Sequence[int], offset: float,
@@ -693,19 +768,23 @@ def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, stride
     those covering as many, the one changing the current values least, so a dataset the current
     anchors already cover keeps them).
 
-    Candidates: aspect ratios from the current ones, the quantiles and the 1-D k-means of the
-    boxes' log(height / width), and 2x / sqrt(2)x spreads around its median; octave scales
-    2^(k/n) (the paper's), 2^(k/2n), 2^(2k/n); all sizes scaled together by 2^(j/4),
-    j = -16..8. The best is then refined by hill climbing (finer size factors, each aspect
-    ratio up or down by 2^(1/8)). Values are rounded as they are printed, before they are
-    evaluated, so the printed setting reproduces the reported coverage. The search is
-    deterministic: the same boxes give the same setting.
+    The search varies, as the paper describes anchors, a base size per level (each level's first
+    size), octave scales and aspect ratios. Candidates: aspect ratios from the current ones, the
+    quantiles and the 1-D k-means of the boxes' log(height / width), and 2x / sqrt(2)x spreads
+    around its median; octave scales the current ones, 2^(k/n) (the paper's), 2^(k/2n),
+    2^(2k/n); all base sizes scaled together by 2^(j/4), j = -16..8. The best is then refined by
+    hill climbing (finer size factors, each aspect ratio up or down by 2^(1/8)). Values are
+    rounded as they are printed (sizes base x scale to 0.01 px), before they are evaluated, so
+    the printed setting reproduces the reported coverage. The search is deterministic: the same
+    boxes give the same setting.
 
     Args:
         boxes: (N, 4) XYXY in resized pixels; grid_sizes: (N, L, 2) as in `best_iou_on_grid`.
+        current: the config's setting (`AnchorSetting.from_config`), one size tuple per level of
+            the grid.
     Returns:
-        (the best setting, a dict with the predicted coverage before and after, the number of
-        candidates evaluated and the search time).
+        (the best setting, as MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS; a dict with the
+        predicted coverage before and after, the number of candidates evaluated and the search time).
     """
     start_time = time.perf_counter()
     if len(boxes) > SEARCH_MAX_BOXES:
@@ -714,51 +793,49 @@ def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, stride
     dx, dy = _nearest_centre_distances(boxes, grid_sizes, strides, offset)
     widths, heights = (boxes[:, 2] - boxes[:, 0]).double(), (boxes[:, 3] - boxes[:, 1]).double()
     log_aspect = torch.log(heights / widths).numpy()
-    scores: Dict[AnchorSetting, Tuple[int, float]] = {}
+    origin = _Factors.of(current)
+    scores: Dict[_Factors, Tuple[int, float]] = {}
 
-    def change(setting: AnchorSetting) -> float:
-        """How far a setting is from the current one: summed |log2| of the value ratios."""
-        return sum(
-            float(np.abs(np.log2(np.asarray(new, dtype=np.float64) / np.asarray(old, dtype=np.float64))).sum())
-            for new, old in zip(setting._values(), current._values())
-        )
+    def setting_of(factors: _Factors) -> AnchorSetting:
+        return current if factors == origin else factors.setting()
 
-    def score(setting: AnchorSetting) -> Tuple[int, float]:
-        if setting not in scores:
-            best = _iou_at_distances(widths, heights, dx, dy, setting.level_cell_anchors()).flatten(1).amax(1)
+    def score(factors: _Factors) -> Tuple[int, float]:
+        if factors not in scores:
+            cells = setting_of(factors).level_cell_anchors()
+            best = _iou_at_distances(widths, heights, dx, dy, cells).flatten(1).amax(1)
             # More boxes covered first; between equals, the smaller change.
-            scores[setting] = (int((best >= fg_threshold).sum()), -round(change(setting), 9))
-        return scores[setting]
+            scores[factors] = (int((best >= fg_threshold).sum()), -round(factors.change(origin), 9))
+        return scores[factors]
 
-    best_setting, best_score = current, score(current)
+    best_factors, best_score = origin, score(origin)
 
-    def consider(setting):
-        nonlocal best_setting, best_score
-        if score(setting) > best_score:
-            best_setting, best_score = setting, score(setting)
+    def consider(factors):
+        nonlocal best_factors, best_score
+        if score(factors) > best_score:
+            best_factors, best_score = factors, score(factors)
 
-    for ratios in _aspect_ratio_sets(log_aspect, current.aspect_ratios):
-        for scales in _octave_scale_sets(current.octave_scales):
+    for ratios in _aspect_ratio_sets(log_aspect, origin.aspect_ratios):
+        for scales in _octave_scale_sets(origin.octave_scales):
             for j in range(-16, 9):
-                consider(AnchorSetting(_scaled_sizes(current.sizes, 2.0 ** (j / 4)), scales, ratios))
+                consider(_Factors(_scaled_sizes(origin.bases, 2.0 ** (j / 4)), scales, ratios))
 
     for _ in range(10):
-        previous = best_setting
-        base = best_setting
+        previous = best_factors
+        base = best_factors
         for j in (-2, -1, 1, 2):
-            consider(AnchorSetting(_scaled_sizes(base.sizes, 2.0 ** (j / 16)), base.octave_scales,
-                                   base.aspect_ratios))
-        for k in range(len(base.aspect_ratios)):
-            for step in (-1, 1):
-                ratios = list(base.aspect_ratios)
-                ratios[k] = _round_significant(ratios[k] * 2.0 ** (step / 8), 3)
-                consider(AnchorSetting(base.sizes, base.octave_scales, tuple(ratios)))
-        if best_setting == previous:
+            consider(_Factors(_scaled_sizes(base.bases, 2.0 ** (j / 16)), base.octave_scales, base.aspect_ratios))
+        for level, level_ratios in enumerate(base.aspect_ratios):
+            for k in range(len(level_ratios)):
+                for step in (-1, 1):
+                    ratios = [list(r) for r in base.aspect_ratios]
+                    ratios[level][k] = _round_significant(ratios[level][k] * 2.0 ** (step / 8), 3)
+                    consider(_Factors(base.bases, base.octave_scales, tuple(tuple(r) for r in ratios)))
+        if best_factors == previous:
             break
 
     num_boxes = len(boxes)
-    before, after = score(current), best_score
-    return best_setting, {
+    before, after = score(origin), best_score
+    return setting_of(best_factors), {
         "searched_boxes": num_boxes,
         "candidates_evaluated": len(scores),
         "search_seconds": time.perf_counter() - start_time,
@@ -772,15 +849,10 @@ class AnchorCoverageReport:
     """The analysis of one dataset under one config, and the suggested anchors if any."""
 
     resized: ResizedBoxes
-    generator_name: str
     current: AnchorCoverage
     suggestion: Optional[AnchorSetting] = None
     suggested: Optional[AnchorCoverage] = None
     search: Dict[str, object] = field(default_factory=dict)
-
-    @property
-    def suggestion_needs_generator_name(self) -> bool:
-        return self.generator_name != "RetinaAnchorGenerator"
 
     def to_dict(self) -> Dict[str, object]:
         """Every number of the report, JSON-serialisable."""
@@ -811,11 +883,10 @@ class AnchorCoverageReport:
             "search": self.search,
         }
         if self.suggestion is not None:
-            named = self.suggestion_needs_generator_name
             out["suggested"] = dict(
                 self.suggested.summary(),
-                config_yaml=self.suggestion.config_yaml(generator_name=named),
-                config_opts=self.suggestion.config_opts(generator_name=named),
+                config_yaml=self.suggestion.config_yaml(),
+                config_opts=self.suggestion.config_opts(),
             )
         return out
 
@@ -824,22 +895,30 @@ def analyze_anchor_coverage(cfg, dataset_name: str, split: str = "train", max_im
                             suggest: bool = True) -> AnchorCoverageReport:
     """
     Match the boxes of the registered dataset `dataset_name` (resized for `split`, "train" or
-    "test") to the anchors of `cfg` as training does, and, when `suggest`, search a better
-    anchor setting and match the boxes to it too (see the module docstring).
+    "test") to the anchors of `cfg` (checked, as `retina_plugin.load_config` returns it) as
+    training does, and, when `suggest`, search a better MODEL.ANCHOR_GENERATOR.SIZES and
+    ASPECT_RATIOS and match the boxes to them too (see the module docstring).
     """
+    _iou_thresholds(cfg)  # a config without foreground fails before the dataset loads
     resized = load_resized_boxes(cfg, dataset_name, split, max_images)
     grid = AnchorGrid.from_config(cfg)
     current = measure_anchor_coverage(resized, grid, cfg)
-    report = AnchorCoverageReport(resized, cfg.MODEL.ANCHOR_GENERATOR.NAME, current)
+    report = AnchorCoverageReport(resized, current)
     if not suggest:
         return report
+    setting = AnchorSetting.from_config(cfg)
+    if not all(torch.equal(a, b) for a, b in zip(setting.level_cell_anchors(), grid.level_cell_anchors)):
+        raise AnchorCoverageError(
+            f"anchor generator {cfg.MODEL.ANCHOR_GENERATOR.NAME} does not make the anchors of "
+            "MODEL.ANCHOR_GENERATOR.SIZES x ASPECT_RATIOS (as DefaultAnchorGenerator does), so no "
+            "setting of those keys can be suggested for it"
+        )
     grid_sizes = torch.cat([
         torch.tensor(grid.feature_sizes(size)).expand(len(b), -1, -1)
         for b, size in zip(resized.boxes, resized.image_sizes)
     ])
     setting, report.search = suggest_anchor_setting(
-        current.boxes, grid_sizes, grid.strides, grid.offset, AnchorSetting.from_config(cfg),
-        current.fg_threshold,
+        current.boxes, grid_sizes, grid.strides, grid.offset, setting, current.fg_threshold
     )
     suggested_cfg = setting.apply_to(cfg)
     suggested = measure_anchor_coverage(resized, grid.with_anchors_of(suggested_cfg), suggested_cfg)
@@ -884,11 +963,9 @@ def _coverage_rows(summary) -> List[List[str]]:
 
 
 def _describe_anchors(anchors: Dict[str, object]) -> str:
-    if anchors.get("generator") == "RetinaAnchorGenerator":
-        return (f"sizes {_format_list(anchors['ANCHOR_SIZES'])}, octave scales "
-                f"{_format_list(round(s, 4) for s in anchors['ANCHOR_OCTAVE_SCALES'])}, aspect ratios (h/w) "
-                f"{_format_list(anchors['ANCHOR_ASPECT_RATIOS'])}")
-    return f"{anchors['generator']}: sizes {anchors['SIZES']}, aspect ratios {anchors['ASPECT_RATIOS']}"
+    sizes = _format_nested([round(s, 2) for s in level] for level in anchors["SIZES"])
+    ratios = _format_nested([round(r, 3) for r in level] for level in anchors["ASPECT_RATIOS"])
+    return f"{anchors['generator']}: sizes per level {sizes}, aspect ratios (h/w) {ratios}"
 
 
 def _coverage_section(title: str, coverage: AnchorCoverage, summary) -> List[str]:
