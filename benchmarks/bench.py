@@ -343,7 +343,7 @@ class OursAdapter(Detectron2Adapter):
         return images, [features[f] for f in self.model.head_in_features]
 
     def prepare_postprocess(self, batch):
-        from retina_plugin.anchor_generator import anchor_tensors
+        from retina_plugin.modeling.anchor_generator import anchor_tensors
 
         images, features = self.features(batch)
         logits, deltas = self.model.head(features)
@@ -361,7 +361,7 @@ class OursAdapter(Detectron2Adapter):
         )
 
     def prepare_losses(self, batch):
-        from retina_plugin.anchor_generator import anchor_tensors
+        from retina_plugin.modeling.anchor_generator import anchor_tensors
 
         images, features = self.features(batch)
         logits, deltas = self.model.head(features)
@@ -657,10 +657,10 @@ def inference_bf16_task(adapter, args):
 
 def inference_int8_task(adapter, args):
     """
-    Ours in int8 (retina_plugin.quantization): calibrated on two other synthetic images of the
+    Ours in int8 (retina_plugin.deploy.quantization): calibrated on two other synthetic images of the
     same size, then the timed image. Also reports how the detections compare with float32's.
     """
-    from retina_plugin.quantization import calibrate_int8, quantize_int8
+    from retina_plugin.deploy.quantization import calibrate_int8, quantize_int8
 
     if not args.device.startswith("cpu"):
         raise RuntimeError("int8 inference runs on the CPU only")

@@ -1,6 +1,6 @@
 """
 RetinaNetPlugin R50-FPN (bench.py's weights) in float32 and in int8 where input shapes vary
-(int8 packs its weights once per input shape, see retina_plugin/quantization.py):
+(int8 packs its weights once per input shape, see retina_plugin/deploy/quantization.py):
 
 1. tiled inference of one large synthetic image (int8 calibrated on four other tile-sized
    images): the time of a first call (packing for the tile shape) and of a second;
@@ -16,8 +16,8 @@ import time
 import torch
 
 import bench
-from retina_plugin.quantization import calibrate_int8, quantize_int8
-from retina_plugin.tiling import TiledInference
+from retina_plugin.deploy.quantization import calibrate_int8, quantize_int8
+from retina_plugin.inference.tiling import TiledInference
 
 TILE_CALIBRATION_SEEDS = (5, 6, 7, 8)
 SIZES_CALIBRATION_SEEDS = (5, 6)

@@ -20,13 +20,13 @@ except ImportError:
         "    make setup        (or: bash scripts/setup_venv.sh)"
     ) from None
 
-from .anchor_generator import RetinaAnchorGenerator
-from .backbone import build_retina_plugin_resnet_fpn_backbone
+from .modeling.anchor_generator import RetinaAnchorGenerator
+from .modeling.backbone import build_retina_plugin_resnet_fpn_backbone
 from .config import ConfigError, add_retina_plugin_config, check_retina_plugin_config, get_retina_plugin_cfg, load_config
-from .focal_loss import sigmoid_focal_loss
-from .head import RETINA_HEAD_REGISTRY, FocalLossHead
-from .meta_arch import RetinaNetPlugin
-from .postprocess import RETINA_POSTPROCESS_REGISTRY, DecodeAndNMS
+from .modeling.focal_loss import sigmoid_focal_loss
+from .modeling.head import RETINA_HEAD_REGISTRY, FocalLossHead
+from .modeling.meta_arch import RetinaNetPlugin
+from .modeling.postprocess import RETINA_POSTPROCESS_REGISTRY, DecodeAndNMS
 
 __all__ = [
     "RetinaAnchorGenerator",

@@ -13,10 +13,11 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
+from .modeling.meta_arch import VALID_INFERENCE_DTYPES
+
 VALID_P6_SOURCES = ("res5", "p5")
 # Detectron2's RetinaNet supports these box losses (detectron2.modeling.box_regression).
 VALID_BOX_REG_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
-VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 # The norms detectron2.layers.get_norm builds; "BN" and "SyncBN" become one norm per level.
 VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
 # The anchor generators whose anchor count per level follows from SIZES x ASPECT_RATIOS, so it
@@ -96,14 +97,14 @@ def add_retina_plugin_config(cfg):
     node.CHANNELS_LAST = True
     # Precision of backbone and head at inference: "float32", or opt-in "bfloat16" (CPUs with
     # AVX-512 BF16 / AMX, and GPUs) or "float16" (GPUs), run under torch.autocast, or "int8"
-    # (CPU only: oneDNN int8 convolutions, retina_plugin.quantization) with the activation
+    # (CPU only: oneDNN int8 convolutions, retina_plugin.deploy.quantization) with the activation
     # ranges in INT8_CALIBRATION. Decoding and NMS stay float32. Training is unaffected.
     node.INFERENCE_DTYPE = "float32"
     # JSON file of activation ranges written by tools/calibrate_int8.py for these weights;
     # read when INFERENCE_DTYPE is "int8".
     node.INT8_CALIBRATION = ""
 
-    # Tiled inference for large images (retina_plugin.tiling). Side of the square tiles in
+    # Tiled inference for large images (retina_plugin.inference.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
     # evaluation needs INPUT.MIN_SIZE_TEST 0, and TEST.DETECTIONS_PER_IMAGE caps each tile and the image.
     node.TILE_SIZE = 0

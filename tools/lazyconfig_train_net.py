@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Train or evaluate with Detectron2's LazyConfig (Python) configs, as Detectron2's
-tools/lazyconfig_train_net.py does; the logic is in retina_plugin.lazy_engine.
+tools/lazyconfig_train_net.py does; the logic is in retina_plugin.engine.lazy.
 
     python tools/lazyconfig_train_net.py --config-file configs/shapes_R18_cpu.py
     python tools/lazyconfig_train_net.py --config-file configs/shapes_R18_cpu.py --num-gpus 2 train.max_iter=100
@@ -15,7 +15,7 @@ config file or override ends with one line `lazyconfig_train_net: error: ...` an
 from detectron2.engine import launch
 
 import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.lazy_engine import argument_parser, check_args, main
+from retina_plugin.engine.lazy import argument_parser, check_args, main
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()

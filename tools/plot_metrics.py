@@ -9,9 +9,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from retina_plugin.plot import MetricsError, load_metrics, plot_metrics  # noqa: E402
+from retina_plugin.engine import one_line_errors
+from retina_plugin.engine.plot import MetricsError, load_metrics, plot_metrics
 
 
 def get_parser():
@@ -29,10 +28,8 @@ def get_parser():
 def main(argv=None):
     """Read the metrics, write the PNG and say where it went."""
     args = get_parser().parse_args(argv)
-    try:
+    with one_line_errors("plot_metrics.py", (FileNotFoundError, MetricsError)):
         log = load_metrics(args.path)
-    except (FileNotFoundError, MetricsError) as e:
-        sys.exit(f"plot_metrics.py: error: {e}")
     out_path = args.out or os.path.join(os.path.dirname(log.path), "metrics.png")
     if log.num_skipped:
         print(f"Skipped {log.num_skipped} malformed line(s) of {log.path}", file=sys.stderr)

@@ -8,19 +8,10 @@ Train or evaluate RetinaNetPlugin with Detectron2's DefaultTrainer and COCOEvalu
     python tools/train_net.py --config-file configs/retinanet_R50.yaml \
         --train-json ann/train.json --train-images img/train --test-json ann/val.json --test-images img/val
 """
-from detectron2.engine import launch
-
 import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.engine import argument_parser, main
+from retina_plugin.engine import argument_parser, launch_main
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(args)

@@ -18,7 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 
 from retina_plugin import DecodeAndNMS, FocalLossHead, RetinaAnchorGenerator, RetinaNetPlugin
-from retina_plugin.backbone import fold_frozen_batchnorm
+from retina_plugin.modeling.backbone import fold_frozen_batchnorm
 
 _constants = model_zoo.get_config("common/data/constants.py").constants
 

@@ -1,8 +1,9 @@
 """
 Ground-truth boxes as annotation files really hold them: NaN, zero or negative size, partly or
-wholly outside the image. `sanitize_boxes` is the one place that clips or drops them; it runs
-on the dataset dicts when a training loader is built (`sanitize_dataset_dicts`, which logs the
-counts) and again on the model's ground truth before anchor matching.
+wholly outside the image. `retina_plugin.modeling.matching.sanitize_boxes` is the one place that
+clips or drops them; it runs on the dataset dicts when a training loader is built
+(`sanitize_dataset_dicts` here, which logs the counts) and again on the model's ground truth
+before anchor matching.
 """
 import logging
 from collections import Counter
@@ -11,42 +12,11 @@ from typing import Dict, List, Tuple
 import torch
 from detectron2.structures import BoxMode
 
+from ..modeling.matching import BAD_BOX_KINDS, sanitize_boxes
+
 __all__ = ["BAD_BOX_KINDS", "sanitize_boxes", "sanitize_dataset_dicts"]
 
 logger = logging.getLogger(__name__)
-
-# What happened to a box, in the order it is checked.
-BAD_BOX_KINDS = ("non-finite", "degenerate", "outside image", "clipped")
-
-
-def sanitize_boxes(boxes: torch.Tensor, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, int]]:
-    """
-    Args:
-        boxes: (N, 4) XYXY boxes in pixels.
-        image_size: (height, width) of the image they belong to.
-    Returns:
-        boxes: (M, 4) the kept boxes, clipped to the image;
-        keep: (N,) bool, which input boxes were kept;
-        counts: for each of BAD_BOX_KINDS, how many boxes it applied to: dropped as
-            "non-finite" (a NaN or infinite coordinate), "degenerate" (width or height <= 0) or
-            "outside image" (nothing left after clipping), or kept but "clipped".
-    """
-    h, w = image_size
-    finite = torch.isfinite(boxes).all(dim=1)
-    safe = torch.where(finite[:, None], boxes, torch.zeros_like(boxes))
-    proper = finite & (safe[:, 2] > safe[:, 0]) & (safe[:, 3] > safe[:, 1])
-    limits = boxes.new_tensor([w, h, w, h])
-    clipped = torch.minimum(safe.clamp(min=0), limits)
-    inside = proper & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    changed = inside & (clipped != safe).any(dim=1)
-    counts = {
-        "non-finite": int((~finite).sum()),
-        "degenerate": int((finite & ~proper).sum()),
-        "outside image": int((proper & ~inside).sum()),
-        "clipped": int(changed.sum()),
-    }
-    return clipped[inside], inside, counts
-
 
 def sanitize_dataset_dicts(dataset_dicts: List[dict], dataset_name: str) -> Counter:
     """

@@ -1,0 +1,104 @@
+"""
+What every tool shares on the command line: Detectron2's `default_argument_parser` with one
+spelling of a user's COCO-format dataset (`--train-json/--train-images`,
+`--test-json/--test-images`), the registration of the datasets a config names, and the checks
+that turn a machine or data set that is not ready into one line saying what to do.
+"""
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
+
+from ..config import ConfigError
+
+
+def argument_parser(epilog=None):
+    """Detectron2's default_argument_parser (trailing KEY VALUE opts) plus the dataset flags."""
+    return add_dataset_arguments(default_argument_parser(epilog=epilog))
+
+
+def add_dataset_arguments(parser):
+    """--train-json/--train-images, --test-json/--test-images: a user's COCO-format dataset."""
+    parser.add_argument("--train-json", help="COCO-format annotation file to train on")
+    parser.add_argument("--train-images", help="image folder of --train-json")
+    parser.add_argument("--test-json", help="COCO-format annotation file to evaluate on")
+    parser.add_argument("--test-images", help="image folder of --test-json")
+    return parser
+
+
+def user_dataset_opts(args) -> list:
+    """Register --train-json/--test-json; the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them."""
+    from ..data import register_coco_json
+
+    opts = []
+    for split, key in (("train", "DATASETS.TRAIN"), ("test", "DATASETS.TEST")):
+        json_file, image_root = getattr(args, f"{split}_json"), getattr(args, f"{split}_images")
+        if json_file is None and image_root is None:
+            continue
+        if json_file is None or image_root is None:
+            raise ConfigError(f"--{split}-json and --{split}-images go together (got {json_file!r}, {image_root!r})")
+        name = f"user_{split}_{Path(json_file).stem}"
+        metadata = register_coco_json(name, json_file, image_root)
+        opts += [key, (name,)]
+        if split == "train":
+            opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]
+    return opts
+
+
+def register_config_datasets(cfg):
+    """Register the embedded datasets a config names (generating them the first time)."""
+    from ..data import register_shapes_dataset
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if any(n.startswith("shapes_") and n not in DatasetCatalog.list() for n in names):
+        register_shapes_dataset()
+
+
+def check_device(device: str, num_gpus: int = 1):
+    """A CUDA device the machine has, or a ConfigError saying to use MODEL.DEVICE cpu."""
+    if not device.startswith("cuda"):
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise ConfigError(
+            f"MODEL.DEVICE is {device!r} but this machine has no CUDA device: add MODEL.DEVICE cpu "
+            "(--num-gpus N then trains in N CPU processes)"
+        )
+    if num_gpus > available:
+        raise ConfigError(f"--num-gpus {num_gpus} but this machine has {available} CUDA device(s)")
+
+
+def check_dataset_files(names):
+    """
+    Each registered json dataset's annotation file and image folder exist (Detectron2 registers
+    COCO under $DETECTRON2_DATASETS without looking), or a ConfigError naming what is missing.
+    """
+    for name in names:
+        if name not in DatasetCatalog.list():
+            raise ConfigError(f"dataset {name!r} of the config is not registered")
+        metadata = MetadataCatalog.get(name)
+        for attribute in ("json_file", "image_root"):
+            path = metadata.get(attribute, None)
+            if path and not os.path.exists(path):
+                root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+                raise ConfigError(
+                    f"dataset {name!r}: {path} not found. Detectron2 finds its built-in datasets under "
+                    f"$DETECTRON2_DATASETS (now {root!r}), e.g. coco/annotations/instances_train2017.json, "
+                    "coco/train2017/, coco/val2017/; set it to the folder holding them, or pass your own "
+                    "data with --train-json/--train-images --test-json/--test-images"
+                )
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str, errors=(ConfigError,)):
+    """Inside: an exception of `errors` (bad input the user can fix) exits with `prog: error: ...` (status 2)."""
+    try:
+        yield
+    except errors as e:
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,76 @@
+"""
+What tools/demo.py does, as Detectron2's demo/demo.py does it: the config from the command
+line, then each image (or every frame of a video) through `DetectionVisualizer` and out to a file.
+"""
+import logging
+import time
+
+import cv2
+import torch
+
+from ..config import ConfigError, load_config
+from ..engine.arguments import register_config_datasets
+from .predictor import (
+    DemoInputError,
+    DetectionVisualizer,
+    image_output_paths,
+    open_video,
+    open_video_writer,
+    read_bgr_image,
+    resolve_image_inputs,
+    video_output_path,
+)
+
+logger = logging.getLogger("demo")
+
+
+def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None):
+    """The config: defaults, then `config_file`, then the demo's flags, then `opts` (KEY VALUE)."""
+    flags = [("MODEL.RETINANET.SCORE_THRESH_TEST", confidence_threshold), ("MODEL.RETINA_PLUGIN.TILE_SIZE", tile),
+             ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", tile_batch)]
+    flag_opts = [item for key, value in flags if value is not None for item in (key, value)]
+    try:
+        cfg = load_config(config_file, flag_opts + list(opts))
+    except ConfigError as e:
+        raise DemoInputError(str(e)) from None
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("CUDA is not available; running on the CPU (set MODEL.DEVICE to silence this).")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    register_config_datasets(cfg)  # the embedded dataset's class names, for the labels
+    return cfg
+
+
+def annotate_images(cfg, inputs, output):
+    """Annotate the images of `inputs` (files, globs, folders); write them under `output`; log their detections."""
+    paths = resolve_image_inputs(inputs)
+    outputs = image_output_paths(paths, output)
+    demo = DetectionVisualizer(cfg)
+    for path, out_path in zip(paths, outputs):
+        image = read_bgr_image(path)
+        start = time.perf_counter()
+        predictions, vis_output = demo.run_on_image(image)
+        elapsed = time.perf_counter() - start
+        logger.info(f"{path}: detected {len(predictions['instances'])} instances in {elapsed:.2f}s -> {out_path}")
+        if not cv2.imwrite(out_path, vis_output.get_image()[:, :, ::-1]):
+            raise DemoInputError(f"Cannot write image {out_path}")
+
+
+def annotate_video(cfg, video_input, output):
+    """Annotate every frame of `video_input` and write them to an mp4v video."""
+    open_video(video_input).release()  # a bad path fails before the model is built
+    demo = DetectionVisualizer(cfg)
+    video = open_video(video_input)
+    out_path = video_output_path(video_input, output)
+    writer = open_video_writer(video, out_path)
+    start = time.perf_counter()
+    num_frames = 0
+    try:
+        for vis_frame in demo.run_on_video(video):
+            writer.write(vis_frame)
+            num_frames += 1
+    finally:
+        video.release()
+        writer.release()
+    per_frame = (time.perf_counter() - start) / max(num_frames, 1)
+    logger.info(f"{video_input}: wrote {num_frames} annotated frames to {out_path} ({per_frame:.2f}s per frame)")

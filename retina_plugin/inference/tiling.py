@@ -1,0 +1,323 @@
+"""
+Tiled inference for images far larger than the network's input (aerial, satellite,
+microscopy): cut the image into overlapping tiles, detect in each tile at native resolution,
+shift the boxes to image coordinates, drop the pieces of objects cut by a tile edge that a
+neighbouring tile sees whole (and keep an object seen whole by several tiles from one of
+them), and merge all tiles with class-wise NMS.
+
+Tiles are fed at their native resolution: nothing is resized, so an object keeps the pixel
+size it has in the image, and the model must have been trained at that scale. Memory is
+bounded by the tile size and the batch: the image stays as it was given (uint8), and only
+`tile_batch` tiles at a time are converted to float and run through the network.
+
+`TiledInference` wraps a built model so that Detectron2's `inference_on_dataset` (and the
+trainer's `test`) evaluates tiled prediction; `retina_plugin.inference.predictor.TiledPredictor` is
+Detectron2's `DefaultPredictor` with it (one numpy image in, its detections out).
+`build_tiled_model(cfg, model)` returns that wrapper when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
+"""
+import math
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+from detectron2.config import configurable
+from detectron2.layers import batched_nms
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+
+__all__ = [
+    "EDGE_MARGIN",
+    "tile_starts",
+    "tile_grid",
+    "tile_interiors",
+    "keep_tile_detections",
+    "merge_tile_detections",
+    "reaches_other_tiles",
+    "TiledInference",
+    "build_tiled_model",
+    "check_tiled_evaluation",
+]
+
+# A box within this many pixels of a tile edge that is not the image border counts as cut by
+# that edge: a truncated object's regressed box stops near the edge, not exactly on it.
+EDGE_MARGIN = 4.0
+
+
+def tile_starts(length: int, tile_size: int, overlap: float) -> List[int]:
+    """
+    Start offsets of the tiles along one axis of `length` pixels: a stride of
+    `tile_size - round(overlap * tile_size)`, and a last tile aligned to the far edge, so
+    every pixel is covered and neighbours share at least `round(overlap * tile_size)` pixels.
+    An axis no longer than a tile has one tile, starting at 0 (it is then `length` long).
+    """
+    if length <= tile_size:
+        return [0]
+    stride = tile_size - int(round(overlap * tile_size))
+    if stride < 1:
+        raise ValueError(f"overlap {overlap} leaves no stride for tiles of {tile_size} pixels")
+    starts = list(range(0, length - tile_size, stride))
+    starts.append(length - tile_size)
+    return starts
+
+
+def tile_grid(height: int, width: int, tile_size: int, overlap: float) -> torch.Tensor:
+    """
+    The tiles covering an image of `height` x `width`, row by row.
+
+    Returns:
+        (T, 4) int64 tensor of tiles (x0, y0, x1, y1) in pixels, x1 and y1 exclusive; each is
+        tile_size x tile_size, or the image's side where the image is smaller than a tile.
+    """
+    ys = tile_starts(height, tile_size, overlap)
+    xs = tile_starts(width, tile_size, overlap)
+    tile_h, tile_w = min(tile_size, height), min(tile_size, width)
+    return torch.tensor([(x, y, x + tile_w, y + tile_h) for y in ys for x in xs], dtype=torch.int64)
+
+
+def tile_interiors(tiles: torch.Tensor, image_size: Tuple[int, int], margin: float) -> torch.Tensor:
+    """
+    The region of each tile in which a box is seen whole: the tile shrunk by `margin` on
+    every edge that lies inside the image. Edges on the image border are not shrunk, since
+    what is cut there is cut in every tile.
+
+    Args:
+        tiles: (T, 4) tiles (x0, y0, x1, y1) of `tile_grid`.
+        image_size: (height, width) of the image.
+    Returns:
+        (T, 4) float regions (x0, y0, x1, y1).
+    """
+    height, width = image_size
+    tiles = tiles.float()
+    x0, y0, x1, y1 = tiles.unbind(1)
+    return torch.stack(
+        [
+            torch.where(x0 > 0, x0 + margin, x0),
+            torch.where(y0 > 0, y0 + margin, y0),
+            torch.where(x1 < width, x1 - margin, x1),
+            torch.where(y1 < height, y1 - margin, y1),
+        ],
+        dim=1,
+    )
+
+
+def keep_tile_detections(
+    boxes: torch.Tensor, tile_index: int, tiles: torch.Tensor, interiors: torch.Tensor
+) -> torch.Tensor:
+    """
+    Which boxes detected in tile `tile_index` to keep, so that each object is reported by one
+    tile. The tiles that see a box whole are those whose interior contains it; of them, the
+    one whose centre is nearest the box's centre reports it. So a box reaching into the margin
+    of an interior edge of its tile (a piece of an object cut by that edge) is dropped when
+    another tile sees it whole; and an object seen whole by two tiles is kept from one, even
+    where a few pixels of jitter between their two boxes of a small object leave an IoU below
+    the NMS threshold. Boxes that no tile sees whole (objects larger than the overlap) are
+    kept from every tile, for the NMS.
+
+    Args:
+        boxes: (N, 4) boxes (x0, y0, x1, y1) of one tile, in image coordinates.
+        tile_index: the tile they were detected in, a row of `tiles`.
+        tiles: (T, 4) tiles of `tile_grid`.
+        interiors: (T, 4) their regions of `tile_interiors`.
+    Returns:
+        (N,) bool mask of the boxes to keep.
+    """
+    regions = interiors[None].to(boxes)
+    inside = (boxes[:, None, :2] >= regions[..., :2]).all(2) & (boxes[:, None, 2:] <= regions[..., 2:]).all(2)
+    tiles = tiles.to(boxes)
+    # On a grid of tiles, the nearest centre splits each overlap at its middle.
+    offsets = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2 - (tiles[None, :, :2] + tiles[None, :, 2:]) / 2
+    owner = offsets.square().sum(2).masked_fill(~inside, math.inf).argmin(1)
+    return (owner == tile_index) | ~inside.any(1)
+
+
+def reaches_other_tiles(boxes: torch.Tensor, tile_index: int, tiles: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 4) boxes of tile `tile_index`, in image coordinates, inside that tile.
+        tiles: (T, 4) tiles of `tile_grid`.
+    Returns:
+        (N,) bool: whether a box overlaps (with positive area) a tile other than its own.
+    """
+    tiles = tiles.to(boxes)
+    width = torch.minimum(boxes[:, None, 2], tiles[None, :, 2]) - torch.maximum(boxes[:, None, 0], tiles[None, :, 0])
+    height = torch.minimum(boxes[:, None, 3], tiles[None, :, 3]) - torch.maximum(boxes[:, None, 1], tiles[None, :, 1])
+    overlaps = (width > 0) & (height > 0)
+    overlaps[:, tile_index] = False
+    return overlaps.any(1)
+
+
+def merge_tile_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    shared: torch.Tensor,
+    nms_thresh: float,
+    max_detections: int,
+) -> torch.Tensor:
+    """
+    Merge the detections of all tiles, in image coordinates: class-wise NMS where tiles
+    overlap, then the `max_detections` best.
+
+    Each tile's detections have been through class-wise NMS at `nms_thresh` already, and a box
+    lies inside its tile, so two boxes can only suppress each other when they come from
+    different tiles and both reach into where those tiles overlap. The NMS therefore runs on
+    the `shared` boxes only, which gives the result of an NMS over all boxes without its
+    quadratic cost on huge images.
+
+    Args:
+        boxes: (N, 4); scores: (N,); classes: (N,) int64;
+        shared: (N,) bool, `reaches_other_tiles` of each box.
+    Returns:
+        indices of the kept detections, by decreasing score.
+    """
+    candidates = shared.nonzero().squeeze(1)
+    kept = candidates[batched_nms(boxes[candidates], scores[candidates], classes[candidates], nms_thresh)]
+    kept = torch.cat([kept, (~shared).nonzero().squeeze(1)])
+    order = scores[kept].argsort(descending=True, stable=True)
+    return kept[order][:max_detections]
+
+
+class TiledInference(nn.Module):
+    """
+    Runs a detector over an image tile by tile. Takes and returns Detectron2's model inputs
+    and outputs, so `inference_on_dataset(TiledInference(cfg, model), loader, evaluator)`
+    evaluates tiled prediction; the loader must not resize (INPUT.MIN_SIZE_TEST 0), since
+    tiles are meant to be seen at the image's own resolution.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tile_size: int,
+        overlap: float = 0.2,
+        tile_batch: int = 4,
+        nms_thresh: float = 0.5,
+        detections_per_image: int = 100,
+        edge_margin: float = EDGE_MARGIN,
+    ):
+        """
+        Args:
+            model: a built detector (e.g. RetinaNetPlugin) taking Detectron2's model inputs.
+            tile_size: side of the square tiles, in pixels.
+            overlap: fraction of `tile_size` shared by neighbouring tiles, in [0, 1); objects
+                up to `overlap * tile_size - 2 * edge_margin` pixels are seen whole by some tile.
+            tile_batch: tiles per forward of `model`.
+            nms_thresh: IoU threshold of the class-wise NMS that merges the tiles.
+            detections_per_image: the most detections kept for the whole image (`model` caps
+                each tile with its own setting, DETECTIONS_PER_IMAGE for RetinaNetPlugin).
+            edge_margin: see `tile_interiors` and `keep_tile_detections`.
+        """
+        super().__init__()
+        if tile_size < 1 or tile_batch < 1:
+            raise ValueError(f"tile_size ({tile_size}) and tile_batch ({tile_batch}) must be >= 1")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap {overlap} must be in [0, 1)")
+        self.model = model
+        # Start in the wrapped model's mode: inference_on_dataset puts the wrapper in eval mode
+        # and then back in the mode it found, which a new Module's default (training) would
+        # impose on the model.
+        self.train(model.training)
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self.tile_batch = tile_batch
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+        self.edge_margin = edge_margin
+
+    @classmethod
+    def from_config(cls, cfg, model):
+        node = cfg.MODEL.RETINA_PLUGIN
+        return {
+            "model": model,
+            "tile_size": node.TILE_SIZE,
+            "overlap": node.TILE_OVERLAP,
+            "tile_batch": node.TILE_BATCH,
+            "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:
+        """
+        Args:
+            batched_inputs: per image a dict with "image" (C, H, W) uint8 or float, at full
+                resolution, and optional "height", "width" to rescale the boxes to.
+        Returns:
+            per image {"instances": Instances} with pred_boxes, scores, pred_classes.
+        """
+        results = []
+        for x in batched_inputs:
+            instances = self.detect(x["image"])
+            height, width = x.get("height", instances.image_size[0]), x.get("width", instances.image_size[1])
+            results.append({"instances": detector_postprocess(instances, height, width)})
+        return results
+
+    def num_tiles(self, height: int, width: int) -> int:
+        """How many tiles an image of `height` x `width` is cut into."""
+        rows = tile_starts(height, self.tile_size, self.overlap)
+        return len(rows) * len(tile_starts(width, self.tile_size, self.overlap))
+
+    @torch.no_grad()
+    def detect(self, image: torch.Tensor) -> Instances:
+        """
+        Args:
+            image: (C, H, W) image in the model's channel order, uint8 or float, on any device;
+                it is sliced, never copied whole.
+        Returns:
+            Instances of size (H, W) with pred_boxes, scores, pred_classes.
+        """
+        height, width = image.shape[-2:]
+        tiles = tile_grid(height, width, self.tile_size, self.overlap)
+        interiors = tile_interiors(tiles, (height, width), self.edge_margin)
+        device = self.model.device
+        boxes, scores, classes, shared = [], [], [], []
+        for first in range(0, len(tiles), self.tile_batch):
+            batch = tiles[first : first + self.tile_batch].tolist()
+            inputs = [
+                {"image": image[:, y0:y1, x0:x1].to(device).float(), "height": y1 - y0, "width": x1 - x0}
+                for x0, y0, x1, y1 in batch
+            ]
+            outputs = self.model(inputs)
+            for tile_index, (x0, y0, _, _), output in zip(range(first, first + len(batch)), batch, outputs):
+                instances = output["instances"]
+                tile_boxes = instances.pred_boxes.tensor
+                tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
+                keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
+                boxes.append(tile_boxes[keep])
+                scores.append(instances.scores[keep])
+                classes.append(instances.pred_classes[keep])
+                shared.append(reaches_other_tiles(tile_boxes[keep], tile_index, tiles))
+        boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
+        keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
+        return Instances(
+            (height, width), pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
+        )
+
+
+def check_tiled_evaluation(cfg) -> None:
+    """
+    Tiled evaluation (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0) needs a test loader that does not
+    resize (INPUT.MIN_SIZE_TEST 0; Detectron2's DatasetMapper then applies no resize), else the
+    tiles would see objects at another scale than the image's own.
+
+    Raises:
+        ValueError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.
+    """
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 and cfg.INPUT.MIN_SIZE_TEST != 0:
+        raise ValueError(
+            f"cfg.INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST!r}: tiled evaluation "
+            f"(MODEL.RETINA_PLUGIN.TILE_SIZE {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE}) feeds tiles at the "
+            "image's own resolution; set INPUT.MIN_SIZE_TEST 0 so the test loader does not resize"
+        )
+
+
+def build_tiled_model(cfg, model: nn.Module) -> nn.Module:
+    """
+    The model to evaluate: `model` itself when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE is 0, else
+    `TiledInference(cfg, model)`; see `check_tiled_evaluation` for what the config needs.
+    """
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
+        return model
+    check_tiled_evaluation(cfg)
+    return TiledInference(cfg, model)

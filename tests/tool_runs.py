@@ -1,0 +1,47 @@
+"""
+The project's tools run as a user runs them: real subprocesses from the repository root, on a
+small config and a generated dataset. Shared by the tests of every subpackage.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "shapes_R18_cpu.yaml"
+
+
+def dataset_args(root):
+    return [
+        "--train-json", str(root / "annotations" / "instances_train.json"),
+        "--train-images", str(root / "train"),
+        "--test-json", str(root / "annotations" / "instances_val.json"),
+        "--test-images", str(root / "val"),
+    ]
+
+
+# Small and quick: batch 2 at 128 px, one conv per subnet.
+QUICK_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.WARMUP_ITERS", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
+    "MODEL.RETINANET.NUM_CONVS", "1", "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
+]
+
+
+def run_tool(script, *args, timeout=600, check=True):
+    """`python <script> args...` from the repository root, on one thread; with `check`, it must succeed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check:
+        assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def read_metrics(out_dir):
+    lines = (out_dir / "metrics.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
