@@ -11,24 +11,21 @@ in again on every call (see README, Speed).
 """
 import argparse
 import os
+import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402
+from adapters import OursAdapter  # noqa: E402
+from inputs import inference_sample  # noqa: E402
+from measure import time_calls  # noqa: E402
 
 
 def median_time(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2]
+    """Median wall time of `repeats` calls after one untimed call."""
+    return statistics.median(time_calls(fn, repeats, 1, "cpu")[0])
 
 
 def main():
@@ -36,8 +33,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    adapter = bench.OursAdapter("cpu")
-    batch = adapter.inference_batch(bench.inference_sample())
+    adapter = OursAdapter("cpu")
+    batch = adapter.inference_batch(inference_sample())
     seen = []
     convs = [m for m in adapter.model.backbone.bottom_up.modules() if isinstance(m, torch.nn.Conv2d)]
     hooks = [m.register_forward_hook(lambda m, inputs, out: seen.append((m, tuple(inputs[0].shape)))) for m in convs]

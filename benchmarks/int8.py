@@ -10,13 +10,12 @@ RetinaNetPlugin R50-FPN (bench.py's weights) in float32 and in int8 where input 
     python benchmarks/int8.py [--size 2048] [--tile 512] [--overlap 0.2] [--tile-batch 4] [--threads N]
 """
 import argparse
-import copy
 import time
 
 import torch
 
-import bench
-from retina_plugin.deploy.quantization import calibrate_int8, quantize_int8
+from inputs import INFER_SIZE, bgr_tensor, synthetic_image
+from models import build_ours, calibrated_int8
 from retina_plugin.inference.tiling import TiledInference
 
 TILE_CALIBRATION_SEEDS = (5, 6, 7, 8)
@@ -34,18 +33,13 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = bench.build_ours("cpu")
+    model = build_ours("cpu")
     tiled_inference(model, args)
     image_sizes_in_turn(model)
 
 
-def calibrated_int8(model, height, width, seeds):
-    calibration = [[{"image": bench.bgr_tensor(bench.synthetic_image(height, width, seed=s)[0], "cpu")}] for s in seeds]
-    return quantize_int8(copy.deepcopy(model), calibrate_int8(model, calibration))
-
-
 def tiled_inference(model, args):
-    image = bench.bgr_tensor(bench.synthetic_image(args.size, args.size, seed=11, num_shapes=60)[0], "cpu")
+    image = bgr_tensor(synthetic_image(args.size, args.size, seed=11, num_shapes=60)[0], "cpu")
     int8 = calibrated_int8(model, args.tile, args.tile, TILE_CALIBRATION_SEEDS)
     print(f"{args.size}x{args.size} image, tiles of {args.tile} (overlap {args.overlap}, {args.tile_batch} per batch), {args.threads} threads")
     for name, m in (("float32", model), ("int8", int8)):
@@ -60,9 +54,9 @@ def tiled_inference(model, args):
 
 
 def image_sizes_in_turn(model, rounds=2):
-    int8 = calibrated_int8(model, *bench.INFER_SIZE, SIZES_CALIBRATION_SEEDS)
+    int8 = calibrated_int8(model, *INFER_SIZE, SIZES_CALIBRATION_SEEDS)
     batches = [
-        [{"image": bench.bgr_tensor(bench.synthetic_image(800, w, seed=20 + i)[0], "cpu")}] for i, w in enumerate(WIDTHS)
+        [{"image": bgr_tensor(synthetic_image(800, w, seed=20 + i)[0], "cpu")}] for i, w in enumerate(WIDTHS)
     ]
     print(f"{len(WIDTHS)} images 800 x {WIDTHS[0]}..{WIDTHS[-1]} in turn, {rounds} rounds")
     with torch.no_grad():
