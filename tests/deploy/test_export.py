@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from retina_plugin import get_retina_plugin_cfg
+from retina_plugin.compare import compare_detections
 from retina_plugin.deploy.export import (
     ExportError,
     build_model_for_export,
@@ -83,15 +84,11 @@ def exported(tmp_path_factory):
     torch.set_num_threads(previous_threads)
 
 
-def assert_same_detections(actual, expected, image):
-    """Same count (> 0) and classes; boxes within 1e-4 of the image size, scores within 1e-5."""
-    boxes, scores, classes = actual
-    ref_boxes, ref_scores, ref_classes = expected
-    assert len(ref_boxes) > 0
-    assert boxes.shape == ref_boxes.shape and scores.shape == ref_scores.shape
-    assert torch.equal(classes, ref_classes)
-    torch.testing.assert_close(boxes, ref_boxes, rtol=0, atol=1e-4 * max(image.shape[1:]))
-    torch.testing.assert_close(scores, ref_scores, rtol=0, atol=1e-5)
+def assert_same_detections(actual, expected):
+    """The same detections (> 0) as a set: class, IoU >= 0.999, score within 1e-5, none left over."""
+    result = compare_detections(actual, expected, min_iou=0.999, score_atol=1e-5)
+    assert result["count"][1] > 0
+    assert result["match"] and result["matched"] == result["count"][0] == result["count"][1], result
 
 
 @pytest.mark.parametrize("image_index", [0, 1, 2], ids=["traced-image", "other-image", "other-size"])
@@ -99,7 +96,7 @@ def assert_same_detections(actual, expected, image):
 def test_exported_model_gives_eager_detections(exported, format, image_index):
     model, images, paths = exported
     image = images[image_index]
-    assert_same_detections(run_exported(paths[format], image), eager_detections(model, image), image)
+    assert_same_detections(run_exported(paths[format], image), eager_detections(model, image))
 
 
 def test_torchscript_file_is_a_traced_module_and_eager_anchor_cache_stays_clean(exported):
