@@ -6,24 +6,16 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 import retina_plugin  # noqa: F401  (registers the plugin's components)
-from retina_plugin import get_retina_plugin_cfg
+from retina_plugin import load_config
 from retina_plugin.data import generate_shapes_dataset
 from tiny_detector import train_tiny_detector
+from tool_runs import BASE_CONFIG, SMALL_MODEL_OPTS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _small_cfg():
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(str(REPO / "configs" / "Base-RetinaNetPlugin.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RETINANET.NUM_CLASSES = 3
-    return cfg
+    return load_config(str(REPO / BASE_CONFIG), SMALL_MODEL_OPTS)
 
 
 def _make_batch(counts=(3, 1, 0), sizes=((160, 224), (128, 200), (150, 160)), num_classes=3, seed=1):

@@ -10,6 +10,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "shapes_R18_cpu.yaml"
+BASE_CONFIG = os.path.join("configs", "Base-RetinaNetPlugin.yaml")
+
+# The small model of the tests: Base-RetinaNetPlugin.yaml with a ResNet-18 (RES2 64 channels),
+# 3 classes, random weights, on the CPU. Tests add what they need on top.
+SMALL_MODEL_OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.WEIGHTS", "",
+    "MODEL.RESNETS.DEPTH", "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+    "MODEL.RETINANET.NUM_CLASSES", "3",
+]  # fmt: skip
 
 
 def dataset_args(root):

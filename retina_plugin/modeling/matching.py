@@ -88,3 +88,15 @@ def label_anchors(anchors: torch.Tensor, gt_instances: List[Instances], matcher:
         labels.append(labels_i)
         boxes.append(gt.gt_boxes.tensor[matched_idxs])
     return torch.stack(labels), torch.stack(boxes)
+
+
+def build_anchor_matcher(cfg) -> Matcher:
+    """
+    The anchor Matcher of a config, as Detectron2's RetinaNet builds it: MODEL.RETINANET.IOU_THRESHOLDS
+    and IOU_LABELS, with low-quality matches from MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES.
+    """
+    return Matcher(
+        cfg.MODEL.RETINANET.IOU_THRESHOLDS,
+        cfg.MODEL.RETINANET.IOU_LABELS,
+        allow_low_quality_matches=cfg.MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES,
+    )

@@ -14,7 +14,7 @@ from detectron2.utils.events import get_event_storage
 
 from .anchor_generator import anchor_tensors
 from .head import build_retina_head
-from .matching import label_anchors
+from .matching import build_anchor_matcher, label_anchors
 from .postprocess import build_retina_postprocess
 
 VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
@@ -106,11 +106,7 @@ class RetinaNetPlugin(nn.Module):
             "head": build_retina_head(cfg, feature_shapes, num_anchors.pop()),
             "postprocess": build_retina_postprocess(cfg),
             "anchor_generator": anchor_generator,
-            "anchor_matcher": Matcher(
-                retinanet.IOU_THRESHOLDS,
-                retinanet.IOU_LABELS,
-                allow_low_quality_matches=node.ALLOW_LOW_QUALITY_MATCHES,
-            ),
+            "anchor_matcher": build_anchor_matcher(cfg),
             "num_classes": retinanet.NUM_CLASSES,
             "head_in_features": list(retinanet.IN_FEATURES),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,

@@ -13,6 +13,7 @@ import torch
 
 from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.compare import compare_detections
+import tool_runs
 from retina_plugin.deploy.export import (
     ExportError,
     build_model_for_export,
@@ -22,23 +23,19 @@ from retina_plugin.deploy.export import (
     run_exported,
     sample_image,
 )
+from tool_runs import BASE_CONFIG
 
 # Tracing warns about each assert in Detectron2's structures it records as a constant; whether
 # the trace generalizes is what these tests check.
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BASE_CONFIG = os.path.join("configs", "Base-RetinaNetPlugin.yaml")
 
 # ResNet-18 with random weights; a 0.02 score threshold keeps about a thousand candidates on
 # P3 of a 192x256 image, so the top-k limit can be set between two images' counts, and still
 # gives detections whose scores spread (no ties) for NMS to order the same in every runtime.
 SMALL_MODEL_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.WEIGHTS", "",
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-    "MODEL.RETINANET.NUM_CLASSES", "3",
+    *tool_runs.SMALL_MODEL_OPTS,
     "MODEL.RETINANET.SCORE_THRESH_TEST", "0.02",
     "INPUT.MIN_SIZE_TEST", "192",
     "INPUT.MAX_SIZE_TEST", "256",

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tool_runs import run_tool
+import tool_runs
+from tool_runs import BASE_CONFIG, run_tool
 from retina_plugin.inference.predictor import (
     DemoInputError,
     image_output_paths,
@@ -17,19 +18,14 @@ from retina_plugin.inference.predictor import (
     video_output_path,
 )
 
-BASE_CONFIG = os.path.join("configs", "Base-RetinaNetPlugin.yaml")
 
 # A ResNet-18 RetinaNetPlugin with random weights on the CPU. PRIOR_PROB 0.5 puts every score
 # near 0.5, so with --confidence-threshold 0.3 it detects (random) boxes on any image; 20 per
 # image keep the drawing fast.
 SMALL_MODEL_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.WEIGHTS", "",
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+    *tool_runs.SMALL_MODEL_OPTS,
     "MODEL.RESNETS.NORM", "BN",
     "MODEL.BACKBONE.FREEZE_AT", "0",
-    "MODEL.RETINANET.NUM_CLASSES", "3",
     "MODEL.RETINANET.PRIOR_PROB", "0.5",
     "TEST.DETECTIONS_PER_IMAGE", "20",
     "INPUT.MIN_SIZE_TEST", "256",
