@@ -136,7 +136,8 @@ def launch_main(args, prog: str = "train_net"):
     this one; bad input (config, device, dataset files, an unreadable image) exits with one line.
     """
     with one_line_errors(prog, (ConfigError, ImageReadError)):
-        checked_config(args)
+        if args.num_gpus * args.num_machines > 1:
+            checked_config(args)  # here, before any process starts; in one process main checks it
         try:
             return launch(
                 main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
