@@ -23,6 +23,8 @@ VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSync
 # The anchor generators whose anchor count per level follows from SIZES x ASPECT_RATIOS, so it
 # can be checked when the config is loaded; others are checked when the model is built.
 SIZE_TIMES_RATIO_GENERATORS = ("DefaultAnchorGenerator", "RetinaAnchorGenerator")
+# How test-time augmentation merges the versions' candidates (retina_plugin.inference.tta).
+VALID_TTA_MERGES = ("nms", "wbf")
 
 # Keys of MODEL.RETINA_PLUGIN that copied a Detectron2 key under another name; setting one
 # fails at load and names the key to use.
@@ -113,6 +115,12 @@ def add_retina_plugin_config(cfg):
     node.TILE_OVERLAP = 0.2
     # Tiles per forward pass: memory grows with TILE_BATCH * TILE_SIZE^2, not with the image.
     node.TILE_BATCH = 4
+
+    # Test-time augmentation (retina_plugin.inference.tta; on with Detectron2's TEST.AUG.ENABLED, versions
+    # from TEST.AUG.MIN_SIZES, MAX_SIZE, FLIP): how the raw candidates of all versions are merged,
+    # "nms" (class-wise NMS at MODEL.RETINANET.NMS_THRESH_TEST) or "wbf" (weighted box fusion of
+    # the boxes overlapping at IoU >= NMS_THRESH_TEST).
+    node.TTA_MERGE = "nms"
 
     for old, new in MOVED_KEYS.items():
         full_key = f"MODEL.RETINA_PLUGIN.{old}"
@@ -210,6 +218,8 @@ def check_retina_plugin_config(cfg):
         _fail("MODEL.RETINA_PLUGIN.TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
     if not isinstance(node.TILE_BATCH, int) or node.TILE_BATCH < 1:
         _fail("MODEL.RETINA_PLUGIN.TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
+    if node.TTA_MERGE not in VALID_TTA_MERGES:
+        _fail("MODEL.RETINA_PLUGIN.TTA_MERGE", node.TTA_MERGE, f"must be one of {VALID_TTA_MERGES}")
 
 
 def _check_matching(thresholds, labels):

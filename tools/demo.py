@@ -13,7 +13,8 @@ Draw RetinaNetPlugin's detections on images or a video, like Detectron2's demo/d
 Annotated images keep their file names inside the --output directory (or go to --output
 itself when it is a file name and there is one input); the annotated video is mp4v with the
 input's frame rate and size. With --tile, each image is cut into overlapping tiles of that
-size, fed at native resolution (no resize; see retina_plugin/inference/tiling.py).
+size, fed at native resolution (no resize; see retina_plugin/inference/tiling.py). With --tta,
+each image (or tile) is detected at several sizes and flipped, merged (docs/tta.md).
 """
 import argparse
 
@@ -66,6 +67,10 @@ def get_parser():
         help="tiles per forward pass (sets MODEL.RETINA_PLUGIN.TILE_BATCH)",
     )
     parser.add_argument(
+        "--tta", action="store_true",
+        help="test-time augmentation: each image at TEST.AUG.MIN_SIZES, flipped with TEST.AUG.FLIP (sets TEST.AUG.ENABLED)",
+    )
+    parser.add_argument(
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
@@ -80,7 +85,7 @@ def main(argv=None):
     setup_logger(name="retina_plugin")
     setup_logger(name="demo").info(f"Arguments: {args}")
     with one_line_errors("demo.py", (DemoInputError,)):
-        cfg = demo_config(args.config_file, args.opts, args.confidence_threshold, args.tile, args.overlap, args.tile_batch)
+        cfg = demo_config(args.config_file, args.opts, args.confidence_threshold, args.tile, args.overlap, args.tile_batch, args.tta)
         if args.input:
             annotate_images(cfg, args.input, args.output)
         else:

@@ -2,8 +2,10 @@
 import contextlib
 import copy
 import functools
+import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
 from detectron2.data import build_detection_test_loader
@@ -18,6 +20,7 @@ from ..data.loader import build_resumable_train_loader, load_dataset_dicts
 from ..data.mapper import ImageReadError, RetinaDatasetMapper
 from ..deploy.quantization import apply_int8_config
 from ..inference.tiling import build_tiled_model, check_tiled_evaluation
+from ..inference.tta import RetinaNetWithTTA, check_tta_config
 from .arguments import (
     check_dataset_files,
     check_device,
@@ -75,10 +78,31 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         # With MODEL.RETINA_PLUGIN.INFERENCE_DTYPE int8, an int8 copy (the model may still be
         # training); with TILE_SIZE > 0, tile by tile at native resolution (retina_plugin.inference.tiling;
-        # needs INPUT.MIN_SIZE_TEST 0).
+        # needs INPUT.MIN_SIZE_TEST 0). With TEST.AUG.ENABLED, then again with test-time augmentation
+        # (retina_plugin.inference.tta) into OUTPUT_DIR/inference_TTA/<dataset>, its results under the
+        # plain ones' keys + "_TTA", as Detectron2's tools/train_net.py test_with_TTA does for R-CNN.
         if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8":
             model = apply_int8_config(cfg, copy.deepcopy(_unwrap(model)).eval())
-        return super().test(cfg, build_tiled_model(cfg, model), evaluators)
+        results = super().test(cfg, build_tiled_model(cfg, model), evaluators)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(cls._test_with_tta(cfg, model))
+        return results
+
+    @classmethod
+    def _test_with_tta(cls, cfg, model):
+        tta_cfg = cfg.clone()
+        tta_cfg.defrost()
+        # The loader hands over the images at their own size: each version is resized from it
+        # (Detectron2 resizes an image already resized to MIN_SIZE_TEST once more).
+        tta_cfg.INPUT.MIN_SIZE_TEST = 0
+        tta = RetinaNetWithTTA(tta_cfg, _unwrap(model))
+        logging.getLogger(__name__).info(f"Running inference with {tta.describe()} ...")
+        evaluators = [
+            cls.build_evaluator(tta_cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = super().test(tta_cfg, build_tiled_model(tta_cfg, tta), evaluators)
+        return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -117,6 +141,8 @@ def checked_config(args):
         cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         if len(cfg.DATASETS.TEST):
             check_tiled_evaluation(cfg)  # before training, not when evaluating after it
+        if cfg.TEST.AUG.ENABLED:
+            check_tta_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:

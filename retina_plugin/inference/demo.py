@@ -10,6 +10,7 @@ import torch
 
 from ..config import ConfigError, load_config
 from ..engine.arguments import register_config_datasets
+from .tta import check_tta_config
 from .predictor import (
     DemoInputError,
     DetectionVisualizer,
@@ -24,14 +25,17 @@ from .predictor import (
 logger = logging.getLogger("demo")
 
 
-def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None):
+def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, tta=False):
     """The config: defaults, then `config_file`, then the demo's flags, then `opts` (KEY VALUE)."""
     flags = [("MODEL.RETINANET.SCORE_THRESH_TEST", confidence_threshold), ("MODEL.RETINA_PLUGIN.TILE_SIZE", tile),
-             ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", tile_batch)]
+             ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", tile_batch),
+             ("TEST.AUG.ENABLED", True if tta else None)]
     flag_opts = [item for key, value in flags if value is not None for item in (key, value)]
     try:
         cfg = load_config(config_file, flag_opts + list(opts))
-    except ConfigError as e:
+        if cfg.TEST.AUG.ENABLED:
+            check_tta_config(cfg)
+    except (ConfigError, ValueError) as e:
         raise DemoInputError(str(e)) from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available; running on the CPU (set MODEL.DEVICE to silence this).")

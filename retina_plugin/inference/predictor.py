@@ -28,6 +28,7 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from ..engine.checkpoint import RetinaCheckpointer
 from ..deploy.quantization import apply_int8_config
 from .tiling import TiledInference
+from .tta import RetinaNetWithTTA
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -61,7 +62,9 @@ class RetinaPredictor(DefaultPredictor):
     """
     Detectron2's DefaultPredictor loading cfg.MODEL.WEIGHTS with `RetinaCheckpointer`
     (weights-only `.pth`, restricted `.pkl`) instead of plain unpickling, then made int8
-    when cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE is "int8".
+    when cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE is "int8". With cfg.TEST.AUG.ENABLED it detects
+    with test-time augmentation (`self.tta`, retina_plugin.inference.tta): the versions are
+    resized from the image as given, INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST are not used.
     """
 
     def __init__(self, cfg):
@@ -72,13 +75,32 @@ class RetinaPredictor(DefaultPredictor):
         self.cfg = cfg.clone()
         RetinaCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         apply_int8_config(cfg, self.model)
+        self.tta = RetinaNetWithTTA(self.cfg, self.model) if cfg.TEST.AUG.ENABLED else None
+        if self.tta is not None:
+            logger.info(self.tta.describe())
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
+        """
+        Args:
+            original_image: an image of shape (H, W, C), uint8, in BGR order (as OpenCV reads it).
+        Returns:
+            {"instances": Instances} with boxes in the image's pixel coordinates.
+        """
+        if self.tta is None:
+            return super().__call__(original_image)
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        image = torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
+        return self.tta([{"image": image, "height": image.shape[1], "width": image.shape[2]}])[0]
 
 
 class TiledPredictor(RetinaPredictor):
     """
     RetinaPredictor with tiled inference: detects in one image of any size, tile by tile
     (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE, TILE_OVERLAP, TILE_BATCH; `retina_plugin.inference.tiling`).
-    Tiles are fed at native resolution: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST are not used.
+    Tiles are fed at native resolution: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST are not used. With
+    cfg.TEST.AUG.ENABLED every tile is detected with test-time augmentation (its versions resized
+    to TEST.AUG.MIN_SIZES, flipped with FLIP), then the tiles are merged as without it.
 
     Attributes:
         model (nn.Module): the detector, in eval mode.
@@ -92,7 +114,7 @@ class TiledPredictor(RetinaPredictor):
                 "TiledPredictor needs a tile size >= 1"
             )
         super().__init__(cfg)
-        self.tiled = TiledInference(self.cfg, self.model)
+        self.tiled = TiledInference(self.cfg, self.tta or self.model)
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
         """

@@ -14,6 +14,9 @@ bounded by the tile size and the batch: the image stays as it was given (uint8),
 trainer's `test`) evaluates tiled prediction; `retina_plugin.inference.predictor.TiledPredictor` is
 Detectron2's `DefaultPredictor` with it (one numpy image in, its detections out).
 `build_tiled_model(cfg, model)` returns that wrapper when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
+With test-time augmentation (cfg.TEST.AUG.ENABLED) the wrapped model is a
+`retina_plugin.inference.tta.RetinaNetWithTTA`: each tile is detected in all its versions
+(resized to TEST.AUG.MIN_SIZES, flipped), merged, then the tiles are merged as without it.
 """
 import math
 from typing import Dict, List, Tuple

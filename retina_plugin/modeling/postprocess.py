@@ -88,6 +88,21 @@ class DecodeAndNMS:
 
     def detect_single_image(self, anchors, logits, deltas, image_size) -> Instances:
         """anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image."""
+        boxes, scores, classes = self.candidates_single_image(anchors, logits, deltas)
+        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
+        return Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
+
+    def candidates_single_image(self, anchors, logits, deltas) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        The raw candidates of one image, before NMS: per level the (anchor, class) pairs above
+        `score_thresh`, the best `topk_candidates` of them, decoded. Test-time augmentation
+        (retina_plugin.inference.tta) merges those of several versions of an image.
+
+        Args:
+            anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image.
+        Returns:
+            boxes (R, 4) in the network input's pixels (not clipped), scores (R,), classes (R,).
+        """
         boxes_all, scores_all, classes_all = [], [], []
         for anchors_i, logits_i, deltas_i in zip(anchors, logits, deltas):
             # Most anchors have no class above the threshold: find the rows that do with one
@@ -111,8 +126,4 @@ class DecodeAndNMS:
             boxes_all.append(self.box2box_transform.apply_deltas(deltas_i[anchor_idxs], anchors_i[anchor_idxs]))
             scores_all.append(candidate_logits.sigmoid())
             classes_all.append(classes)
-        boxes = torch.cat(boxes_all)
-        scores = torch.cat(scores_all)
-        classes = torch.cat(classes_all)
-        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
-        return Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
+        return torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
