@@ -44,9 +44,10 @@ def get_parser():
     )
     parser.add_argument(
         "--confidence-threshold",
-        type=float,
-        default=0.5,
-        help="minimum score of a drawn detection (sets MODEL.RETINANET.SCORE_THRESH_TEST)",
+        default="0.5",
+        metavar="SCORE|THRESHOLDS.yaml",
+        help="minimum score of a drawn detection (sets MODEL.RETINANET.SCORE_THRESH_TEST), or one per class "
+        "from the thresholds.yaml of tools/analyze_results.py",
     )
     parser.add_argument(
         "--tile",
@@ -85,11 +86,13 @@ def main(argv=None):
     setup_logger(name="retina_plugin")
     setup_logger(name="demo").info(f"Arguments: {args}")
     with one_line_errors("demo.py", (DemoInputError,)):
-        cfg = demo_config(args.config_file, args.opts, args.confidence_threshold, args.tile, args.overlap, args.tile_batch, args.tta)
+        cfg, class_thresholds = demo_config(
+            args.config_file, args.opts, args.confidence_threshold, args.tile, args.overlap, args.tile_batch, args.tta
+        )
         if args.input:
-            annotate_images(cfg, args.input, args.output)
+            annotate_images(cfg, args.input, args.output, class_thresholds)
         else:
-            annotate_video(cfg, args.video_input, args.output)
+            annotate_video(cfg, args.video_input, args.output, class_thresholds)
 
 
 if __name__ == "__main__":

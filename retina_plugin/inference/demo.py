@@ -8,12 +8,14 @@ import time
 import cv2
 import torch
 
+from ..analysis.results.thresholds import ThresholdFileError, load_class_thresholds
 from ..config import ConfigError, load_config
 from ..engine.arguments import register_config_datasets
 from .tta import check_tta_config
 from .predictor import (
     DemoInputError,
     DetectionVisualizer,
+    dataset_metadata,
     image_output_paths,
     open_video,
     open_video_writer,
@@ -26,7 +28,15 @@ logger = logging.getLogger("demo")
 
 
 def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, tta=False):
-    """The config: defaults, then `config_file`, then the demo's flags, then `opts` (KEY VALUE)."""
+    """
+    The config: defaults, then `config_file`, then the demo's flags, then `opts` (KEY VALUE), and
+    the per-class score thresholds: `confidence_threshold` is one number for every class, or a
+    thresholds.yaml of tools/analyze_results.py (class name: threshold), read for the class names
+    of DATASETS.TEST[0]. Returns (cfg, per-class thresholds or None).
+    """
+    class_threshold_file = None
+    if confidence_threshold is not None and not _is_number(confidence_threshold):
+        class_threshold_file, confidence_threshold = confidence_threshold, None
     flags = [("MODEL.RETINANET.SCORE_THRESH_TEST", confidence_threshold), ("MODEL.RETINA_PLUGIN.TILE_SIZE", tile),
              ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", tile_batch),
              ("TEST.AUG.ENABLED", True if tta else None)]
@@ -40,16 +50,38 @@ def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available; running on the CPU (set MODEL.DEVICE to silence this).")
         cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
     register_config_datasets(cfg)  # the embedded dataset's class names, for the labels
-    return cfg
+    class_thresholds = None
+    if class_threshold_file is not None:
+        names = dataset_metadata(cfg).get("thing_classes", None)
+        if not names:
+            raise DemoInputError(
+                f"--confidence-threshold {class_threshold_file}: per-class thresholds need the class names of "
+                "a registered DATASETS.TEST[0] (or --confidence-threshold NUMBER)"
+            )
+        try:
+            class_thresholds = load_class_thresholds(class_threshold_file, names[: cfg.MODEL.RETINANET.NUM_CLASSES])
+        except ThresholdFileError as e:
+            raise DemoInputError(str(e)) from None
+        # the model keeps what passes the lowest; each class is then cut at its own
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = min(class_thresholds)
+    cfg.freeze()
+    return cfg, class_thresholds
 
 
-def annotate_images(cfg, inputs, output):
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def annotate_images(cfg, inputs, output, class_thresholds=None):
     """Annotate the images of `inputs` (files, globs, folders); write them under `output`; log their detections."""
     paths = resolve_image_inputs(inputs)
     outputs = image_output_paths(paths, output)
-    demo = DetectionVisualizer(cfg)
+    demo = DetectionVisualizer(cfg, class_thresholds=class_thresholds)
     for path, out_path in zip(paths, outputs):
         image = read_bgr_image(path)
         start = time.perf_counter()
@@ -60,10 +92,10 @@ def annotate_images(cfg, inputs, output):
             raise DemoInputError(f"Cannot write image {out_path}")
 
 
-def annotate_video(cfg, video_input, output):
+def annotate_video(cfg, video_input, output, class_thresholds=None):
     """Annotate every frame of `video_input` and write them to an mp4v video."""
     open_video(video_input).release()  # a bad path fails before the model is built
-    demo = DetectionVisualizer(cfg)
+    demo = DetectionVisualizer(cfg, class_thresholds=class_thresholds)
     video = open_video(video_input)
     out_path = video_output_path(video_input, output)
     writer = open_video_writer(video, out_path)

@@ -167,12 +167,15 @@ class DetectionVisualizer:
         metadata (Metadata): class names and colors of the labels.
     """
 
-    def __init__(self, cfg, instance_mode: ColorMode = ColorMode.IMAGE):
+    def __init__(self, cfg, instance_mode: ColorMode = ColorMode.IMAGE, class_thresholds=None):
         """
         Args:
             cfg (CfgNode): the model's config; `MODEL.WEIGHTS` is loaded.
             instance_mode (ColorMode): how `Visualizer` colors instances.
+            class_thresholds (list[float] or None): a minimum score per class (e.g. the
+                F1-optimal ones of tools/analyze_results.py); None keeps every detection.
         """
+        self.class_thresholds = None if class_thresholds is None else torch.tensor(class_thresholds)
         self.metadata = dataset_metadata(cfg)
         self.instance_mode = instance_mode
         self.cpu_device = torch.device("cpu")
@@ -187,11 +190,19 @@ class DetectionVisualizer:
             predictions (dict): the model's output for the image, {"instances": Instances}.
             vis_output (VisImage): the image (same size) with the detections drawn.
         """
-        predictions = self.predictor(image)
+        predictions = self._kept(self.predictor(image))
         visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
         instances = predictions["instances"].to(self.cpu_device)
         vis_output = visualizer.draw_instance_predictions(predictions=instances)
         return predictions, vis_output
+
+    def _kept(self, predictions: dict) -> dict:
+        """The detections scoring at least their class's threshold (all of them without thresholds)."""
+        if self.class_thresholds is None:
+            return predictions
+        instances = predictions["instances"].to(self.cpu_device)
+        keep = instances.scores >= self.class_thresholds[instances.pred_classes]
+        return {**predictions, "instances": instances[keep]}
 
     def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
         """
@@ -206,7 +217,7 @@ class DetectionVisualizer:
         """
         video_visualizer = VideoVisualizer(self.metadata, self.instance_mode)
         for frame in _frames(video):
-            instances = self.predictor(frame)["instances"].to(self.cpu_device)
+            instances = self._kept(self.predictor(frame))["instances"].to(self.cpu_device)
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             vis_frame = video_visualizer.draw_instance_predictions(rgb, instances)
             yield cv2.cvtColor(vis_frame.get_image(), cv2.COLOR_RGB2BGR)

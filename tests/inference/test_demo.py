@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tool_runs
-from tool_runs import BASE_CONFIG, run_tool
+from tool_runs import BASE_CONFIG, REPO, run_tool
 from retina_plugin.inference.predictor import (
     DemoInputError,
     image_output_paths,
@@ -162,3 +162,37 @@ def test_output_paths(tmp_path):
     assert image_output_paths(images[:1], str(out_file)) == [str(out_file)]
     assert out_file.parent.is_dir()
     assert video_output_path(str(tmp_path / "clip.avi"), str(out_dir)) == str(out_dir / "clip.mp4")
+
+
+def test_per_class_thresholds_file_keeps_each_class_above_its_own(tmp_path, small_cfg, single_thread):
+    import torch
+
+    from retina_plugin.inference.demo import demo_config
+    from retina_plugin.inference.predictor import DetectionVisualizer
+
+    small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.5  # random weights: every score near 0.5
+    image = synthetic_image(128, 160, seed=3)
+    torch.manual_seed(0)
+    everything, _ = DetectionVisualizer(small_cfg).run_on_image(image)
+    scores, classes = everything["instances"].scores, everything["instances"].pred_classes
+    common = int(classes.mode().values)  # the class with most detections keeps its upper half, the others none
+    thresholds = [1.0, 1.0, 1.0]
+    thresholds[common] = float(scores[classes == common].median())
+    torch.manual_seed(0)  # the same weights
+    kept, _ = DetectionVisualizer(small_cfg, class_thresholds=thresholds).run_on_image(image)
+    expected = (classes == common) & (scores >= thresholds[common])
+    assert torch.equal(kept["instances"].scores, scores[expected])
+    assert 0 < len(kept["instances"]) < len(scores)
+
+    # the file form: class names of DATASETS.TEST[0]; a name the model lacks is one error line
+    config = tmp_path / "cfg.yaml"
+    config.write_text('_BASE_: "%s"\nDATASETS:\n  TEST: ("shapes_val",)\n' % (REPO / "configs" / "shapes_R18_cpu.yaml"))
+    (tmp_path / "thresholds.yaml").write_text("circle: 0.3\nsquare: 0.6\ntriangle: 0.45\n")
+    cfg, per_class = demo_config(str(config), ["MODEL.WEIGHTS", ""], str(tmp_path / "thresholds.yaml"))
+    assert per_class == [0.3, 0.6, 0.45] and cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.3
+    (tmp_path / "bad.yaml").write_text("circle: 0.3\nhexagon: 0.5\n")
+    result = run_tool("tools/demo.py", "--config-file", str(config), "--input", str(tmp_path / "none.png"),
+                      "--output", str(tmp_path / "out"), "--confidence-threshold", str(tmp_path / "bad.yaml"),
+                      "--opts", "MODEL.WEIGHTS", "", check=False)
+    assert result.returncode == 2
+    assert "demo.py: error: " in result.stderr and "'hexagon' is not a class of the model" in result.stderr
