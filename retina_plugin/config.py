@@ -220,6 +220,24 @@ def check_retina_plugin_config(cfg):
         _fail("MODEL.RETINA_PLUGIN.TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
     if node.TTA_MERGE not in VALID_TTA_MERGES:
         _fail("MODEL.RETINA_PLUGIN.TTA_MERGE", node.TTA_MERGE, f"must be one of {VALID_TTA_MERGES}")
+    if cfg.TEST.AUG.ENABLED:
+        check_tta_config(cfg)
+
+
+def check_tta_config(cfg) -> None:
+    """
+    Raise a ValueError naming the key when cfg.TEST.AUG (Detectron2's keys: MIN_SIZES, MAX_SIZE,
+    FLIP) cannot make the versions of an image; `check_retina_plugin_config` runs it when
+    TEST.AUG.ENABLED.
+    """
+    aug = cfg.TEST.AUG
+    sizes = aug.MIN_SIZES
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"cfg.TEST.AUG.MIN_SIZES = {sizes!r}: must be a list of one or more short-side sizes in pixels (integers > 0)")
+    if not isinstance(aug.MAX_SIZE, int) or aug.MAX_SIZE < max(sizes):
+        raise ValueError(f"cfg.TEST.AUG.MAX_SIZE = {aug.MAX_SIZE!r}: must be an integer >= the largest of TEST.AUG.MIN_SIZES {tuple(sizes)}")
+    if not isinstance(aug.FLIP, bool):
+        raise ValueError(f"cfg.TEST.AUG.FLIP = {aug.FLIP!r}: must be True or False")
 
 
 def _check_matching(thresholds, labels):

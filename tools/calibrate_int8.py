@@ -20,7 +20,7 @@ import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin.config import ConfigError, load_config
 from retina_plugin.deploy.calibration import calibration_report, run_calibration
 from retina_plugin.deploy.quantization import Int8Error
-from retina_plugin.engine import add_dataset_arguments, one_line_errors, register_config_datasets, user_dataset_opts
+from retina_plugin.engine import add_dataset_arguments, add_opts_argument, one_line_errors, register_config_datasets, user_dataset_opts
 
 
 def get_parser():
@@ -40,8 +40,7 @@ def get_parser():
     parser.add_argument(
         "--eval", action="store_true", help="evaluate float32 and int8 on DATASETS.TEST and report both APs"
     )
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options as KEY VALUE pairs, merged last")
-    return parser
+    return add_opts_argument(parser)
 
 
 def main(argv=None):

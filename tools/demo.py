@@ -21,7 +21,7 @@ import argparse
 from detectron2.utils.logger import setup_logger
 
 import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.engine import one_line_errors
+from retina_plugin.engine import add_opts_argument, one_line_errors
 from retina_plugin.inference.demo import annotate_images, annotate_video, demo_config
 from retina_plugin.inference.predictor import DemoInputError
 
@@ -71,13 +71,7 @@ def get_parser():
         "--tta", action="store_true",
         help="test-time augmentation: each image at TEST.AUG.MIN_SIZES, flipped with TEST.AUG.FLIP (sets TEST.AUG.ENABLED)",
     )
-    parser.add_argument(
-        "--opts",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help="config options as KEY VALUE pairs, merged last, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu",
-    )
-    return parser
+    return add_opts_argument(parser, "MODEL.WEIGHTS model.pth MODEL.DEVICE cpu")
 
 
 def main(argv=None):

@@ -39,7 +39,7 @@ from retina_plugin.deploy.export import (  # noqa: E402
     export_model,
     sample_image,
 )
-from retina_plugin.engine import one_line_errors  # noqa: E402
+from retina_plugin.engine import add_opts_argument, one_line_errors  # noqa: E402
 
 
 def get_parser():
@@ -57,13 +57,7 @@ def get_parser():
     parser.add_argument(
         "--check", action="store_true", help="run the exported and the eager model on the sample image and compare"
     )
-    parser.add_argument(
-        "--opts",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help="config options as KEY VALUE pairs, merged last, e.g. MODEL.WEIGHTS model.pth",
-    )
-    return parser
+    return add_opts_argument(parser)
 
 
 def main(argv=None):

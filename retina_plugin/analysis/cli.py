@@ -10,7 +10,7 @@ import os
 from detectron2.data import DatasetCatalog
 
 from ..config import load_config
-from ..engine.arguments import add_dataset_arguments, one_line_errors, register_config_datasets, user_dataset_opts
+from ..engine.arguments import OneLineParser, add_dataset_arguments, add_opts_argument, one_line_errors, register_config_datasets, user_dataset_opts
 from .boxes import AnchorCoverageError
 from .plot import plot_anchor_coverage
 from .report import analyze_anchor_coverage, format_anchor_coverage_report
@@ -20,14 +20,9 @@ __all__ = ["get_parser", "dataset_to_analyse", "main"]
 PROG = "analyze_anchors"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, without argparse's usage line
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def get_parser() -> argparse.ArgumentParser:
     """The tool's command-line arguments."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Anchor coverage of a dataset's boxes under a RetinaNetPlugin config",
         epilog="--train-json/--train-images (or --test-json/--test-images): a COCO-format dataset to analyse "
@@ -50,13 +45,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", metavar="DIR", help="where the PNG and the JSON go (default: the config's OUTPUT_DIR)"
     )
-    parser.add_argument(
-        "--opts",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help='config options as KEY VALUE pairs, merged last, e.g. MODEL.RETINANET.IOU_THRESHOLDS "[0.4, 0.6]"',
-    )
-    return parser
+    return add_opts_argument(parser, 'MODEL.RETINANET.IOU_THRESHOLDS "[0.4, 0.6]"')
 
 
 def dataset_to_analyse(args, cfg) -> str:

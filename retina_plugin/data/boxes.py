@@ -7,7 +7,7 @@ before anchor matching.
 """
 import logging
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import List
 
 import torch
 from detectron2.structures import BoxMode

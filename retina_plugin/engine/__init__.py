@@ -4,13 +4,23 @@ LazyConfig trainer (`lazy`), the checkpointer (`checkpoint`), the metrics plot (
 what every tool's command line shares (`arguments`).
 """
 from .checkpoint import RetinaCheckpointer, UnsafeCheckpointError
-from .arguments import add_dataset_arguments, argument_parser, one_line_errors, register_config_datasets, user_dataset_opts
+from .arguments import (
+    OneLineParser,
+    add_dataset_arguments,
+    add_opts_argument,
+    argument_parser,
+    one_line_errors,
+    register_config_datasets,
+    user_dataset_opts,
+)
 from .trainer import Trainer, launch_main, main, setup
 
 __all__ = [
     "RetinaCheckpointer",
     "UnsafeCheckpointError",
+    "OneLineParser",
     "add_dataset_arguments",
+    "add_opts_argument",
     "argument_parser",
     "one_line_errors",
     "register_config_datasets",

@@ -4,6 +4,7 @@ spelling of a user's COCO-format dataset (`--train-json/--train-images`,
 `--test-json/--test-images`), the registration of the datasets a config names, and the checks
 that turn a machine or data set that is not ready into one line saying what to do.
 """
+import argparse
 import contextlib
 import os
 import sys
@@ -14,6 +15,22 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 from ..config import ConfigError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line `prog: error: ...` (status 2), without the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_opts_argument(parser, example="MODEL.WEIGHTS model.pth"):
+    """--opts KEY VALUE ...: config options merged last, as Detectron2's demo and export tools take them."""
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER,
+        help=f"config options as KEY VALUE pairs, merged last, e.g. {example}",
+    )
+    return parser
 
 
 def argument_parser(epilog=None):

@@ -20,7 +20,7 @@ from ..data.loader import build_resumable_train_loader, load_dataset_dicts
 from ..data.mapper import ImageReadError, RetinaDatasetMapper
 from ..deploy.quantization import apply_int8_config
 from ..inference.tiling import build_tiled_model, check_tiled_evaluation
-from ..inference.tta import RetinaNetWithTTA, check_tta_config
+from ..inference.tta import RetinaNetWithTTA
 from .arguments import (
     check_dataset_files,
     check_device,
@@ -141,8 +141,6 @@ def checked_config(args):
         cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         if len(cfg.DATASETS.TEST):
             check_tiled_evaluation(cfg)  # before training, not when evaluating after it
-        if cfg.TEST.AUG.ENABLED:
-            check_tta_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:

@@ -11,7 +11,6 @@ import torch
 from ..analysis.results.thresholds import ThresholdFileError, load_class_thresholds
 from ..config import ConfigError, load_config
 from ..engine.arguments import register_config_datasets
-from .tta import check_tta_config
 from .predictor import (
     DemoInputError,
     DetectionVisualizer,
@@ -43,9 +42,7 @@ def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap
     flag_opts = [item for key, value in flags if value is not None for item in (key, value)]
     try:
         cfg = load_config(config_file, flag_opts + list(opts))
-        if cfg.TEST.AUG.ENABLED:
-            check_tta_config(cfg)
-    except (ConfigError, ValueError) as e:
+    except ConfigError as e:
         raise DemoInputError(str(e)) from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available; running on the CPU (set MODEL.DEVICE to silence this).")

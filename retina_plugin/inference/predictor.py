@@ -88,10 +88,15 @@ class RetinaPredictor(DefaultPredictor):
         """
         if self.tta is None:
             return super().__call__(original_image)
+        image = self._chw_image(original_image)
+        return self.tta([{"image": image, "height": image.shape[1], "width": image.shape[2]}])[0]
+
+    def _chw_image(self, original_image: np.ndarray) -> torch.Tensor:
+        """(H, W, C) BGR uint8 -> a (C, H, W) uint8 tensor in cfg.INPUT.FORMAT, at the image's own size."""
         if self.input_format == "RGB":
             original_image = original_image[:, :, ::-1]
-        image = torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
-        return self.tta([{"image": image, "height": image.shape[1], "width": image.shape[2]}])[0]
+        # ascontiguousarray copies (as uint8) only a view with negative strides.
+        return torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
 
 
 class TiledPredictor(RetinaPredictor):
@@ -124,12 +129,8 @@ class TiledPredictor(RetinaPredictor):
         Returns:
             {"instances": Instances} with boxes in the image's pixel coordinates.
         """
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
-        # A (C, H, W) view of the uint8 array: tiles are sliced from it and made float one batch
-        # at a time. ascontiguousarray copies (as uint8) only a view with negative strides.
-        image = torch.from_numpy(np.ascontiguousarray(original_image)).permute(2, 0, 1)
-        return {"instances": self.tiled.detect(image)}
+        # Tiles are sliced from the uint8 image and made float one batch at a time.
+        return {"instances": self.tiled.detect(self._chw_image(original_image))}
 
 
 def dataset_metadata(cfg) -> Metadata:

@@ -34,27 +34,13 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
+from ..config import check_tta_config
+
 __all__ = ["RetinaNetWithTTA", "check_tta_config", "map_boxes_back", "weighted_box_fusion"]
 
 logger = logging.getLogger(__name__)
 
 Candidates = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (R, 4), scores (R,), classes (R,)
-
-
-def check_tta_config(cfg) -> None:
-    """
-    Raise a ValueError naming the key when cfg.TEST.AUG (Detectron2's keys: MIN_SIZES, MAX_SIZE,
-    FLIP) cannot make the versions of an image. MODEL.RETINA_PLUGIN.TTA_MERGE is checked with the
-    plugin's other keys (retina_plugin.config).
-    """
-    aug = cfg.TEST.AUG
-    sizes = aug.MIN_SIZES
-    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(f"cfg.TEST.AUG.MIN_SIZES = {sizes!r}: must be a list of one or more short-side sizes in pixels (integers > 0)")
-    if not isinstance(aug.MAX_SIZE, int) or aug.MAX_SIZE < max(sizes):
-        raise ValueError(f"cfg.TEST.AUG.MAX_SIZE = {aug.MAX_SIZE!r}: must be an integer >= the largest of TEST.AUG.MIN_SIZES {tuple(sizes)}")
-    if not isinstance(aug.FLIP, bool):
-        raise ValueError(f"cfg.TEST.AUG.FLIP = {aug.FLIP!r}: must be True or False")
 
 
 def map_boxes_back(boxes: torch.Tensor, transforms) -> torch.Tensor:

@@ -12,6 +12,8 @@ from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from ...config import ConfigError, load_config
 from ...engine.arguments import (
+    OneLineParser,
+    add_opts_argument,
     check_dataset_files,
     check_device,
     one_line_errors,
@@ -28,14 +30,9 @@ __all__ = ["get_parser", "dataset_to_analyse", "run_model", "main"]
 PROG = "analyze_results"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, without argparse's usage line
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def get_parser() -> argparse.ArgumentParser:
     """The tool's command-line arguments."""
-    parser = _Parser(prog=PROG, description="Per-class AP, thresholds, confusion matrix and TIDE errors of a detector")
+    parser = OneLineParser(prog=PROG, description="Per-class AP, thresholds, confusion matrix and TIDE errors of a detector")
     parser.add_argument("--config-file", metavar="FILE", help="config of the model (and of the default dataset)")
     add = parser.add_argument
     add("--dataset", metavar="NAME", help="a registered dataset (default: the config's first DATASETS.TEST)")
@@ -45,8 +42,7 @@ def get_parser() -> argparse.ArgumentParser:
     add("--output", metavar="DIR", help="where the files go (default: OUTPUT_DIR/error_analysis)")
     add("--iou", type=float, default=0.5, help="IoU of a match: thresholds, confusion matrix, errors (0.5)")
     add("--num-worst", type=int, default=10, metavar="N", help="draw the N images with most errors (10)")
-    add("--opts", default=[], nargs=argparse.REMAINDER, help="config options as KEY VALUE pairs, merged last")
-    return parser
+    return add_opts_argument(parser)
 
 
 def dataset_to_analyse(args, cfg) -> str:
