@@ -24,5 +24,9 @@ setup(
         "matplotlib",
         "opencv-python",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        "test": ["pytest", "hypothesis"],
+        # GeoTIFF rasters and vector layers: retina_plugin.geo, tools/predict_raster.py
+        "geo": ["rasterio", "geopandas", "pyogrio", "shapely", "pyproj"],
+    },
 )

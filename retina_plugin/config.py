@@ -108,13 +108,22 @@ def add_retina_plugin_config(cfg):
 
     # Tiled inference for large images (retina_plugin.inference.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
-    # evaluation needs INPUT.MIN_SIZE_TEST 0, and TEST.DETECTIONS_PER_IMAGE caps each tile and the image.
+    # evaluation needs INPUT.MIN_SIZE_TEST 0, and TEST.DETECTIONS_PER_IMAGE caps each tile.
     node.TILE_SIZE = 0
     # Fraction of TILE_SIZE shared by neighbouring tiles, in [0, 1): an object is seen whole by
     # some tile when it is smaller than about TILE_OVERLAP * TILE_SIZE.
     node.TILE_OVERLAP = 0.2
     # Tiles per forward pass: memory grows with TILE_BATCH * TILE_SIZE^2, not with the image.
     node.TILE_BATCH = 4
+    # The most detections kept for a whole tiled image or raster, by score; 0 = no cap (a large
+    # image holds far more objects than one tile: TEST.DETECTIONS_PER_IMAGE caps each tile).
+    node.TILED_DETECTIONS_PER_IMAGE = 0
+
+    # Raster bands (1-based, GDAL's numbering) read as the model's channels by
+    # tools/predict_raster.py and the raster datasets of train_net.py (--train-raster); the
+    # first three are red, green, blue, given to the model in INPUT.FORMAT order, further
+    # bands follow. [] = the first len(MODEL.PIXEL_MEAN) bands. --bands overrides it.
+    node.RASTER_BANDS = []
 
     # Test-time augmentation (retina_plugin.inference.tta; on with Detectron2's TEST.AUG.ENABLED, versions
     # from TEST.AUG.MIN_SIZES, MAX_SIZE, FLIP): how the raw candidates of all versions are merged,
@@ -167,6 +176,9 @@ def check_retina_plugin_config(cfg):
         where = f"; it moved to {new}" if new else ""
         _fail(f"MODEL.RETINA_PLUGIN.{key}", cfg.MODEL.RETINA_PLUGIN[key], f"is not a key of MODEL.RETINA_PLUGIN{where}")
 
+    if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD) or not cfg.MODEL.PIXEL_MEAN:
+        _fail("MODEL.PIXEL_STD", cfg.MODEL.PIXEL_STD, f"needs one entry per input channel, as MODEL.PIXEL_MEAN {cfg.MODEL.PIXEL_MEAN!r} has")
+
     r = cfg.MODEL.RETINANET
     if int(r.NUM_CLASSES) < 1:
         _fail("MODEL.RETINANET.NUM_CLASSES", r.NUM_CLASSES, "must be >= 1")
@@ -218,6 +230,11 @@ def check_retina_plugin_config(cfg):
         _fail("MODEL.RETINA_PLUGIN.TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
     if not isinstance(node.TILE_BATCH, int) or node.TILE_BATCH < 1:
         _fail("MODEL.RETINA_PLUGIN.TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
+    if not isinstance(node.TILED_DETECTIONS_PER_IMAGE, int) or node.TILED_DETECTIONS_PER_IMAGE < 0:
+        _fail("MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE", node.TILED_DETECTIONS_PER_IMAGE, "must be an integer >= 0 (0 = no cap)")
+    bands = list(node.RASTER_BANDS)
+    if bands and (len(bands) != len(cfg.MODEL.PIXEL_MEAN) or not all(isinstance(b, int) and b >= 1 for b in bands)):
+        _fail("MODEL.RETINA_PLUGIN.RASTER_BANDS", node.RASTER_BANDS, f"must be [] or {len(cfg.MODEL.PIXEL_MEAN)} band indices >= 1, one per entry of MODEL.PIXEL_MEAN")
     if node.TTA_MERGE not in VALID_TTA_MERGES:
         _fail("MODEL.RETINA_PLUGIN.TTA_MERGE", node.TTA_MERGE, f"must be one of {VALID_TTA_MERGES}")
     if cfg.TEST.AUG.ENABLED:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the project venv at .venv/ and installs torch, torchvision, Detectron2, its runtime
-# needs, the test tools and retina_plugin (editable). A second run finds the stamp written at
+# needs, the geo extra, the test tools and retina_plugin (editable). A second run finds the stamp written at
 # the end and returns at once; it re-installs only when this script or setup.py changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,8 @@ RUNTIME_NEEDS=(
   fvcore iopath pycocotools yacs termcolor tabulate cloudpickle tqdm matplotlib
   "omegaconf>=2.1,<2.4" hydra-core tensorboard packaging "setuptools<81" Pillow
   opencv-python pytest hypothesis onnx onnxruntime
+  # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O
+  rasterio geopandas pyogrio shapely pyproj
 )
 
 want=$(cat "$0" setup.py | sha256sum | cut -d' ' -f1)

@@ -24,6 +24,7 @@ __all__ = [
     "SHAPES_CLASSES",
     "default_shapes_root",
     "generate_shapes_dataset",
+    "make_shapes_image",
     "register_shapes_dataset",
 ]
 
@@ -86,7 +87,7 @@ def _draw_mask(cls, size, x, y, angle, image_size):
     return mask
 
 
-def _make_image(rng, image_size, min_size, max_size, max_objects):
+def make_shapes_image(rng, image_size, min_size, max_size, max_objects):
     """Draw one image; return (BGR uint8 image, list of (class index, XYWH box, area))."""
     background = rng.integers(30, 226) + rng.integers(-20, 21, size=3)
     canvas = np.empty((image_size, image_size, 3), np.int64)
@@ -122,7 +123,7 @@ def _write_split(root, split, split_idx, num_images, params):
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([params["seed"], split_idx, i])
-        image, objects = _make_image(
+        image, objects = make_shapes_image(
             rng, params["image_size"], params["min_object_size"], params["max_object_size"],
             params["max_objects"],
         )

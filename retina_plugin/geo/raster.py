@@ -1,0 +1,150 @@
+"""
+`RasterSource`: a georeferenced raster (GeoTIFF, or anything GDAL reads) read window by window
+with rasterio, in the model's channel order. The raster is never loaded whole.
+
+Bands are 1-based, as GDAL numbers them. The chosen bands (all bands, or `bands`) are read in
+the order given, the first three taken as red, green, blue: for a model whose INPUT.FORMAT is
+"BGR" (the project's configs, Detectron2's), those three are reversed and any further band
+(near-infrared, ...) follows in its order. Pixel values are passed as they are stored (an
+8-bit raster gives 0..255, as the images the model was trained on); MODEL.PIXEL_MEAN and
+PIXEL_STD normalise them, one entry per channel.
+"""
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from ..config import ConfigError
+
+__all__ = ["RASTER_EXTENSIONS", "RasterError", "RasterSource", "parse_bands", "model_channel_order", "resolve_raster_inputs"]
+
+logger = logging.getLogger(__name__)
+
+# File name endings (lower case) that count as rasters when a folder is given as input.
+RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+
+
+class RasterError(ConfigError):
+    """A raster, its bands or its georeference cannot be used; the message names file and value."""
+
+
+def parse_bands(text: Optional[str]) -> Optional[List[int]]:
+    """'1,2,3' -> [1, 2, 3] (1-based band indices); None or '' -> None (the default bands)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if not isinstance(text, str):
+        return [int(b) for b in text]
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise RasterError(f"--bands {text!r}: expected 1-based band indices separated by commas, e.g. 1,2,3") from None
+
+
+def model_channel_order(bands: Sequence[int], input_format: str) -> List[int]:
+    """The bands in the model's channel order: the first three reversed for INPUT.FORMAT "BGR"."""
+    bands = list(bands)
+    if input_format == "BGR" and len(bands) >= 3:
+        return bands[2::-1] + bands[3:]
+    return bands
+
+
+def resolve_raster_inputs(inputs: Sequence[str]) -> List[str]:
+    """Raster files and the rasters of folders (sorted), or a RasterError naming a path that is neither."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, name) for name in os.listdir(item) if name.lower().endswith(RASTER_EXTENSIONS)
+            )
+            if not found:
+                raise RasterError(f"{item}: folder holds no raster ({', '.join(RASTER_EXTENSIONS)})")
+            paths += found
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise RasterError(f"{item}: no such raster file or folder")
+    return paths
+
+
+class RasterSource:
+    """
+    An open raster read window by window in a model's channel order.
+
+    Attributes:
+        path, width, height, crs (rasterio CRS or None), transform (affine, pixel -> CRS),
+        bands (1-based, as chosen), channel_order (bands in the model's order), nodata.
+    """
+
+    def __init__(self, path: str, bands: Optional[Sequence[int]] = None, input_format: str = "BGR", num_channels: Optional[int] = None):
+        """
+        Args:
+            path: the raster file.
+            bands: 1-based band indices to read; default: the first `num_channels` bands (all
+                bands when `num_channels` is None).
+            input_format: the model's cfg.INPUT.FORMAT.
+            num_channels: the channels the model takes (len(cfg.MODEL.PIXEL_MEAN)); the chosen
+                bands must be as many.
+        Raises:
+            RasterError: unreadable file, a band out of range, a band count the model does not take.
+        """
+        self.path = path
+        try:
+            self.dataset = rasterio.open(path)
+        except (RasterioError, OSError) as e:
+            raise RasterError(f"{path}: cannot read raster: {str(e).splitlines()[0]}") from None
+        count = self.dataset.count
+        if bands is None:
+            if num_channels is not None and num_channels > count:
+                self.close()
+                raise RasterError(
+                    f"{path}: has {count} band(s) but the model takes {num_channels} channels "
+                    "(len(MODEL.PIXEL_MEAN)); choose the bands with --bands"
+                )
+            bands = list(range(1, (num_channels or count) + 1))
+        bands = [int(b) for b in bands]
+        for band in bands:
+            if not 1 <= band <= count:
+                self.close()
+                raise RasterError(f"{path}: band {band} out of range: the raster has {count} band(s), 1..{count}")
+        if num_channels is not None and len(bands) != num_channels:
+            self.close()
+            raise RasterError(
+                f"{path}: {len(bands)} band(s) chosen ({','.join(map(str, bands))}) but the model takes "
+                f"{num_channels} channels (len(MODEL.PIXEL_MEAN))"
+            )
+        self.bands = bands
+        self.channel_order = model_channel_order(bands, input_format)
+        self.width, self.height = self.dataset.width, self.dataset.height
+        self.crs = self.dataset.crs
+        self.transform = self.dataset.transform
+        self.nodata = self.dataset.nodata
+        if self.crs is None:
+            logger.warning(f"{path}: the raster has no CRS; detections are written in pixel coordinates")
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> Optional[np.ndarray]:
+        """
+        The window [x0, x1) x [y0, y1) in pixels.
+
+        Returns:
+            (C, y1 - y0, x1 - x0) array of the raster's dtype, channels in the model's order,
+            or None when every pixel of the window is nodata in every chosen band.
+        """
+        data = self.dataset.read(self.channel_order, window=Window(x0, y0, x1 - x0, y1 - y0))
+        if self.nodata is not None:
+            nodata = np.isnan(data) if np.isnan(self.nodata) else data == self.nodata
+            if nodata.all():
+                return None
+        return data
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
