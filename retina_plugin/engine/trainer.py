@@ -108,7 +108,23 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return COCOEvaluator(dataset_name, output_dir=output_folder, max_dets_per_image=evaluation_max_detections(cfg))
+
+
+# COCOeval needs a number: with tiling and no cap of the whole image, one no image reaches.
+UNCAPPED_TILED_DETECTIONS = 10**6
+
+
+def evaluation_max_detections(cfg):
+    """
+    COCOEvaluator's max_dets_per_image: COCO's 100 (None), or with tiled evaluation the whole
+    image's cap (MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE), so a large image's
+    detections are not cut to 100 before they are scored.
+    """
+    node = cfg.MODEL.RETINA_PLUGIN
+    if node.TILE_SIZE == 0:
+        return None
+    return node.TILED_DETECTIONS_PER_IMAGE or UNCAPPED_TILED_DETECTIONS
 
 
 def _unwrap(model):

@@ -9,6 +9,12 @@ Tiles are fed at their native resolution: nothing is resized, so an object keeps
 size it has in the image, and the model must have been trained at that scale. Memory is
 bounded by the tile size and the batch: the image stays as it was given (uint8), and only
 `tile_batch` tiles at a time are converted to float and run through the network.
+`TiledInference.detect_windows` takes the tiles from a reader instead of an image in memory
+(a raster read window by window: retina_plugin.geo.predict); a reader may skip a tile (all nodata).
+
+Each tile is capped by the model's own TEST.DETECTIONS_PER_IMAGE; the whole image has no cap
+unless MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE sets one, since a large image holds far
+more objects than a tile.
 
 `TiledInference` wraps a built model so that Detectron2's `inference_on_dataset` (and the
 trainer's `test`) evaluates tiled prediction; `retina_plugin.inference.predictor.TiledPredictor` is
@@ -19,7 +25,7 @@ With test-time augmentation (cfg.TEST.AUG.ENABLED) the wrapped model is a
 (resized to TEST.AUG.MIN_SIZES, flipped), merged, then the tiles are merged as without it.
 """
 import math
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -170,6 +176,7 @@ def merge_tile_detections(
     Args:
         boxes: (N, 4); scores: (N,); classes: (N,) int64;
         shared: (N,) bool, `reaches_other_tiles` of each box.
+        max_detections: the most kept, by score; 0 keeps all.
     Returns:
         indices of the kept detections, by decreasing score.
     """
@@ -177,7 +184,7 @@ def merge_tile_detections(
     kept = candidates[batched_nms(boxes[candidates], scores[candidates], classes[candidates], nms_thresh)]
     kept = torch.cat([kept, (~shared).nonzero().squeeze(1)])
     order = scores[kept].argsort(descending=True, stable=True)
-    return kept[order][:max_detections]
+    return kept[order][: max_detections or None]
 
 
 class TiledInference(nn.Module):
@@ -197,7 +204,7 @@ class TiledInference(nn.Module):
         overlap: float = 0.2,
         tile_batch: int = 4,
         nms_thresh: float = 0.5,
-        detections_per_image: int = 100,
+        detections_per_image: int = 0,
         edge_margin: float = EDGE_MARGIN,
     ):
         """
@@ -208,13 +215,17 @@ class TiledInference(nn.Module):
                 up to `overlap * tile_size - 2 * edge_margin` pixels are seen whole by some tile.
             tile_batch: tiles per forward of `model`.
             nms_thresh: IoU threshold of the class-wise NMS that merges the tiles.
-            detections_per_image: the most detections kept for the whole image (`model` caps
-                each tile with its own setting, DETECTIONS_PER_IMAGE for RetinaNetPlugin).
+            detections_per_image: the most detections kept for the whole image, 0 = no cap
+                (`model` caps each tile with its own setting, TEST.DETECTIONS_PER_IMAGE for
+                RetinaNetPlugin).
             edge_margin: see `tile_interiors` and `keep_tile_detections`.
         """
         super().__init__()
-        if tile_size < 1 or tile_batch < 1:
-            raise ValueError(f"tile_size ({tile_size}) and tile_batch ({tile_batch}) must be >= 1")
+        if tile_size < 1 or tile_batch < 1 or detections_per_image < 0:
+            raise ValueError(
+                f"tile_size ({tile_size}) and tile_batch ({tile_batch}) must be >= 1, "
+                f"detections_per_image ({detections_per_image}) >= 0"
+            )
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap {overlap} must be in [0, 1)")
         self.model = model
@@ -238,7 +249,7 @@ class TiledInference(nn.Module):
             "overlap": node.TILE_OVERLAP,
             "tile_batch": node.TILE_BATCH,
             "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
-            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "detections_per_image": node.TILED_DETECTIONS_PER_IMAGE,
         }
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:
@@ -271,19 +282,40 @@ class TiledInference(nn.Module):
             Instances of size (H, W) with pred_boxes, scores, pred_classes.
         """
         height, width = image.shape[-2:]
+        return self.detect_windows(lambda x0, y0, x1, y1: image[:, y0:y1, x0:x1], height, width)
+
+    @torch.no_grad()
+    def detect_windows(
+        self,
+        read: Callable[[int, int, int, int], Optional[torch.Tensor]],
+        height: int,
+        width: int,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> Instances:
+        """
+        Detect in an image of `height` x `width` whose tiles come from `read`, `tile_batch`
+        tiles in memory at a time.
+
+        Args:
+            read: read(x0, y0, x1, y1) -> the (C, y1 - y0, x1 - x0) tile in the model's channel
+                order (uint8 or float), or None to skip the tile (nothing there to detect).
+            progress: called with the number of tiles handled (run or skipped) after each batch.
+        Returns:
+            Instances of size (height, width) with pred_boxes, scores, pred_classes.
+        """
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
         interiors = tile_interiors(tiles, (height, width), self.edge_margin)
         device = self.model.device
         boxes, scores, classes, shared = [], [], [], []
-        for first in range(0, len(tiles), self.tile_batch):
-            batch = tiles[first : first + self.tile_batch].tolist()
+        pending, handled = [], 0
+
+        def run(batch):
             inputs = [
-                {"image": image[:, y0:y1, x0:x1].to(device).float(), "height": y1 - y0, "width": x1 - x0}
-                for x0, y0, x1, y1 in batch
+                {"image": tile.to(device).float(), "height": tile.shape[1], "width": tile.shape[2]} for _, tile in batch
             ]
-            outputs = self.model(inputs)
-            for tile_index, (x0, y0, _, _), output in zip(range(first, first + len(batch)), batch, outputs):
+            for (tile_index, _), output in zip(batch, self.model(inputs)):
                 instances = output["instances"]
+                x0, y0 = tiles[tile_index, :2].tolist()
                 tile_boxes = instances.pred_boxes.tensor
                 tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
                 keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
@@ -291,6 +323,25 @@ class TiledInference(nn.Module):
                 scores.append(instances.scores[keep])
                 classes.append(instances.pred_classes[keep])
                 shared.append(reaches_other_tiles(tile_boxes[keep], tile_index, tiles))
+
+        for tile_index, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
+            tile = read(x0, y0, x1, y1)
+            if tile is not None:
+                pending.append((tile_index, tile))
+            last = tile_index == len(tiles) - 1
+            if len(pending) == self.tile_batch or (last and pending):
+                run(pending)
+                handled, pending = tile_index + 1, []
+                if progress is not None:
+                    progress(handled)
+        if progress is not None and handled < len(tiles):
+            progress(len(tiles))
+        if not boxes:
+            device_boxes = torch.zeros((0, 4), device=device)
+            return Instances(
+                (height, width), pred_boxes=Boxes(device_boxes), scores=device_boxes.new_zeros(0),
+                pred_classes=torch.zeros(0, dtype=torch.int64, device=device),
+            )  # fmt: skip
         boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
         keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
         return Instances(

@@ -29,6 +29,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from retina_plugin.data.shapes import generate_shapes_dataset
 from retina_plugin.engine import Trainer
+from retina_plugin.engine.trainer import UNCAPPED_TILED_DETECTIONS, evaluation_max_detections
 from retina_plugin.inference.predictor import TiledPredictor
 from retina_plugin.inference.tiling import (
     EDGE_MARGIN,
@@ -362,8 +363,13 @@ def test_tiled_evaluation_with_inference_on_dataset_and_trainer_test(
     model = trained.model
 
     loader = build_detection_test_loader(cfg, LARGE_DATASET)
-    tiled = inference_on_dataset(
-        build_tiled_model(cfg, model), loader, COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "direct"))
+    # The whole image has no cap of detections (TILED_DETECTIONS_PER_IMAGE 0), and COCOeval
+    # scores them all, not COCO's best 100.
+    assert evaluation_max_detections(cfg) == UNCAPPED_TILED_DETECTIONS
+    evaluator = COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "direct"), max_dets_per_image=UNCAPPED_TILED_DETECTIONS)
+    tiled = inference_on_dataset(build_tiled_model(cfg, model), loader, evaluator)["bbox"]
+    best_100 = inference_on_dataset(
+        build_tiled_model(cfg, model), loader, COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "best100"))
     )["bbox"]
 
     via_trainer = Trainer.test(cfg, model)["bbox"]  # what train_net's evaluation calls
@@ -374,6 +380,7 @@ def test_tiled_evaluation_with_inference_on_dataset_and_trainer_test(
 
     print(f"\nbbox AP50 on the 1024x1024 image: tiled {tiled['AP50']:.1f}, resized to 128 px {whole['AP50']:.1f}")
     assert via_trainer["AP"] == pytest.approx(tiled["AP"])
+    assert tiled["AP"] > best_100["AP"]  # the image has more than 100 objects
     assert tiled["AP50"] >= 50
     assert whole["AP50"] <= 10
     assert model.training is False
