@@ -1,0 +1,294 @@
+"""
+Detections of rasters scored against map features (tools/evaluate_raster.py): precision and
+recall at IoU thresholds (the tree-crown benchmarks' measure) and COCO AP with each raster as
+one image, both on the features' boxes in the raster's pixel coordinates, so that COCO's area
+ranges (small < 32^2 pixels < medium < 96^2 pixels < large) mean what they mean for images.
+
+A raster's ground truth is the ground-truth features inside its footprint, reprojected to its
+CRS and clipped to it; its detections are the predictions naming it in their `source` column
+(all predictions when there is one raster), clipped the same way. Predictions and ground truth
+are matched within a class when both layers have a `label` column, else class-agnostically.
+Matching is one-to-one and greedy by score (COCOeval's `match_boxes`), so that precision and
+recall count the same pairs as the AP does; Hungarian matching (DeepForest) differs only where
+one detection overlaps two features above the threshold.
+"""
+import contextlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import shapely
+from affine import Affine
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..analysis.results.matching import box_iou, match_boxes
+from .raster import RasterError, RasterSource
+from .vectors import VectorError, boxes_to_polygons, polygons_to_boxes, read_vectors
+
+__all__ = [
+    "AGNOSTIC_LABEL", "RasterTruth", "load_predictions", "load_ground_truth", "raster_paths", "raster_truth",
+    "match_raster", "coco_ap", "evaluate_rasters", "format_table",
+]  # fmt: skip
+
+AGNOSTIC_LABEL = "object"  # the one class of a class-agnostic evaluation
+POLYGON_TYPES = ("Polygon", "MultiPolygon")
+
+
+@dataclass
+class RasterTruth:
+    """One raster's ground truth and detections as pixel boxes (x0, y0, x1, y1), labels as strings."""
+
+    path: str
+    width: int
+    height: int
+    crs: Optional[str]
+    gt_boxes: np.ndarray  # (G, 4)
+    gt_labels: np.ndarray  # (G,)
+    det_boxes: np.ndarray  # (D, 4)
+    det_scores: np.ndarray  # (D,)
+    det_labels: np.ndarray  # (D,)
+
+
+def _check_polygons(frame, path: str):
+    bad = ~frame.geom_type.isin(POLYGON_TYPES)
+    if bad.any():
+        kinds = ", ".join(sorted(set(frame.geom_type[bad])))
+        raise VectorError(f"{path}: {int(bad.sum())} feature(s) are {kinds}, not polygons")
+
+
+def load_predictions(path: str, score_threshold: float = 0.0):
+    """The detection layer (`score` >= `score_threshold`) and its label column (None: none)."""
+    frame, label = read_vectors(path)
+    if "score" not in frame.columns:
+        raise VectorError(f"{path}: no 'score' column (columns: {', '.join(map(str, frame.columns))})")
+    _check_polygons(frame, path)
+    return frame[frame["score"].astype(float) >= score_threshold], label
+
+
+def load_ground_truth(path: str):
+    """The ground-truth polygons and their label column (None: class-agnostic)."""
+    frame, label = read_vectors(path)
+    _check_polygons(frame, path)
+    return frame, label
+
+
+def _resolve_source(source: str, predictions_path: str) -> Optional[str]:
+    for candidate in (source, os.path.join(os.path.dirname(os.path.abspath(predictions_path)), source)):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def raster_paths(predictions, predictions_path: str, rasters: Optional[Sequence[str]]) -> List[str]:
+    """`rasters`, else the files the predictions' `source` column names (each must exist)."""
+    if rasters:
+        return list(rasters)
+    if "source" not in predictions.columns or predictions["source"].isna().all():
+        raise VectorError(f"{predictions_path}: no 'source' column naming the raster; pass --raster FILE")
+    paths = []
+    for source in sorted(set(predictions["source"].dropna().astype(str))):
+        found = _resolve_source(source, predictions_path)
+        if found is None:
+            raise RasterError(f"{predictions_path}: its source raster {source} not found; pass --raster FILE")
+        paths.append(found)
+    return paths
+
+
+def _same_file(source: str, raster: str, predictions_path: str) -> bool:
+    found = _resolve_source(source, predictions_path)
+    if found is not None and os.path.realpath(found) == os.path.realpath(raster):
+        return True
+    return os.path.basename(source) == os.path.basename(raster)
+
+
+def _inside(frame, footprint, crs):
+    """The features of `frame` in `crs`, clipped to `footprint`; those with no area inside dropped."""
+    if crs is not None and frame.crs is not None and frame.crs != crs:
+        frame = frame.to_crs(crs)
+    frame = frame[frame.intersects(footprint)].copy()
+    frame = frame.set_geometry(shapely.intersection(frame.geometry.values, footprint))
+    return frame[frame.geometry.area > 0]
+
+
+def raster_truth(
+    raster: str, predictions, pred_label, predictions_path: str, ground_truth, gt_label, gt_path: str, split_by_source: bool
+) -> RasterTruth:
+    """
+    One raster's ground truth and detections (see the module's docstring): the layers, their
+    label columns and files; `split_by_source`: keep the predictions whose `source` names it.
+    Raises a VectorError when no ground-truth feature is inside the raster.
+    """
+    with RasterSource(raster) as source:
+        width, height, crs = source.width, source.height, source.crs
+        transform = source.transform if crs is not None else Affine.identity()  # pixel-space detections
+    footprint = boxes_to_polygons([[0, 0, width, height]], transform)[0]
+    if split_by_source:
+        predictions = predictions[[_same_file(str(s), raster, predictions_path) for s in predictions["source"]]]
+    gt = _inside(ground_truth, footprint, crs)
+    if len(gt) == 0:
+        def extent(bounds):
+            return ", ".join(f"{v:.10g}" for v in bounds)
+
+        raise VectorError(
+            f"{gt_path}: no ground-truth feature inside {raster} (raster bounds {extent(footprint.bounds)} in {crs}; "
+            f"ground truth bounds {extent(ground_truth.total_bounds)} in {ground_truth.crs})"
+        )
+    dets = _inside(predictions, footprint, crs)
+    class_aware = pred_label is not None and gt_label is not None
+
+    def labels(frame, column):
+        return np.asarray(frame[column].astype(str) if class_aware else [AGNOSTIC_LABEL] * len(frame), dtype=object)
+
+    return RasterTruth(
+        raster, width, height, None if crs is None else crs.to_string(),
+        polygons_to_boxes(gt.geometry.values, transform), labels(gt, gt_label),
+        polygons_to_boxes(dets.geometry.values, transform), dets["score"].astype(float).to_numpy(),
+        labels(dets, pred_label),
+    )  # fmt: skip
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def match_raster(truth: RasterTruth, thresholds: Sequence[float]):
+    """Per threshold: (det_tp (D,) bool, gt_matched (G,) bool), matched one-to-one within a label, greedy by score."""
+    out = [(np.zeros(len(truth.det_boxes), bool), np.zeros(len(truth.gt_boxes), bool)) for _ in thresholds]
+    order = np.argsort(-truth.det_scores, kind="mergesort")
+    for label in np.intersect1d(truth.det_labels.astype(str), truth.gt_labels.astype(str)):
+        rows = order[truth.det_labels[order] == label]
+        cols = np.flatnonzero(truth.gt_labels == label)
+        crowd = np.zeros(len(cols), bool)
+        ious = box_iou(_xywh(truth.det_boxes[rows]), _xywh(truth.gt_boxes[cols]), crowd)
+        for (det_tp, gt_matched), threshold in zip(out, thresholds):
+            det_gt, _ = match_boxes(ious, crowd, threshold)
+            hit = det_gt >= 0
+            det_tp[rows[hit]] = True
+            gt_matched[cols[det_gt[hit]]] = True
+    return out
+
+
+def _counts(det_tp, gt_matched) -> dict:
+    tp, fp, fn = int(det_tp.sum()), int((~det_tp).sum()), int((~gt_matched).sum())
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall}
+
+
+def coco_ap(truths: Sequence[RasterTruth], class_names: Sequence[str]) -> dict:
+    """
+    pycocotools' bbox AP, each raster one image, maxDets [1, 10, N] with N at least the most
+    detections of a raster (COCOeval's default 100 would cut a raster's detections).
+
+    Returns: {"AP", "AP50", "AP75", "APs", "APm", "APl" (0..1, None where COCOeval has -1),
+    "max_dets", "per_class": {name: AP or None}}.
+    """
+    category = {name: k + 1 for k, name in enumerate(class_names)}
+    images, annotations, results = [], [], []
+    for i, t in enumerate(truths):
+        images.append({"id": i + 1, "width": t.width, "height": t.height, "file_name": t.path})
+        for box, label in zip(_xywh(t.gt_boxes).tolist(), t.gt_labels):
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category[label],
+                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
+        for box, label, score in zip(_xywh(t.det_boxes).tolist(), t.det_labels, t.det_scores.tolist()):
+            results.append({"image_id": i + 1, "category_id": category[label], "bbox": box, "score": score})
+    max_dets = max([100] + [len(t.det_boxes) for t in truths])
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    has_gt = {label for t in truths for label in t.gt_labels}
+    if not results:
+        return {**dict.fromkeys(keys, 0.0), "max_dets": max_dets,
+                "per_class": {n: 0.0 if n in has_gt else None for n in class_names}}  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations,
+                      "categories": [{"id": k, "name": n} for n, k in category.items()]}  # fmt: skip
+        gt.createIndex()
+        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluation.params.maxDets = [1, 10, max_dets]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    # As COCOeval.summarize averages, which would take maxDets 100 for "AP" whatever maxDets is.
+    precision = evaluation.eval["precision"][..., -1]  # (T, R, K, A) at maxDets N; A: all, small, medium, large
+    at = {iou: int(np.argmin(np.abs(evaluation.params.iouThrs - iou))) for iou in (0.5, 0.75)}
+    parts = (precision[..., 0], precision[at[0.5], ..., 0], precision[at[0.75], ..., 0],
+             precision[..., 1], precision[..., 2], precision[..., 3])  # fmt: skip
+    per_class = {name: _mean(precision[:, :, k - 1, 0]) for name, k in category.items()}
+    return {**{key: _mean(p) for key, p in zip(keys, parts)}, "max_dets": max_dets, "per_class": per_class}
+
+
+def _mean(precision: np.ndarray) -> Optional[float]:
+    """The mean of COCOeval's precision entries, -1 (no ground truth) left out; None when all are."""
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else None
+
+
+def _summary(truths: Sequence[RasterTruth], matches, thresholds, class_names) -> dict:
+    det_labels = np.concatenate([t.det_labels for t in truths])
+    gt_labels = np.concatenate([t.gt_labels for t in truths])
+    by_iou = {}
+    for j, threshold in enumerate(thresholds):
+        det_tp = np.concatenate([m[j][0] for m in matches])
+        gt_matched = np.concatenate([m[j][1] for m in matches])
+        counts = _counts(det_tp, gt_matched)
+        if len(class_names) > 1:
+            counts["per_class"] = {
+                n: _counts(det_tp[det_labels == n], gt_matched[gt_labels == n]) for n in class_names
+            }
+        by_iou[f"{threshold:g}"] = counts
+    return {"detections": len(det_labels), "ground_truth": len(gt_labels), "iou": by_iou,
+            "coco": coco_ap(truths, class_names)}  # fmt: skip
+
+
+def evaluate_rasters(truths: Sequence[RasterTruth], thresholds: Sequence[float]):
+    """
+    Returns:
+        (metrics, matches): metrics {"class_names", "rasters": [per raster: "raster", "width",
+        "height", "crs", "detections", "ground_truth", "iou": {threshold: counts}, "coco"],
+        "overall": the same over all rasters}; matches: per raster, `match_raster`'s list.
+    """
+    class_names = sorted({label for t in truths for label in [*t.gt_labels, *t.det_labels]})
+    matches = [match_raster(t, thresholds) for t in truths]
+    rasters = [
+        {"raster": t.path, "width": t.width, "height": t.height, "crs": t.crs,
+         **_summary([t], [m], thresholds, class_names)}
+        for t, m in zip(truths, matches)
+    ]  # fmt: skip
+    overall = _summary(truths, matches, thresholds, class_names)
+    return {"class_names": class_names, "rasters": rasters, "overall": overall}, matches
+
+
+def _num(v, width=6) -> str:
+    return f"{'-':>{width}}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>{width}.3f}"
+
+
+def format_table(result: Dict) -> str:
+    """Precision and recall per raster and IoU, COCO AP per raster, per-class AP with several classes."""
+    rows = [(os.path.basename(r["raster"]), r) for r in result["rasters"]]
+    if len(rows) > 1:
+        rows.append(("overall", result["overall"]))
+    width = max(6, *(len(name) for name, _ in rows))
+    head = f"{'raster':<{width}}  {'IoU':>4}  {'TP':>6} {'FP':>6} {'FN':>6}  {'precision':>9} {'recall':>6}"
+    lines = ["Precision and recall (one-to-one matching, greedy by score):", head, "-" * len(head)]
+    for name, r in rows:
+        for iou, c in r["iou"].items():
+            lines.append(f"{name:<{width}}  {iou:>4}  {c['tp']:>6} {c['fp']:>6} {c['fn']:>6}  "
+                         f"{_num(c['precision'], 9)} {_num(c['recall'])}")  # fmt: skip
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    head = f"{'raster':<{width}}  " + " ".join(f"{k:>6}" for k in keys) + f"  {'#det':>6} {'#gt':>6}"
+    max_dets = result["overall"]["coco"]["max_dets"]
+    lines += ["", f"COCO AP (boxes in raster pixels, maxDets 1/10/{max_dets}):", head, "-" * len(head)]
+    for name, r in rows:
+        values = " ".join(_num(r["coco"][k]) for k in keys)
+        lines.append(f"{name:<{width}}  {values}  {r['detections']:>6} {r['ground_truth']:>6}")
+    names = result["class_names"]
+    if len(names) > 1:
+        class_width = max(5, *(len(n) for n in names))
+        head = f"{'class':<{class_width}}  " + " ".join(f"{name[:12]:>12}" for name, _ in rows)
+        lines += ["", "COCO AP per class:", head, "-" * len(head)]
+        for n in names:
+            lines.append(f"{n:<{class_width}}  " + " ".join(_num(r["coco"]["per_class"][n], 12) for _, r in rows))
+    return "\n".join(lines)
