@@ -7,9 +7,10 @@ Export RetinaNetPlugin to TorchScript or ONNX, like Detectron2's tools/deploy/ex
     python tools/export_model.py --config-file configs/retinanet_R50.yaml --format onnx \
         --output export/ --sample-image img.jpg --check --opts MODEL.WEIGHTS model_final.pth
 
-Writes export/model.ts or export/model.onnx: one (3, H, W) float32 image in, boxes (R, 4),
-scores (R,), classes (R,) out (see retina_plugin/deploy/export.py). The model is traced on
---sample-image, resized as DefaultPredictor resizes, or on a generated image of the test size.
+Writes export/model.ts or export/model.onnx: one (C, H, W) float32 image in, C =
+len(MODEL.PIXEL_MEAN) channels; boxes (R, 4), scores (R,), classes (R,) out (see
+retina_plugin/deploy/export.py). The model is traced on --sample-image, resized as
+DefaultPredictor resizes, or on a generated image of the test size (and channel count).
 --check runs the exported and the eager model on that image and compares their detections as
 sets (class, IoU, score; near-tied scores may swap places).
 """
@@ -35,6 +36,7 @@ from retina_plugin.deploy.export import (  # noqa: E402
     ExportError,
     build_model_for_export,
     check_export_request,
+    channel_description,
     check_exported,
     export_model,
     sample_image,
@@ -78,7 +80,8 @@ def main(argv=None):
         model = build_model_for_export(cfg)
         path = export_model(model, image, args.output, args.format, args.export_method)
     logger.info(f"traced on a {tuple(image.shape)} image; wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
-    print(f"Load it with:\n{LOAD_INSTRUCTIONS[args.format].format(path=path, fmt=cfg.INPUT.FORMAT)}")
+    load = LOAD_INSTRUCTIONS[args.format].format(path=path, fmt=channel_description(cfg), channels=image.shape[0])
+    print(f"Load it with:\n{load}")
     if args.check:
         ok, line = check_exported(path, model, image)
         print(line)

@@ -5,8 +5,9 @@ model's list-of-dicts input and `Instances` output, and `torch.jit.trace` record
 
 The exported model takes one image and returns its postprocessed detections:
 
-    image (3, H, W) float32, channels in cfg.INPUT.FORMAT order, pixel values 0..255, already
-        resized as `DefaultPredictor` does (shortest edge MIN_SIZE_TEST, longest <= MAX_SIZE_TEST)
+    image (C, H, W) float32, C = len(cfg.MODEL.PIXEL_MEAN) channels (the RGB ones in
+        cfg.INPUT.FORMAT order, further bands after them), pixel values 0..255, already resized
+        as `DefaultPredictor` does (shortest edge MIN_SIZE_TEST, longest <= MAX_SIZE_TEST)
     -> boxes (R, 4) float32 XYXY in the input image's pixels, scores (R,) float32,
        classes (R,) int64, sorted by score; R <= DETECTIONS_PER_IMAGE.
 
@@ -48,6 +49,7 @@ __all__ = [
     "ExportError",
     "build_model_for_export",
     "sample_image",
+    "channel_description",
     "eager_detections",
     "export_torchscript",
     "export_onnx",
@@ -112,13 +114,16 @@ def sample_image(cfg, path: Optional[str] = None, seed: int = 0) -> torch.Tensor
 
     Args:
         path: an image file, read in cfg.INPUT.FORMAT and resized as `DefaultPredictor`
-            resizes; None generates an image of the test size (shortest edge MIN_SIZE_TEST,
-            512 when that is 0, 4:3 up to MAX_SIZE_TEST): a few rectangles of random colour,
-            with noise over the whole image.
+            resizes; it must have the model's channel count. None generates an image of the
+            test size (shortest edge MIN_SIZE_TEST, 512 when that is 0, 4:3 up to
+            MAX_SIZE_TEST): a few rectangles of random colour, with noise over the whole image.
         seed: seeds the generated image.
     Returns:
-        (3, H, W) float32, pixel values 0..255.
+        (C, H, W) float32, C = len(cfg.MODEL.PIXEL_MEAN), pixel values 0..255.
+    Raises:
+        ExportError: the file is missing, unreadable or has another number of channels.
     """
+    channels = len(cfg.MODEL.PIXEL_MEAN)
     if path is not None:
         if not os.path.isfile(path):
             raise ExportError(f"sample image not found: {path}")
@@ -128,6 +133,11 @@ def sample_image(cfg, path: Optional[str] = None, seed: int = 0) -> torch.Tensor
             raise ExportError(f"cannot read sample image {path}: {e}") from e
         resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         image = resize.get_transform(image).apply_image(image)
+        if image.shape[2] != channels:
+            raise ExportError(
+                f"sample image {path} reads as {image.shape[2]} channel(s) in INPUT.FORMAT {cfg.INPUT.FORMAT}, the "
+                f"model takes {channels} (len(MODEL.PIXEL_MEAN)); omit --sample-image to trace on a generated image"
+            )
         return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 
     height = cfg.INPUT.MIN_SIZE_TEST or 512
@@ -135,13 +145,23 @@ def sample_image(cfg, path: Optional[str] = None, seed: int = 0) -> torch.Tensor
     g = torch.Generator().manual_seed(seed)
     # Noise everywhere, also on the rectangles: no two locations see identical features, so
     # no two candidates tie in score and NMS keeps the same boxes in every runtime.
-    image = torch.rand(3, height, width, generator=g) * 64 + 96
+    image = torch.rand(channels, height, width, generator=g) * 64 + 96
     for _ in range(4):
         h, w = (torch.randint(s // 8, s // 3 + 1, (1,), generator=g).item() for s in (height, width))
         y, x = (torch.randint(0, s - d, (1,), generator=g).item() for s, d in ((height, h), (width, w)))
-        colour = torch.rand(3, 1, 1, generator=g) * 160
-        image[:, y : y + h, x : x + w] = colour + torch.rand(3, h, w, generator=g) * 32
+        colour = torch.rand(channels, 1, 1, generator=g) * 160
+        image[:, y : y + h, x : x + w] = colour + torch.rand(channels, h, w, generator=g) * 32
     return image
+
+
+def channel_description(cfg) -> str:
+    """The model's input channels in words: "BGR", "BGR + 1 further band", "1 band"."""
+    channels = len(cfg.MODEL.PIXEL_MEAN)
+    if channels == 3:
+        return cfg.INPUT.FORMAT
+    if channels > 3:
+        return f"{cfg.INPUT.FORMAT} + {channels - 3} further band{'s' if channels > 4 else ''}"
+    return f"{channels} band{'s' if channels > 1 else ''}"
 
 
 def _detections(model: RetinaNetPlugin, inputs) -> Detections:
@@ -150,7 +170,7 @@ def _detections(model: RetinaNetPlugin, inputs) -> Detections:
 
 
 def eager_detections(model: RetinaNetPlugin, image: torch.Tensor) -> Detections:
-    """The eager model's boxes (R, 4), scores (R,), classes (R,) for a (3, H, W) image."""
+    """The eager model's boxes (R, 4), scores (R,), classes (R,) for a (C, H, W) image."""
     with torch.no_grad():
         return tuple(x.cpu() for x in _detections(model, [{"image": image}]))
 
@@ -175,8 +195,8 @@ def _tracing_adapter(model: RetinaNetPlugin, image: torch.Tensor) -> TracingAdap
 
 def export_torchscript(model: RetinaNetPlugin, image: torch.Tensor, path: str) -> torch.jit.ScriptModule:
     """
-    Trace `model` on the (3, H, W) `image` and save the TorchScript module to `path`.
-    The module maps an image (3, H, W) to (boxes, scores, classes); loading it needs
+    Trace `model` on the (C, H, W) `image` and save the TorchScript module to `path`.
+    The module maps an image (C, H, W) to (boxes, scores, classes); loading it needs
     `import torchvision` first (for torchvision::nms).
     """
     adapter = _tracing_adapter(model, image)
@@ -189,8 +209,8 @@ def export_torchscript(model: RetinaNetPlugin, image: torch.Tensor, path: str) -
 
 def export_onnx(model: RetinaNetPlugin, image: torch.Tensor, path: str, opset: int = ONNX_OPSET) -> None:
     """
-    Trace `model` on the (3, H, W) `image` and write an ONNX model to `path` with input
-    "image" (3, height, width) and outputs "boxes" (R, 4), "scores" (R,), "classes" (R,);
+    Trace `model` on the (C, H, W) `image` and write an ONNX model to `path` with input
+    "image" (C, height, width) and outputs "boxes" (R, 4), "scores" (R,), "classes" (R,);
     height, width and R are dynamic axes.
     """
     import onnx
@@ -232,7 +252,7 @@ def export_model(
     model: RetinaNetPlugin, image: torch.Tensor, output_dir: str, format: str, method: str = "tracing"
 ) -> str:
     """
-    Export `model` traced on the (3, H, W) `image` into `output_dir` as "model.ts"
+    Export `model` traced on the (C, H, W) `image` into `output_dir` as "model.ts"
     (format "torchscript") or "model.onnx" (format "onnx").
 
     Returns:
@@ -251,7 +271,7 @@ def export_model(
 
 
 def run_exported(path: str, image: torch.Tensor) -> Detections:
-    """Run an exported "model.ts" (TorchScript) or "model.onnx" (onnxruntime, CPU) on a (3, H, W) image."""
+    """Run an exported "model.ts" (TorchScript) or "model.onnx" (onnxruntime, CPU) on a (C, H, W) image."""
     if path.endswith(".onnx"):
         import onnxruntime
 
@@ -269,11 +289,11 @@ LOAD_INSTRUCTIONS = {
     "torchscript": """\
     import torch, torchvision  # torchvision registers torchvision::nms, which the graph calls
     model = torch.jit.load("{path}")
-    boxes, scores, classes = model(image)  # image: (3, H, W) float32 {fmt}, 0..255""",
+    boxes, scores, classes = model(image)  # image: ({channels}, H, W) float32 {fmt}, 0..255""",
     "onnx": """\
     import onnxruntime
     session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])
-    boxes, scores, classes = session.run(None, {{"image": image}})  # (3, H, W) float32 {fmt} numpy""",
+    boxes, scores, classes = session.run(None, {{"image": image}})  # ({channels}, H, W) float32 {fmt} numpy""",
 }
 
 

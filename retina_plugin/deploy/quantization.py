@@ -257,8 +257,9 @@ def _calibration_points(model: nn.Module):
 @torch.no_grad()
 def calibrate_int8(model: nn.Module, batches: Iterable[List[Dict]]) -> Ranges:
     """
-    Run the float32 model (eval mode) on `batches` of Detectron2 model inputs and return the
-    range [min, max] of every activation that int8 inference quantizes, keyed by module name.
+    Run the float32 model (eval mode) on `batches` of Detectron2 model inputs ("image" (C, H, W),
+    C = len(MODEL.PIXEL_MEAN)) and return the range [min, max] of every activation that int8
+    inference quantizes, keyed by module name.
     """
     if model.training:
         raise Int8Error("calibrate_int8 needs the model in eval mode (model.eval())")
@@ -282,6 +283,7 @@ def calibrate_int8(model: nn.Module, batches: Iterable[List[Dict]]) -> Ranges:
     inference_dtype, model.inference_dtype = model.inference_dtype, "float32"
     try:
         for batch in batches:
+            _check_channels(model, batch, count)
             model(batch)
             count += len(batch)
     finally:
@@ -292,6 +294,16 @@ def calibrate_int8(model: nn.Module, batches: Iterable[List[Dict]]) -> Ranges:
         raise Int8Error("calibrate_int8 got no calibration images")
     logger.info(f"int8 calibration: {len(ranges)} activation ranges from {count} images")
     return {key: (low, high) for key, (low, high) in ranges.items()}
+
+
+def _check_channels(model: nn.Module, batch: List[Dict], first_index: int) -> None:
+    channels = model.pixel_mean.numel()
+    for index, inputs in enumerate(batch, first_index):
+        if inputs["image"].shape[0] != channels:
+            raise Int8Error(
+                f"calibration image {index} has {inputs['image'].shape[0]} channel(s), the model takes {channels} "
+                "(len(MODEL.PIXEL_MEAN)): calibrate on images with the model's bands"
+            )
 
 
 def save_int8_calibration(path: str, ranges: Ranges, **info) -> None:

@@ -12,6 +12,8 @@ for runs that get killed.
   previous good checkpoint in place and tagged.
 - Loading weights trained with another NUM_CLASSES keeps everything but the class-score layer
   and says so.
+- Loading 3-channel (RGB) weights into a model of another number of input channels
+  (len(MODEL.PIXEL_MEAN)) adapts the stem's filters (`band_weights`) and says so.
 """
 import io
 import logging
@@ -22,6 +24,8 @@ import tempfile
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+
+from .band_weights import adapt_checkpoint_stem
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,10 @@ def load_pkl_weights(filename: str):
 
 
 class RetinaCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with weights-only loading, atomic saving and a NUM_CLASSES note."""
+    """
+    DetectionCheckpointer with weights-only loading, atomic saving, a NUM_CLASSES note and
+    3-channel stem weights adapted to the model's input channels.
+    """
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -88,6 +95,10 @@ class RetinaCheckpointer(DetectionCheckpointer):
             ) from None
 
     def _load_model(self, checkpoint):
+        # Before the name matching and the shape check, both of which drop a mismatched stem.
+        adapted = adapt_checkpoint_stem(checkpoint, self.model.state_dict())
+        if adapted:
+            self.logger.info(adapted)
         incompatible = super()._load_model(checkpoint)
         for key, shape_checkpoint, shape_model in incompatible.incorrect_shapes:
             if key == CLASS_SCORE_PREFIX + "bias":
