@@ -1,11 +1,14 @@
 """
 What every tool shares on the command line: Detectron2's `default_argument_parser` with one
 spelling of a user's COCO-format dataset (`--train-json/--train-images`,
-`--test-json/--test-images`), the registration of the datasets a config names, and the checks
+`--test-json/--test-images`) and, for tools/train_net.py, of a georeferenced one
+(`--train-raster/--train-vectors`, `--test-raster/--test-vectors`), the registration of the
+datasets a config names, and the checks
 that turn a machine or data set that is not ready into one line saying what to do.
 """
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +17,9 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
-from ..config import ConfigError
+from ..config import ConfigError, load_config
+
+logger = logging.getLogger(__name__)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,8 +39,8 @@ def add_opts_argument(parser, example="MODEL.WEIGHTS model.pth"):
 
 
 def argument_parser(epilog=None):
-    """Detectron2's default_argument_parser (trailing KEY VALUE opts) plus the dataset flags."""
-    return add_dataset_arguments(default_argument_parser(epilog=epilog))
+    """Detectron2's default_argument_parser (trailing KEY VALUE opts) plus the dataset flags, COCO json and raster."""
+    return add_raster_dataset_arguments(add_dataset_arguments(default_argument_parser(epilog=epilog)))
 
 
 def add_dataset_arguments(parser):
@@ -47,8 +52,21 @@ def add_dataset_arguments(parser):
     return parser
 
 
+def add_raster_dataset_arguments(parser):
+    """--train-raster/--train-vectors, --test-raster/--test-vectors, --label-column: tiles of rasters (docs/geospatial_training.md)."""
+    parser.add_argument("--train-raster", help="georeferenced raster (GeoTIFF) to cut training tiles from")
+    parser.add_argument("--train-vectors", help="the objects of --train-raster as polygons (.gpkg, .geojson, .shp; any CRS)")
+    parser.add_argument("--test-raster", help="georeferenced raster to cut evaluation tiles from")
+    parser.add_argument("--test-vectors", help="the objects of --test-raster")
+    parser.add_argument("--label-column", help="the vectors' class column (default: 'label' where there is one, else one class)")
+    return parser
+
+
 def user_dataset_opts(args) -> list:
-    """Register --train-json/--test-json; the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them."""
+    """
+    Register --train-json/--test-json or --train-raster/--test-raster; the opts pointing
+    DATASETS.TRAIN/TEST and NUM_CLASSES at them.
+    """
     from ..data import register_coco_json
 
     opts = []
@@ -58,11 +76,52 @@ def user_dataset_opts(args) -> list:
             continue
         if json_file is None or image_root is None:
             raise ConfigError(f"--{split}-json and --{split}-images go together (got {json_file!r}, {image_root!r})")
+        if getattr(args, f"{split}_raster", None) is not None:
+            raise ConfigError(f"--{split}-json and --{split}-raster: one {split} dataset, not both")
         name = f"user_{split}_{Path(json_file).stem}"
         metadata = register_coco_json(name, json_file, image_root)
         opts += [key, (name,)]
         if split == "train":
             opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]
+    return opts + _raster_dataset_opts(args)
+
+
+def _raster_dataset_opts(args) -> list:
+    """Register --train-raster/--test-raster as `raster_<split>_<stem>`, the test split with the training split's classes."""
+    pairs = {s: (getattr(args, f"{s}_raster", None), getattr(args, f"{s}_vectors", None)) for s in ("train", "test")}
+    for split, (raster, vectors) in pairs.items():
+        if (raster is None) != (vectors is None):
+            raise ConfigError(f"--{split}-raster and --{split}-vectors go together (got {raster!r}, {vectors!r})")
+    if all(raster is None for raster, _ in pairs.values()):
+        return []
+    try:
+        from ..geo.dataset import raster_tiling_from_config, register_raster_dataset
+    except ImportError as e:
+        raise ConfigError(f"--train-raster/--test-raster need the geo extra (rasterio, geopandas; `make setup`): {e}") from None
+    # The tiles depend on the config (TILE_SIZE, RASTER_BANDS, INPUT.FORMAT, PIXEL_MEAN): it is
+    # loaded here as the tool loads it, without the dataset opts this returns.
+    cfg = load_config(args.config_file, list(getattr(args, "opts", [])))
+    tiling = raster_tiling_from_config(cfg)
+    opts, class_names = [], None
+    for split, key in (("train", "DATASETS.TRAIN"), ("test", "DATASETS.TEST")):
+        raster, vectors = pairs[split]
+        if raster is None:
+            continue
+        name = f"raster_{split}_{Path(raster).stem}"
+        metadata = register_raster_dataset(
+            name, raster, vectors, label_column=getattr(args, "label_column", None), class_names=class_names, **tiling
+        )
+        opts += [key, (name,)]
+        if split == "train":
+            class_names = metadata.thing_classes
+            opts += ["MODEL.RETINANET.NUM_CLASSES", len(class_names)]
+    size, train_sizes = tiling["tile_size"], tuple(cfg.INPUT.MIN_SIZE_TRAIN)
+    if pairs["train"][0] is not None and (train_sizes != (size,) or cfg.INPUT.MAX_SIZE_TRAIN < size):
+        logger.warning(
+            f"raster tiles are {size} px but INPUT.MIN_SIZE_TRAIN {train_sizes}, MAX_SIZE_TRAIN "
+            f"{cfg.INPUT.MAX_SIZE_TRAIN} resize them: INPUT.MIN_SIZE_TRAIN ({size},) INPUT.MAX_SIZE_TRAIN {size} trains "
+            "at the raster's resolution"
+        )
     return opts
 
 

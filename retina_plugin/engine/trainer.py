@@ -8,7 +8,7 @@ import weakref
 from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
-from detectron2.data import build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
@@ -108,7 +108,13 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder, max_dets_per_image=evaluation_max_detections(cfg))
+        # The tiles of a raster dataset change with TILE_SIZE and the vectors: its COCO json,
+        # converted from the tiles, must not be the one cached by an earlier run.
+        generated = MetadataCatalog.get(dataset_name).get("raster", None) is not None
+        return COCOEvaluator(
+            dataset_name, output_dir=output_folder, max_dets_per_image=evaluation_max_detections(cfg),
+            allow_cached_coco=not generated,
+        )  # fmt: skip
 
 
 # COCOeval needs a number: with tiling and no cap of the whole image, one no image reaches.

@@ -10,6 +10,7 @@ one row of blocks, not of the raster.
     python -m retina_plugin.geo.scenes out/scene.tif --size 2048 --vectors out/objects.gpkg
 """
 import argparse
+import os
 from types import SimpleNamespace
 from typing import Optional
 
@@ -66,6 +67,7 @@ def write_shapes_scene(
         driver="GTiff", width=size, height=size, count=bands, dtype="uint8", crs=crs, transform=transform,
         nodata=NODATA if border else None, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
     )  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     boxes, classes = [], []
     with rasterio.open(path, "w", **profile) as dst:
         if border:

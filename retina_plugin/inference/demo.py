@@ -26,19 +26,23 @@ from .predictor import (
 logger = logging.getLogger("demo")
 
 
-def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, tta=False):
+def demo_config(
+    config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, tta=False,
+    extra_flags=(), class_names=None,
+):  # fmt: skip
     """
-    The config: defaults, then `config_file`, then the demo's flags, then `opts` (KEY VALUE), and
-    the per-class score thresholds: `confidence_threshold` is one number for every class, or a
-    thresholds.yaml of tools/analyze_results.py (class name: threshold), read for the class names
-    of DATASETS.TEST[0]. Returns (cfg, per-class thresholds or None).
+    The config: defaults, then `config_file`, then the demo's flags (and `extra_flags`, KEY VALUE
+    pairs of the calling tool), then `opts` (KEY VALUE), and the per-class score thresholds:
+    `confidence_threshold` is one number for every class, or a thresholds.yaml of
+    tools/analyze_results.py (class name: threshold), read for `class_names` or else the class
+    names of DATASETS.TEST[0]. Returns (cfg, per-class thresholds or None).
     """
     class_threshold_file = None
     if confidence_threshold is not None and not _is_number(confidence_threshold):
         class_threshold_file, confidence_threshold = confidence_threshold, None
     flags = [("MODEL.RETINANET.SCORE_THRESH_TEST", confidence_threshold), ("MODEL.RETINA_PLUGIN.TILE_SIZE", tile),
              ("MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap), ("MODEL.RETINA_PLUGIN.TILE_BATCH", tile_batch),
-             ("TEST.AUG.ENABLED", True if tta else None)]
+             ("TEST.AUG.ENABLED", True if tta else None), *extra_flags]
     flag_opts = [item for key, value in flags if value is not None for item in (key, value)]
     try:
         cfg = load_config(config_file, flag_opts + list(opts))
@@ -50,7 +54,7 @@ def demo_config(config_file, opts, confidence_threshold=None, tile=None, overlap
     register_config_datasets(cfg)  # the embedded dataset's class names, for the labels
     class_thresholds = None
     if class_threshold_file is not None:
-        names = dataset_metadata(cfg).get("thing_classes", None)
+        names = class_names or dataset_metadata(cfg).get("thing_classes", None)
         if not names:
             raise DemoInputError(
                 f"--confidence-threshold {class_threshold_file}: per-class thresholds need the class names of "

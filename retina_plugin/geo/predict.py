@@ -1,0 +1,156 @@
+"""
+What tools/predict_raster.py does: a detector run over georeferenced rasters window by window
+(`TiledInference.detect_windows` fed by `RasterSource`), the detections written as map
+features (vectors.py) and, optionally, as COCO results in pixel coordinates.
+
+Memory is bounded by TILE_BATCH windows, whatever the raster's size: a window is read when its
+batch runs, windows that are all nodata are skipped unread by the model, and only the kept
+detections of each window stay in memory.
+"""
+import json
+import logging
+import os
+import time
+from types import SimpleNamespace
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from affine import Affine
+from tqdm import tqdm
+
+from ..inference.demo import demo_config
+from ..inference.predictor import DemoInputError, TiledPredictor, dataset_metadata
+from .raster import RasterError, RasterSource, resolve_raster_inputs
+from .vectors import detections_frame, vector_driver, write_detections
+
+__all__ = ["DEFAULT_RASTER_TILE", "RasterPredictor", "raster_config", "predict_rasters", "coco_results"]
+
+logger = logging.getLogger("predict_raster")
+
+# Tile side when neither the config (MODEL.RETINA_PLUGIN.TILE_SIZE) nor --tile sets one.
+DEFAULT_RASTER_TILE = 512
+
+
+def raster_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, bands=None, tta=False, class_names=None):
+    """
+    The config of tools/predict_raster.py: as the demo's (`demo_config`), with `bands` setting
+    MODEL.RETINA_PLUGIN.RASTER_BANDS and TILE_SIZE DEFAULT_RASTER_TILE where nothing sets one.
+    Returns (cfg, per-class thresholds or None).
+    """
+    extra = [("MODEL.RETINA_PLUGIN.RASTER_BANDS", list(bands) if bands else None)]
+    try:
+        cfg, thresholds = demo_config(config_file, opts, confidence_threshold, tile, overlap, tile_batch, tta, extra, class_names)
+    except DemoInputError as e:
+        raise RasterError(str(e)) from None
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = DEFAULT_RASTER_TILE
+        cfg.freeze()
+    return cfg, thresholds
+
+
+class RasterPredictor(TiledPredictor):
+    """
+    TiledPredictor (weights, int8, test-time augmentation as the config says) over rasters
+    read window by window: `predict(path)` returns the detections of one raster.
+    """
+
+    def __init__(self, cfg, class_thresholds: Optional[Sequence[float]] = None):
+        super().__init__(cfg)
+        self.bands = list(cfg.MODEL.RETINA_PLUGIN.RASTER_BANDS) or None
+        self.num_channels = len(cfg.MODEL.PIXEL_MEAN)
+        self.class_thresholds = None if class_thresholds is None else torch.as_tensor(class_thresholds)
+
+    def open(self, path: str) -> RasterSource:
+        """The raster at `path`, its bands checked against the model's channels."""
+        return RasterSource(path, self.bands, self.input_format, self.num_channels)
+
+    def predict(self, path: str, progress: bool = True) -> SimpleNamespace:
+        """
+        Returns:
+            namespace of boxes (N, 4) pixel XYXY, scores (N,), classes (N,) (numpy), the
+            raster's crs and transform, and windows (total), windows_run, windows_skipped
+            (all nodata), seconds.
+        """
+        with self.open(path) as source:
+            skipped = []
+
+            def read(x0, y0, x1, y1):
+                window = source.read(x0, y0, x1, y1)
+                if window is None:
+                    skipped.append((x0, y0))
+                    return None
+                tensor = torch.from_numpy(window)
+                return tensor if tensor.dtype == torch.uint8 else tensor.float()
+
+            total = self.tiled.num_tiles(source.height, source.width)
+            bar = tqdm(total=total, unit="window", desc=os.path.basename(path), disable=not progress, mininterval=1.0)
+            start = time.perf_counter()
+            with bar:
+                instances = self.tiled.detect_windows(read, source.height, source.width, lambda done: bar.update(done - bar.n))
+            seconds = time.perf_counter() - start
+            instances = instances.to("cpu")
+            if self.class_thresholds is not None:
+                instances = instances[instances.scores >= self.class_thresholds[instances.pred_classes]]
+            return SimpleNamespace(
+                path=path, boxes=instances.pred_boxes.tensor.numpy(), scores=instances.scores.numpy(),
+                classes=instances.pred_classes.numpy(), crs=source.crs, transform=source.transform,
+                width=source.width, height=source.height,
+                windows=total, windows_skipped=len(skipped), windows_run=total - len(skipped), seconds=seconds,
+            )  # fmt: skip
+
+
+def coco_results(detections: List[SimpleNamespace], class_ids: Optional[dict] = None) -> list:
+    """
+    COCO results format (as Detectron2's COCOEvaluator writes coco_instances_results.json):
+    per detection image_id (1-based position of its raster), file_name, category_id (the
+    dataset's id through `class_ids` {contiguous: dataset id}, else the contiguous id), bbox
+    [x, y, w, h] in the raster's pixels, score.
+    """
+    results = []
+    for image_id, d in enumerate(detections, start=1):
+        for (x0, y0, x1, y1), score, cls in zip(d.boxes.tolist(), d.scores.tolist(), d.classes.tolist()):
+            category = class_ids[cls] if class_ids else cls
+            results.append({"image_id": image_id, "file_name": d.path, "category_id": int(category),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})  # fmt: skip
+    return results
+
+
+def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class_thresholds=None, progress=True):
+    """
+    Detect in every raster of `inputs` (files or folders) and write one vector layer to
+    `output` (.gpkg, .geojson, .shp): one polygon per detection in the first raster's CRS,
+    with score, label, class_id and source; with `coco_json`, also COCO results there.
+    Returns the per-raster detection namespaces.
+    """
+    vector_driver(output)  # a bad output name fails before the model is built
+    paths = resolve_raster_inputs(inputs)
+    predictor = RasterPredictor(cfg, class_thresholds)
+    for path in paths:  # bad bands or an unreadable file fail before the first raster runs
+        predictor.open(path).close()
+    metadata = dataset_metadata(cfg)
+    names = list(class_names or metadata.get("thing_classes", None) or [])
+    detections, frames = [], []
+    for path in paths:
+        d = predictor.predict(path, progress)
+        detections.append(d)
+        transform = d.transform if d.crs is not None else Affine.identity()
+        frames.append(detections_frame(d.boxes, d.scores, d.classes, names, transform, d.crs, path))
+        megapixels = d.width * d.height / 1e6
+        logger.info(
+            f"{path}: {len(d.boxes)} detections; ran {d.windows_run} of {d.windows} windows "
+            f"({d.windows_skipped} all nodata) in {d.seconds:.1f}s, {d.seconds / megapixels:.3f} s/megapixel"
+        )
+    frame = write_detections(frames, output)
+    logger.info(f"wrote {len(frame)} detections to {output} (CRS {frame.crs.to_string() if frame.crs else 'none: pixel coordinates'})")
+    if coco_json:
+        reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
+        class_ids = {v: k for k, v in reverse.items()} if reverse else None
+        os.makedirs(os.path.dirname(os.path.abspath(coco_json)), exist_ok=True)
+        with open(coco_json, "w") as f:
+            json.dump(coco_results(detections, class_ids), f)
+        logger.info(f"wrote {sum(len(d.boxes) for d in detections)} detections in COCO results format to {coco_json}")
+    return detections
+
