@@ -81,6 +81,8 @@ class Trainer(DefaultTrainer):
         # needs INPUT.MIN_SIZE_TEST 0). With TEST.AUG.ENABLED, then again with test-time augmentation
         # (retina_plugin.inference.tta) into OUTPUT_DIR/inference_TTA/<dataset>, its results under the
         # plain ones' keys + "_TTA", as Detectron2's tools/train_net.py test_with_TTA does for R-CNN.
+        if not len(cfg.DATASETS.TEST):
+            return OrderedDict()  # nothing to evaluate (Detectron2's EvalHook still calls test)
         if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8":
             model = apply_int8_config(cfg, copy.deepcopy(_unwrap(model)).eval())
         results = super().test(cfg, build_tiled_model(cfg, model), evaluators)
