@@ -4,11 +4,13 @@ ground truth in three colours, with a legend line, on a decimated read of the ra
 `max_side` pixels on its long side; rasterio's `out_shape` read, which uses the raster's
 overviews where it has them, so the raster is never loaded whole).
 """
+import warnings
 from typing import Optional
 
 import cv2
 import numpy as np
 import rasterio
+from rasterio.errors import NodataShadowWarning
 
 from .evaluate import RasterTruth
 
@@ -28,7 +30,10 @@ def display_image(path: str, max_side: int = 2048) -> tuple:
         h, w = max(1, round(src.height * scale)), max(1, round(src.width * scale))
         bands = [1, 2, 3] if src.count >= 3 else [1]
         data = src.read(bands, out_shape=(len(bands), h, w))
-        valid = src.read_masks(bands, out_shape=(len(bands), h, w)) > 0
+        with warnings.catch_warnings():
+            # A 4-band raster with a nodata value: its masks come from nodata, as meant here.
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            valid = src.read_masks(bands, out_shape=(len(bands), h, w)) > 0
     if data.dtype != np.uint8:
         # Stretch each band between its 2nd and 98th percentile (16-bit and float rasters).
         out = np.zeros(data.shape, np.uint8)
