@@ -29,6 +29,7 @@ from .arguments import (
     user_dataset_opts,
 )
 from .checkpoint import RetinaCheckpointer
+from .throughput import TimedInference
 
 
 class Trainer(DefaultTrainer):
@@ -85,7 +86,10 @@ class Trainer(DefaultTrainer):
             return OrderedDict()  # nothing to evaluate (Detectron2's EvalHook still calls test)
         if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8":
             model = apply_int8_config(cfg, copy.deepcopy(_unwrap(model)).eval())
-        results = super().test(cfg, build_tiled_model(cfg, model), evaluators)
+        timed = TimedInference(build_tiled_model(cfg, model))
+        results = super().test(cfg, timed, evaluators)
+        if comm.is_main_process():
+            timed.report(cfg.DATASETS.TEST, os.path.join(cfg.OUTPUT_DIR, "inference"))
         if cfg.TEST.AUG.ENABLED:
             results.update(cls._test_with_tta(cfg, model))
         return results

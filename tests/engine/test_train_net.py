@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tool_runs import CONFIG, QUICK_OPTS, REPO, dataset_args, read_metrics, run_tool
@@ -39,6 +40,12 @@ def test_train_checkpoint_evaluate_resume(tiny_shapes, tmp_path):
     proc = run_tool("tools/train_net.py", "--eval-only", *common, *QUICK_OPTS, "OUTPUT_DIR", str(tmp_path / "eval"),
                 "MODEL.WEIGHTS", str(out / "model_final.pth"))
     assert "Evaluation results for bbox" in proc.stdout + proc.stderr
+    # ... and reports its throughput over the whole test split (tiny_shapes: 4 val images).
+    throughput = json.loads((tmp_path / "eval" / "inference" / "throughput.json").read_text())
+    assert throughput["images"] == 4 and throughput["datasets"] == ["user_test_instances_val"]
+    assert 0 < throughput["model_seconds"] <= throughput["loop_seconds"]
+    assert throughput["images_per_second"] == pytest.approx(4 / throughput["loop_seconds"])
+    assert "Evaluation throughput on user_test_instances_val: 4 images in" in proc.stdout
 
 
 def test_two_cpu_processes_train_to_identical_weights(tiny_shapes, tmp_path):
