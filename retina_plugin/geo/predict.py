@@ -74,7 +74,7 @@ class RasterPredictor(TiledPredictor):
             raster's crs and transform, and windows (total), windows_run, windows_skipped
             (all nodata), seconds.
         """
-        with self.open(path) as source:
+        with self.open(path) as source, source.window_reading_env(self.tiled.tile_size):
             skipped = []
 
             def read(x0, y0, x1, y1):
@@ -136,6 +136,8 @@ def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class
     for path in paths:
         d = predictor.predict(path, progress)
         detections.append(d)
+        if d.crs is None:
+            logger.warning(f"{path}: the raster has no CRS; detections are written in pixel coordinates")
         transform = d.transform if d.crs is not None else Affine.identity()
         frames.append(detections_frame(d.boxes, d.scores, d.classes, names, transform, d.crs, path))
         megapixels = d.width * d.height / 1e6

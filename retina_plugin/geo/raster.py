@@ -9,7 +9,6 @@ the order given, the first three taken as red, green, blue: for a model whose IN
 8-bit raster gives 0..255, as the images the model was trained on); MODEL.PIXEL_MEAN and
 PIXEL_STD normalise them, one entry per channel.
 """
-import logging
 import os
 from typing import List, Optional, Sequence
 
@@ -21,8 +20,6 @@ from rasterio.windows import Window
 from ..config import ConfigError
 
 __all__ = ["RASTER_EXTENSIONS", "RasterError", "RasterSource", "parse_bands", "model_channel_order", "resolve_raster_inputs"]
-
-logger = logging.getLogger(__name__)
 
 # File name endings (lower case) that count as rasters when a folder is given as input.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -122,8 +119,6 @@ class RasterSource:
         self.crs = self.dataset.crs
         self.transform = self.dataset.transform
         self.nodata = self.dataset.nodata
-        if self.crs is None:
-            logger.warning(f"{path}: the raster has no CRS; detections are written in pixel coordinates")
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> Optional[np.ndarray]:
         """
@@ -139,6 +134,25 @@ class RasterSource:
             if nodata.all():
                 return None
         return data
+
+    def window_reading_env(self, window: int) -> rasterio.Env:
+        """
+        A rasterio.Env for reading windows of `window` pixels row by row. GDAL keeps every
+        block it decompresses in its block cache, up to GDAL_CACHEMAX (by default 5 % of RAM):
+        a whole large raster's worth. This bounds the cache to what window-by-window reading
+        uses, the blocks of one row of windows (ceil(window / block height) + 1 block rows)
+        plus one block row, across the raster's width and with all bands (a block of a
+        pixel-interleaved GeoTIFF holds every band): no block is decompressed twice, and the
+        cache grows with the raster's width, not its area. A GDAL_CACHEMAX the user set
+        (environment variable, or an enclosing rasterio.Env) is kept.
+        """
+        if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
+            return rasterio.Env()
+        block_height, block_width = self.dataset.block_shapes[0]
+        rows = -(-window // block_height) + 2
+        width = -(-self.width // block_width) * block_width
+        itemsize = max(np.dtype(dtype).itemsize for dtype in self.dataset.dtypes)
+        return rasterio.Env(GDAL_CACHEMAX=rows * block_height * width * self.dataset.count * itemsize)
 
     def close(self) -> None:
         self.dataset.close()
