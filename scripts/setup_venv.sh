@@ -20,7 +20,7 @@ D2_WHEEL_SHA256="491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee56
 RUNTIME_NEEDS=(
   fvcore iopath pycocotools yacs termcolor tabulate cloudpickle tqdm matplotlib
   "omegaconf>=2.1,<2.4" hydra-core tensorboard packaging "setuptools<81" Pillow
-  opencv-python pytest hypothesis onnx onnxruntime
+  opencv-python pytest pytest-xdist hypothesis onnx onnxruntime
   # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O
   rasterio geopandas pyogrio shapely pyproj
 )

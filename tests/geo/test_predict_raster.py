@@ -190,3 +190,20 @@ def test_raster_source_reads_windows_in_bgr_order_and_skips_nodata(tmp_path):
     image = cv2.cvtColor(np.ascontiguousarray(bands[:3].transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
     with RasterSource(scene.path, bands=[1, 2, 3], input_format="BGR") as source:
         np.testing.assert_array_equal(source.read(0, 0, 256, 256).transpose(1, 2, 0), image)
+
+
+def test_per_class_thresholds_file_of_analyze_results(trained, scene, tmp_path, single_thread):
+    """--confidence-threshold takes analyze_results' thresholds.yaml, for the names of --classes."""
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text("shape: 0.9\n")
+    cfg, per_class = raster_config(
+        trained.config_file, ["MODEL.WEIGHTS", trained.weights], str(thresholds), tile=TILE, overlap=OVERLAP, class_names=["shape"]
+    )  # fmt: skip
+    assert per_class == [0.9] and cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.9
+    high = RasterPredictor(cfg, per_class).predict(scene.path, progress=False)
+    low = RasterPredictor(config(trained)).predict(scene.path, progress=False)
+    assert len(high.scores) and (high.scores >= 0.9).all()
+    assert len(high.scores) == (low.scores >= 0.9).sum() < len(low.scores)
+    with pytest.raises(RasterError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
+        thresholds.write_text("tree: 0.5\n")
+        raster_config(trained.config_file, [], str(thresholds), class_names=["shape"])
