@@ -207,3 +207,18 @@ def test_per_class_thresholds_file_of_analyze_results(trained, scene, tmp_path, 
     with pytest.raises(RasterError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
         thresholds.write_text("tree: 0.5\n")
         raster_config(trained.config_file, [], str(thresholds), class_names=["shape"])
+
+
+def test_inputs_are_files_and_the_rasters_of_folders(tmp_path):
+    from retina_plugin.geo.raster import resolve_raster_inputs
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for name in ("b.tif", "a.TIFF", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    single = tmp_path / "c.vrt"
+    single.write_bytes(b"")
+    assert resolve_raster_inputs([str(folder), str(single)]) == [str(folder / "a.TIFF"), str(folder / "b.tif"), str(single)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RasterError, match=r"empty: folder holds no raster \(\.tif, \.tiff"):
+        resolve_raster_inputs([str(tmp_path / "empty")])
