@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup_venv.sh
 
 test: setup
-	.venv/bin/python -m pytest -q tests
+	.venv/bin/python -m pytest -q -n auto tests
 
 # Long runs (the full embedded training to its AP target), skipped by `make test`.
 test-slow: setup
