@@ -2,7 +2,9 @@
 The project's tools run as a user runs them: real subprocesses from the repository root, on a
 small config and a generated dataset. Shared by the tests of every subpackage.
 """
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -56,3 +58,17 @@ def run_tool(script, *args, timeout=600, check=True):
 def read_metrics(out_dir):
     lines = (out_dir / "metrics.json").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@contextlib.contextmanager
+def logging_restored(*names):
+    """Run a tool's main in this process: the loggers it sets up (Detectron2's setup_logger stops
+    their propagation, which caplog relies on) are as they were afterwards."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate, level) in zip(loggers, saved):
+            logger.handlers[:] = handlers
+            logger.propagate, logger.level = propagate, level

@@ -6,6 +6,8 @@ run, the windowed run equals tiled inference on the raster loaded whole, bands a
 ordered as asked, and bad input is one line naming the file or value.
 """
 import json
+import re
+import runpy
 
 import cv2
 import geopandas as gpd
@@ -21,7 +23,9 @@ from retina_plugin.geo.raster import RasterError, RasterSource
 from retina_plugin.geo.scenes import SCENE_CRS, write_shapes_scene
 from retina_plugin.geo.vectors import boxes_to_polygons
 from retina_plugin.inference.tiling import tile_grid
-from tool_runs import run_tool
+from tool_runs import REPO, logging_restored, run_tool
+
+PREDICT_RASTER_MAIN = runpy.run_path(str(REPO / "tools" / "predict_raster.py"))["main"]
 
 SIZE, BORDER, TILE, OVERLAP = 1280, 256, 128, 0.25
 SCORE = 0.5
@@ -161,20 +165,27 @@ def test_raster_without_crs_gives_pixel_coordinates_and_a_warning(trained, tmp_p
         ("output", r"predict_raster: error: .*dets\.csv: unknown vector format '\.csv'"),
     ],
 )
-def test_bad_input_is_one_line_naming_it(trained, tmp_path, case, expected):
+def test_bad_input_is_one_line_naming_it(trained, tmp_path, case, expected, capsys):
     scene4 = write_shapes_scene(str(tmp_path / "scene4.tif"), 128, bands=4)
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not a tiff at all")
     inputs = {"unreadable": str(tmp_path / "broken.tif"), "missing": str(tmp_path / "nothere.tif")}.get(case, scene4.path)
     bands = {"band": "1,2,5", "bands_text": "1,x"}.get(case, "1,2,3")
     output = str(tmp_path / ("dets.csv" if case == "output" else "dets.gpkg"))
-    proc = run_tool(
-        "tools/predict_raster.py", "--config-file", trained.config_file, "--input", inputs, "--output", output,
-        "--bands", bands, "--no-progress", "--opts", "MODEL.WEIGHTS", trained.weights, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert __import__("re").fullmatch(expected + ".*", last), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    argv = [
+        "--config-file", trained.config_file, "--input", inputs, "--output", output,
+        "--bands", bands, "--no-progress", "--opts", "MODEL.WEIGHTS", trained.weights,
+    ]  # fmt: skip
+    if case == "band":  # one of them as a user runs it, in its own process
+        proc = run_tool("tools/predict_raster.py", *argv, check=False)
+        code, err = proc.returncode, proc.stderr
+        assert "Traceback" not in err
+    else:  # the others through the tool's main, in this process (a subprocess costs ~6 s of imports)
+        with pytest.raises(SystemExit) as e, logging_restored("fvcore", "retina_plugin", "predict_raster"):
+            PREDICT_RASTER_MAIN(argv)
+        code, err = e.value.code, capsys.readouterr().err
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(expected + ".*", last), err[-2000:]
 
 
 def test_raster_source_reads_windows_in_bgr_order_and_skips_nodata(tmp_path):
