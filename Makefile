@@ -1,5 +1,5 @@
 # One entry point: `make test` (set up + run the tests), `make run` (set up + the embedded run).
-.PHONY: setup test test-slow run clean
+.PHONY: setup test test-slow run bench clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -13,6 +13,11 @@ test-slow: setup
 
 run: setup
 	bash scripts/run_embedded.sh
+
+# Ours against ONNX Runtime and OpenVINO (benchmarks/runtimes.py); installs the bench extra first.
+bench: setup
+	.venv/bin/python -m pip install -q -e ".[bench]"
+	.venv/bin/python benchmarks/runtimes.py
 
 clean:
 	rm -rf output datasets

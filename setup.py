@@ -28,5 +28,7 @@ setup(
         "test": ["pytest", "hypothesis"],
         # GeoTIFF rasters and vector layers: retina_plugin.geo, tools/predict_raster.py
         "geo": ["rasterio", "geopandas", "pyogrio", "shapely", "pyproj"],
+        # benchmarks/runtimes.py: the runtimes ours is compared with, and their int8 quantizers
+        "bench": ["onnx", "onnxruntime", "openvino", "nncf"],
     },
 )

@@ -105,6 +105,10 @@ def add_retina_plugin_config(cfg):
     # JSON file of activation ranges written by tools/calibrate_int8.py for these weights;
     # read when INFERENCE_DTYPE is "int8".
     node.INT8_CALIBRATION = ""
+    # Opt-in, float32 only: torch.compile (inductor, freezing) of backbone and head at inference,
+    # never in training. The first eval forward compiles (about a minute for an R50-FPN on 2 CPU
+    # cores), and so does each new input size; it pays off on a stream of same-size images.
+    node.COMPILE = False
 
     # Tiled inference for large images (retina_plugin.inference.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
@@ -223,6 +227,10 @@ def check_retina_plugin_config(cfg):
             _fail("MODEL.RETINA_PLUGIN.INT8_CALIBRATION", node.INT8_CALIBRATION, "INFERENCE_DTYPE int8 needs the file written by tools/calibrate_int8.py")
         if not cfg.MODEL.DEVICE.startswith("cpu"):
             _fail("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"int8 runs on the CPU, MODEL.DEVICE is {cfg.MODEL.DEVICE!r}")
+    if not isinstance(node.COMPILE, bool):
+        _fail("MODEL.RETINA_PLUGIN.COMPILE", node.COMPILE, "must be True or False")
+    if node.COMPILE and node.INFERENCE_DTYPE != "float32":
+        _fail("MODEL.RETINA_PLUGIN.COMPILE", node.COMPILE, f"compiles the float32 model; INFERENCE_DTYPE is {node.INFERENCE_DTYPE!r}")
     if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:
         _fail("MODEL.RETINA_PLUGIN.TILE_SIZE", node.TILE_SIZE, "must be an integer >= 0 (0 = no tiling)")
     tile_stride = node.TILE_SIZE - round(node.TILE_OVERLAP * node.TILE_SIZE)

@@ -52,6 +52,7 @@ class RetinaNetPlugin(nn.Module):
         input_format: str = "BGR",
         channels_last: bool = False,
         inference_dtype: str = "float32",
+        compile_inference: bool = False,
         vis_period: int = 0,
     ):
         super().__init__()
@@ -71,6 +72,8 @@ class RetinaNetPlugin(nn.Module):
             raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {VALID_INFERENCE_DTYPES}")
         self.inference_dtype = inference_dtype
         self.int8 = False  # True once retina_plugin.deploy.quantization.quantize_int8 has swapped the convolutions
+        self.compile_inference = compile_inference
+        self._compiled = None  # (backbone, head) compiled at the first eval forward; a tuple, so not submodules
         self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -116,8 +119,27 @@ class RetinaNetPlugin(nn.Module):
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": node.CHANNELS_LAST,
             "inference_dtype": node.INFERENCE_DTYPE,
+            "compile_inference": node.COMPILE,
             "vis_period": cfg.VIS_PERIOD,
         }
+
+    def inference_modules(self):
+        """
+        The backbone and head an eval forward runs. With `compile_inference`, `torch.compile`d
+        ones (inductor with freezing: the weights become constants, so oneDNN prepacks them and
+        fuses conv + ReLU + residual add), compiled at the first call for the weights of that
+        moment; `train()` drops them, so evaluation during training compiles the new weights.
+        """
+        if not self.compile_inference:
+            return self.backbone, self.head
+        if self._compiled is None:
+            self._compiled = tuple(torch.compile(m, options={"freezing": True}) for m in (self.backbone, self.head))
+        return self._compiled
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._compiled = None
+        return super().train(mode)
 
     @property
     def device(self):
@@ -149,10 +171,11 @@ class RetinaNetPlugin(nn.Module):
             )
         autocast_dtype = None if self.training else AUTOCAST_DTYPES.get(self.inference_dtype)
         low_precision = autocast_dtype is not None
+        backbone, head = (self.backbone, self.head) if self.training else self.inference_modules()
         with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=low_precision):
-            features = self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
+            features = backbone(images.tensor.contiguous(memory_format=self.memory_format))
             features = [features[f] for f in self.head_in_features]
-            pred_logits, pred_anchor_deltas = self.head(features)
+            pred_logits, pred_anchor_deltas = head(features)
         if low_precision:  # decode and NMS in float32
             pred_logits = [x.float() for x in pred_logits]
             pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
