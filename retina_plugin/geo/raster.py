@@ -31,10 +31,8 @@ class RasterError(ConfigError):
 
 def parse_bands(text: Optional[str]) -> Optional[List[int]]:
     """'1,2,3' -> [1, 2, 3] (1-based band indices); None or '' -> None (the default bands)."""
-    if text is None or (isinstance(text, str) and not text.strip()):
+    if text is None or not text.strip():
         return None
-    if not isinstance(text, str):
-        return [int(b) for b in text]
     try:
         return [int(b) for b in text.split(",")]
     except ValueError:
