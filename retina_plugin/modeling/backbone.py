@@ -1,14 +1,33 @@
 """ResNet-FPN backbone with the P3-P7 pyramid of RetinaNet (paper section 4)."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
+from . import winograd
 
-class FrozenBNFoldedConv2d(Conv2d):
+
+class InferenceConv2d(Conv2d):
+    """
+    Detectron2's Conv2d whose convolution at inference (eval mode, autograd off) is
+    `winograd.conv2d`: Winograd F(4x4, 3x3) where it applies and `winograd` is set
+    (MODEL.RETINA_PLUGIN.WINOGRAD), else F.conv2d. Training and autograd use Detectron2's forward.
+    """
+
+    winograd = False
+
+    def forward(self, x):
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        x = winograd.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.winograd)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x if self.activation is None else self.activation(x)
+
+
+class FrozenBNFoldedConv2d(InferenceConv2d):
     """
     Detectron2's Conv2d followed by its FrozenBatchNorm2d, computed at inference as one
     convolution with the norm folded into the weights: w' = w * s, b' = beta - mean * s (+ b * s),
@@ -20,9 +39,9 @@ class FrozenBNFoldedConv2d(Conv2d):
 
     def forward(self, x):
         if self.training or torch.is_grad_enabled():
-            return super().forward(x)
+            return Conv2d.forward(self, x)
         weight, bias = fold_batchnorm(self.weight, self.bias, self.norm)
-        x = F.conv2d(x, weight, bias.to(x.dtype), self.stride, self.padding, self.dilation, self.groups)
+        x = winograd.conv2d(x, weight, bias.to(x.dtype), self.stride, self.padding, self.dilation, self.groups, self.winograd)
         return x if self.activation is None else self.activation(x)
 
 
@@ -52,6 +71,19 @@ def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def use_winograd(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """
+    Make every other Detectron2 Conv2d in `module` an InferenceConv2d (same state_dict and
+    training forward), and set `winograd` on all of them.
+    """
+    for m in module.modules():
+        if type(m) is Conv2d:
+            m.__class__ = InferenceConv2d
+        if isinstance(m, InferenceConv2d):
+            m.winograd = enabled
+    return module
+
+
 @BACKBONE_REGISTRY.register()
 def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """
@@ -59,7 +91,9 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     cfg.MODEL.FPN, Detectron2's LastLevelP6P7: P6 = 3x3/2 conv, P7 = 3x3/2 conv on ReLU(P6)),
     with P6 taken from cfg.MODEL.RETINA_PLUGIN.P6_SOURCE ("res5" = C5 as in the paper and
     Detectron2, or "p5") and the ResNet's FrozenBatchNorm folded into its convolutions at
-    inference (same state_dict and outputs, one pass less over every activation).
+    inference (same state_dict and outputs, one pass less over every activation). With
+    cfg.MODEL.RETINA_PLUGIN.WINOGRAD, its 3x3 convolutions of >= 256 channels run as Winograd
+    F(4x4, 3x3) at CPU float32 inference (`winograd.py`).
 
     Returns a Backbone whose outputs are {"p3": (N, 256, H/8, W/8), ..., "p7": (N, 256, H/128, W/128)}.
     """
@@ -72,7 +106,7 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         p6_in_channels = bottom_up.output_shape()["res5"].channels
     else:
         p6_in_channels = out_channels
-    return FPN(
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=out_channels,
@@ -80,3 +114,4 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         top_block=LastLevelP6P7(p6_in_channels, out_channels, in_feature=p6_source),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    return use_winograd(fpn) if cfg.MODEL.RETINA_PLUGIN.WINOGRAD else fpn

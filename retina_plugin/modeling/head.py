@@ -12,6 +12,7 @@ from detectron2.utils.registry import Registry
 from fvcore.nn import giou_loss, smooth_l1_loss
 
 from .focal_loss import sigmoid_focal_loss_from_labels
+from .winograd import inference_layers
 
 RETINA_HEAD_REGISTRY = Registry("RETINA_HEAD")
 RETINA_HEAD_REGISTRY.__doc__ = """
@@ -51,6 +52,8 @@ class FocalLossHead(nn.Module):
     subnet (same shape, separate weights, 3x3 conv to A*4 deltas), each shared by all levels.
     New convs start from normal(std=0.01) weights and zero bias; the logit bias is
     -log((1 - pi) / pi), so every anchor starts at foreground probability pi (paper section 4.1).
+    With `winograd` (MODEL.RETINA_PLUGIN.WINOGRAD), CPU float32 inference runs its 3x3 convs as
+    Winograd F(4x4, 3x3) where that applies (modeling/winograd.py).
     """
 
     @configurable
@@ -69,8 +72,10 @@ class FocalLossHead(nn.Module):
         focal_loss_gamma: float = 2.0,
         box_reg_loss_type: str = "smooth_l1",
         smooth_l1_beta: float = 0.1,
+        winograd: bool = False,
     ):
         super().__init__()
+        self.winograd = winograd
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.box2box_transform = box2box_transform
@@ -110,6 +115,7 @@ class FocalLossHead(nn.Module):
             "focal_loss_gamma": node.FOCAL_LOSS_GAMMA,
             "box_reg_loss_type": node.BBOX_REG_LOSS_TYPE,
             "smooth_l1_beta": node.SMOOTH_L1_LOSS_BETA,
+            "winograd": cfg.MODEL.RETINA_PLUGIN.WINOGRAD,
         }
 
     def forward(self, features: List[torch.Tensor]):
@@ -119,10 +125,15 @@ class FocalLossHead(nn.Module):
         Returns:
             logits: per level (N, Hi*Wi*A, K); deltas: per level (N, Hi*Wi*A, 4).
         """
+        cls_branch = nn.Sequential(*self.cls_subnet, self.cls_score)
+        box_branch = nn.Sequential(*self.bbox_subnet, self.bbox_pred)
+        if self.winograd and not self.training and not torch.is_grad_enabled():
+            # Winograd filters transformed once for all levels (modeling/winograd.py).
+            cls_branch, box_branch = inference_layers(cls_branch, features[0]), inference_layers(box_branch, features[0])
         logits, deltas = [], []
         for x in features:
-            logits.append(permute_to_N_HWA_K(self.cls_score(self.cls_subnet(x)), self.num_classes))
-            deltas.append(permute_to_N_HWA_K(self.bbox_pred(self.bbox_subnet(x)), 4))
+            logits.append(permute_to_N_HWA_K(cls_branch(x), self.num_classes))
+            deltas.append(permute_to_N_HWA_K(box_branch(x), 4))
         return logits, deltas
 
     def losses(

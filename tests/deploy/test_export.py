@@ -101,6 +101,9 @@ def test_torchscript_file_is_a_traced_module_and_eager_anchor_cache_stays_clean(
     assert paths["torchscript"].endswith("model.ts")
     boxes, scores, classes = torch.jit.load(paths["torchscript"])(images[1])
     assert boxes.shape[1:] == (4,) and scores.dtype == torch.float32 and classes.dtype == torch.int64
+    # An eager forward after the export: the anchors it caches are keyed by int sizes, not by
+    # the trace's size tensors (this test may run before any other eager forward of the model).
+    eager_detections(model, images[1])
     sizes = [hw for key in model.anchor_generator._cache for level in key[0] for hw in level]
     assert sizes and all(isinstance(s, int) for s in sizes)
 

@@ -1,0 +1,157 @@
+"""
+Winograd F(4x4, 3x3) convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+Networks", CVPR 2016) for float32 inference on the CPU.
+
+A 3x3 stride-1 convolution computes each 4x4 output tile from a 6x6 input tile with
+36 products per (input, output) channel pair instead of 144: Y = A^T [(G w G^T) * (B^T d B)] A.
+The 36 elementwise products over channels are 36 matrix products (tiles x C) @ (C x K), which
+oneDNN/MKL run faster than oneDNN's direct convolution runs the conv itself. Measured on the
+2-core AVX-512 CPU this project benchmarks on (`benchmarks/winograd.py`): 1.3-2x on the
+head's and the ResNet's 3x3 convolutions with 256 or more channels, slower below 256.
+
+The outputs differ from the direct convolution's by float rounding, a relative 1e-5 per
+layer (the transform's constants 1/6 and 1/24 are not exact in float32); `MODEL.RETINA_PLUGIN.WINOGRAD
+False` keeps the direct convolution everywhere.
+"""
+import functools
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Lavin and Gray's F(4x4, 3x3) matrices: input transform B^T (6x6), filter transform G (6x3),
+# output transform A^T (4x6).
+_BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+       [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
+_G = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]  # fmt: skip
+_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+
+
+def _kron(m):
+    # The 2-D transform M X M^T of a row-major flattened tile X is kron(M, M) @ vec(X).
+    m = torch.tensor(m, dtype=torch.float64)
+    return torch.kron(m, m).float()
+
+
+INPUT_TRANSFORM = _kron(_BT)  # (36, 36)
+FILTER_TRANSFORM = _kron(_G)  # (36, 9)
+OUTPUT_TRANSFORM = _kron(_AT)  # (16, 36)
+# Below 256 channels the transforms' memory traffic outweighs the saved products (measured).
+MIN_CHANNELS = 256
+# Tiles per matrix product: the transformed tiles of one chunk stay in the cache (measured
+# 1.3-1.5x faster at P3 than one product over the whole map).
+TILES_PER_CHUNK = 256
+
+
+def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
+    """
+    Whether `winograd_conv2d` replaces F.conv2d(x, weight, ...): a 3x3 kernel, stride 1,
+    padding 1, no dilation or groups, >= MIN_CHANNELS in and out, float32 on the CPU, and not
+    inside a trace (export and FLOP counts keep the convolution) or torch.compile.
+    """
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and weight.shape[-2:] == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (1, 1)
+        and tuple(dilation) == (1, 1)
+        and groups == 1
+        and min(weight.shape[0], weight.shape[1]) >= MIN_CHANNELS
+    )
+
+
+def transform_filter(weight: torch.Tensor) -> torch.Tensor:
+    """(K, C, 3, 3) filters -> (36, K, C): G w G^T of each, flattened."""
+    k, c = weight.shape[:2]
+    return torch.mm(FILTER_TRANSFORM, weight.reshape(k * c, 9).t()).view(36, k, c)
+
+
+def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: bool = False) -> torch.Tensor:
+    """
+    F.conv2d(x, w, bias, stride=1, padding=1) (then ReLU if `relu`) by Winograd F(4x4, 3x3).
+
+    Args:
+        x: (N, C, H, W) float32, any memory format.
+        filters: (36, K, C), `transform_filter(w)` of the (K, C, 3, 3) filters w.
+        bias: (K,) or None.
+    Returns:
+        (N, K, H, W) float32 in channels_last.
+    """
+    n, c, h, w = x.shape
+    k = filters.shape[1]
+    tiles_h, tiles_w = -(-h // 4), -(-w // 4)
+    # Zero padding of 1 around the image, and up to the next whole tile at the bottom and right.
+    padded = x.new_zeros(n, 4 * tiles_h + 2, 4 * tiles_w + 2, c)
+    padded[:, 1 : h + 1, 1 : w + 1] = x.permute(0, 2, 3, 1)
+    out = torch.empty((n, k, h, w), dtype=x.dtype, memory_format=torch.channels_last)
+    out_nhwc = out.permute(0, 2, 3, 1)
+    filters_t = filters.transpose(1, 2)  # (36, C, K)
+    rows = max(1, TILES_PER_CHUNK // tiles_w)
+    for i in range(n):
+        for r0 in range(0, tiles_h, rows):
+            r1 = min(tiles_h, r0 + rows)
+            p = (r1 - r0) * tiles_w
+            # (rows, tiles_w, C, 6, 6) overlapping 6x6 tiles at stride 4 -> (P * C, 36), copied.
+            tiles = padded[i, 4 * r0 : 4 * r1 + 2].unfold(0, 6, 4).unfold(1, 6, 4).reshape(p * c, 36)
+            v = torch.mm(INPUT_TRANSFORM, tiles.t()).view(36, p, c)
+            m = torch.bmm(v, filters_t)  # (36, P, K)
+            y = torch.mm(OUTPUT_TRANSFORM, m.view(36, p * k)).view(4, 4, r1 - r0, tiles_w, k)
+            y = y.permute(2, 0, 3, 1, 4).reshape(4 * (r1 - r0), 4 * tiles_w, k)
+            y0, y1 = 4 * r0, min(h, 4 * r1)
+            target = out_nhwc[i, y0:y1]
+            if bias is None:
+                target.copy_(y[: y1 - y0, :w])
+            else:
+                torch.add(y[: y1 - y0, :w], bias, out=target)
+            if relu:
+                target.clamp_(min=0)
+    return out
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, winograd: bool = True):
+    """F.conv2d, by `winograd_conv2d` where `winograd` is on and it `applies`."""
+    if winograd and applies(x, weight, stride, padding, dilation, groups):
+        return winograd_conv2d(x, transform_filter(weight), bias)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """
+    A function equal to nn.Sequential(*layers) at inference on inputs like `x`, for a pass
+    that calls it several times (the head, once per level): each nn.Conv2d where Winograd
+    `applies` has its filters transformed once, here, and takes a ReLU that follows it into its
+    last pass; the other layers are called as they are, and so are layers with hooks (int8
+    calibration records their inputs).
+    """
+    steps, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        if (
+            isinstance(layer, nn.Conv2d)
+            and not _hooked(layer)
+            and applies(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
+        ):
+            relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) and not _hooked(layers[i + 1])
+            steps.append(functools.partial(winograd_conv2d, filters=transform_filter(layer.weight), bias=layer.bias, relu=relu))
+            i += 2 if relu else 1
+        else:
+            steps.append(layer)
+            i += 1
+
+    def run(y):
+        for step in steps:
+            y = step(y)
+        return y
+
+    return run
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
