@@ -14,10 +14,10 @@ test-slow: setup
 run: setup
 	bash scripts/run_embedded.sh
 
-# Ours against ONNX Runtime and OpenVINO (benchmarks/runtimes.py); installs the bench extra first.
+# The benchmark (benchmarks/bench.py: ours, Detectron2, torchvision; then ONNX Runtime and OpenVINO, runtimes.py); installs the bench extra first.
 bench: setup
 	.venv/bin/python -m pip install -q -e ".[bench]"
-	.venv/bin/python benchmarks/runtimes.py
+	.venv/bin/python benchmarks/bench.py
 
 clean:
 	rm -rf output datasets

@@ -6,11 +6,14 @@ Speed, memory and FLOP comparison of three RetinaNet R50-FPN implementations on 
   torchvision  torchvision's RetinaNet R50-FPN (v1), random weights
 
     python benchmarks/bench.py [--device cpu|cuda] [--threads N] [--repeats 5] [--quick]
-                               [--out benchmarks/results]
+                               [--no-runtimes] [--out benchmarks/results]
 
 Each measurement runs in fresh subprocesses of this script (`--worker`): one holding all three
 models times them in turns; one per model measures its peak memory alone. All use the same
 seed, hence the same weights and images. benchmarks/README.md says what each row means.
+
+On the CPU it then runs runtimes.py: ours against ONNX Runtime and OpenVINO in float32 and
+int8, with the int8 paths' AP, when the `bench` extra is installed (`make bench`).
 
 This file is the command line and the driver; the rest is in its sibling modules: inputs.py
 (images), models.py (the three models), adapters.py (running each), tasks.py (the six
@@ -106,6 +109,22 @@ def run_driver(args):
     print()
     print(table)
     print(f"wrote {out / name}.json and .md")
+    if args.device == "cpu" and not args.no_runtimes:
+        run_runtimes(args)
+
+
+def run_runtimes(args):
+    """runtimes.py's table (ours against ONNX Runtime and OpenVINO), or a line saying what it needs."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime", "openvino", "nncf") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"\nruntimes rows skipped: {', '.join(missing)} not installed (`make bench` or `pip install -e .[bench]`)")
+        return
+    import runtimes
+
+    print("\nAgainst the deployment runtimes (runtimes.py):", flush=True)
+    runtimes.run_driver(runtimes.parse_args(["--threads", str(args.threads), "--repeats", str(args.repeats), "--out", args.out]))
 
 
 def parse_args(argv=None):
@@ -115,6 +134,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     parser.add_argument("--quick", action="store_true", help="2 repeats (for development)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--no-runtimes", action="store_true", help="skip runtimes.py (ONNX Runtime, OpenVINO) after the table")
     parser.add_argument("--worker", choices=MODELS + ("all",), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)

@@ -88,12 +88,16 @@ def build_detectron2(device):
     return model
 
 
-def build_ours(device, state_dict=None):
-    """RetinaNetPlugin holding the (perturbed) weights of `build_detectron2` (or `state_dict`, its)."""
+def build_ours(device, state_dict=None, opts=()):
+    """
+    RetinaNetPlugin holding the (perturbed) weights of `build_detectron2` (or `state_dict`, its),
+    with config keys `opts` (a list as on the command line) on top of the benchmark's.
+    """
     import retina_plugin  # noqa: F401  (registers the plugin)
     from detectron2.modeling import build_model
 
     _, ours_cfg = detectron2_cfgs(device)
+    ours_cfg.merge_from_list(list(opts))
     if state_dict is None:
         state_dict = build_detectron2(device).state_dict()
     torch.manual_seed(SEED + 1)

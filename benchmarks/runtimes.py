@@ -2,7 +2,7 @@
 RetinaNetPlugin R50-FPN (bench.py's weights) against the runtimes CPU users deploy it with:
 ONNX Runtime and OpenVINO, in float32 and int8, on one 800x1216 image, same thread count.
 
-    python benchmarks/runtimes.py [--quick] [--repeats 5] [--threads 2] [--out benchmarks/results]
+    python benchmarks/runtimes.py [--quick] [--repeats 5] [--threads 2] [--no-ap] [--out benchmarks/results]
 
 Needs the `bench` extra (`make bench`, or `pip install -e .[bench]`: openvino, nncf).
 
@@ -26,6 +26,12 @@ the rounds. Two parts are timed:
 
 Every row's head outputs go through ours' float postprocess (DecodeAndNMS) in the driver, for
 the agreement columns: an int8 row against its own float32, a float32 runtime against ours.
+
+The accuracy of the int8 paths, which random weights cannot show, follows from int8_ap.py:
+the COCO AP on the embedded val split of `make run`'s trained model (skipped, with a line
+saying so, when its weights are missing; `--no-ap` skips it).
+
+bench.py runs this script after its own table when the bench extra is installed.
 """
 import argparse
 import json
@@ -46,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # row: (runtime, precision); float32 rows before int8 ones, ours first in each.
 ROWS = {
     "ours": ("ours", "float32"),
+    "ours_direct": ("ours, WINOGRAD False", "float32"),
     "ours_compiled": ("ours, torch.compile", "float32"),
     "onnxruntime": ("ONNX Runtime", "float32"),
     "openvino": ("OpenVINO", "float32"),
@@ -57,6 +64,7 @@ FLOAT32_OF = {"ours_int8": "ours", "onnxruntime_int8": "onnxruntime", "openvino_
 WARMUP, CALLS = 1, 2
 # The issue's targets: ours / the fastest runtime of the same precision.
 TARGETS = {"float32": 1.1, "int8": 1.2}
+MAX_INT8_AP_COST = 0.3  # AP below float32 on the embedded val split
 
 
 def timed_image():
@@ -119,13 +127,14 @@ def extract_network(detector_path, network_path):
     onnx.utils.extract_model(str(detector_path), str(network_path), ["image"], outputs)
 
 
-def quantize_onnxruntime(network_path, int8_path):
+def quantize_onnxruntime(network_path, int8_path, images=None):
+    """`quantize_static` of the network graph, calibrated on `images` ((3, H, W) float32 numpy; default calibration_images())."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Images(CalibrationDataReader):
         def __init__(self):
-            self.images = iter(calibration_images())
+            self.images = iter(calibration_images() if images is None else images)
 
         def get_next(self):
             image = next(self.images, None)
@@ -139,12 +148,13 @@ def quantize_onnxruntime(network_path, int8_path):
     )  # fmt: skip
 
 
-def quantize_openvino(network_path, int8_path):
+def quantize_openvino(network_path, int8_path, images=None):
+    """`nncf.quantize` of the network graph, calibrated on `images` (as quantize_onnxruntime)."""
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(network_path))
-    images = calibration_images()
+    images = calibration_images() if images is None else images
     quantized = nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))
     ov.save_model(quantized, str(int8_path))
 
@@ -160,7 +170,8 @@ class Ours:
         from models import build_ours, calibrated_int8
 
         torch.set_num_threads(threads)
-        model = build_ours("cpu", state_dict=torch.load(Path(workdir) / "weights.pth"))
+        opts = ["MODEL.RETINA_PLUGIN.WINOGRAD", False] if row == "ours_direct" else []
+        model = build_ours("cpu", state_dict=torch.load(Path(workdir) / "weights.pth"), opts=opts)
         if row == "ours_compiled":
             model.compile_inference = True  # MODEL.RETINA_PLUGIN.COMPILE
         if row == "ours_int8":
@@ -238,7 +249,7 @@ class OpenVino:
         return self._run("detector", image)
 
 
-RUNNERS = {"ours": Ours, "ours_compiled": Ours, "ours_int8": Ours, "onnxruntime": OnnxRuntime,
+RUNNERS = {"ours": Ours, "ours_direct": Ours, "ours_compiled": Ours, "ours_int8": Ours, "onnxruntime": OnnxRuntime,
            "onnxruntime_int8": OnnxRuntime, "openvino": OpenVino, "openvino_int8": OpenVino}  # fmt: skip
 
 
@@ -345,9 +356,10 @@ def run_driver(args):
                 print(f"  round {r + 1}/{args.repeats} {row:17s} {parts}", flush=True)
         torch.set_num_threads(args.threads)
         agree = agreement(model, workdir, rows)
+        ap_rows = int8_accuracy(args, Path(workdir) / "ap")
 
     info = machine_info(argparse.Namespace(device="cpu", threads=args.threads))
-    summary = {"machine": info, "threads": args.threads, "repeats": args.repeats, "rounds": rounds, "agreement": agree,
+    summary = {"machine": info, "threads": args.threads, "repeats": args.repeats, "rounds": rounds, "agreement": agree, "int8_ap": ap_rows,
                "seconds": time.perf_counter() - start, "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]}}  # fmt: skip
     table = markdown(summary)
     out = Path(args.out)
@@ -358,6 +370,21 @@ def run_driver(args):
     print()
     print(table)
     print(f"wrote {out / name}.json and .md")
+
+
+def int8_accuracy(args, workdir):
+    """int8_ap.py's rows (AP of every int8 path on the embedded val split), or None without `make run`'s weights."""
+    import int8_ap
+
+    if args.no_ap:
+        return None
+    if not int8_ap.DEFAULT_WEIGHTS.is_file():
+        print(f"AP rows skipped: {int8_ap.DEFAULT_WEIGHTS.relative_to(ROOT)} not found (`make run` trains it)", flush=True)
+        return None
+    workdir.mkdir()
+    start = time.perf_counter()
+    rows = int8_ap.int8_ap_rows(int8_ap.DEFAULT_WEIGHTS, args.threads, workdir, lambda s: print(f"  AP: {s}", flush=True))
+    return {"rows": rows, "seconds": time.perf_counter() - start}
 
 
 def _stats(summary, row, part):
@@ -380,6 +407,15 @@ def markdown(summary):
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += target_lines(summary)
+    ap = summary.get("int8_ap")
+    if ap is not None:
+        import int8_ap
+
+        lines += ["", f"**Accuracy of the int8 paths** (`benchmarks/int8_ap.py`, {ap['seconds']:.0f} s): COCO AP on the embedded "
+                  "val split of `make run`'s model, every int8 path calibrated on the same 32 shapes_train images:", ""]  # fmt: skip
+        lines += int8_ap.table_lines(ap["rows"])
+        cost = max(r["AP_minus_float32"] for r in ap["rows"] if r["path"] == "ours" and r["precision"] == "int8")
+        lines += ["", f"- target: ours int8 at <= {MAX_INT8_AP_COST} AP below float32: {cost:+.2f}: **{'met' if cost >= -MAX_INT8_AP_COST else 'not met'}**"]
     compile_s = [r["compile_s"] for r in summary["rounds"]["ours_compiled"]]
     info = summary["machine"]
     lines += [
@@ -450,6 +486,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="worker runs per row, taking turns")
     parser.add_argument("--quick", action="store_true", help="2 rounds (for development)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--no-ap", action="store_true", help="skip the int8 paths' AP (int8_ap.py, ~1 min)")
     parser.add_argument("--worker", choices=list(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)

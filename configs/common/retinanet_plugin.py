@@ -82,6 +82,7 @@ model = L(RetinaNetPlugin)(
     input_format="BGR",
     channels_last=True,  # MODEL.RETINA_PLUGIN.CHANNELS_LAST
     inference_dtype="float32",
+    winograd=True,  # MODEL.RETINA_PLUGIN.WINOGRAD
     vis_period=0,
 )
 

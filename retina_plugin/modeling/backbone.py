@@ -71,19 +71,6 @@ def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def use_winograd(module: nn.Module, enabled: bool = True) -> nn.Module:
-    """
-    Make every other Detectron2 Conv2d in `module` an InferenceConv2d (same state_dict and
-    training forward), and set `winograd` on all of them.
-    """
-    for m in module.modules():
-        if type(m) is Conv2d:
-            m.__class__ = InferenceConv2d
-        if isinstance(m, InferenceConv2d):
-            m.winograd = enabled
-    return module
-
-
 @BACKBONE_REGISTRY.register()
 def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """
@@ -91,9 +78,7 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     cfg.MODEL.FPN, Detectron2's LastLevelP6P7: P6 = 3x3/2 conv, P7 = 3x3/2 conv on ReLU(P6)),
     with P6 taken from cfg.MODEL.RETINA_PLUGIN.P6_SOURCE ("res5" = C5 as in the paper and
     Detectron2, or "p5") and the ResNet's FrozenBatchNorm folded into its convolutions at
-    inference (same state_dict and outputs, one pass less over every activation). With
-    cfg.MODEL.RETINA_PLUGIN.WINOGRAD, its 3x3 convolutions of >= 256 channels run as Winograd
-    F(4x4, 3x3) at CPU float32 inference (`winograd.py`).
+    inference (same state_dict and outputs, one pass less over every activation).
 
     Returns a Backbone whose outputs are {"p3": (N, 256, H/8, W/8), ..., "p7": (N, 256, H/128, W/128)}.
     """
@@ -106,7 +91,7 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         p6_in_channels = bottom_up.output_shape()["res5"].channels
     else:
         p6_in_channels = out_channels
-    fpn = FPN(
+    return FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=out_channels,
@@ -114,4 +99,3 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         top_block=LastLevelP6P7(p6_in_channels, out_channels, in_feature=p6_source),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
-    return use_winograd(fpn) if cfg.MODEL.RETINA_PLUGIN.WINOGRAD else fpn

@@ -52,8 +52,8 @@ class FocalLossHead(nn.Module):
     subnet (same shape, separate weights, 3x3 conv to A*4 deltas), each shared by all levels.
     New convs start from normal(std=0.01) weights and zero bias; the logit bias is
     -log((1 - pi) / pi), so every anchor starts at foreground probability pi (paper section 4.1).
-    With `winograd` (MODEL.RETINA_PLUGIN.WINOGRAD), CPU float32 inference runs its 3x3 convs as
-    Winograd F(4x4, 3x3) where that applies (modeling/winograd.py).
+    With `winograd` (set by RetinaNetPlugin from MODEL.RETINA_PLUGIN.WINOGRAD), CPU float32
+    inference runs its 3x3 convs as Winograd F(4x4, 3x3) where that applies (modeling/winograd.py).
     """
 
     @configurable
@@ -115,7 +115,6 @@ class FocalLossHead(nn.Module):
             "focal_loss_gamma": node.FOCAL_LOSS_GAMMA,
             "box_reg_loss_type": node.BBOX_REG_LOSS_TYPE,
             "smooth_l1_beta": node.SMOOTH_L1_LOSS_BETA,
-            "winograd": cfg.MODEL.RETINA_PLUGIN.WINOGRAD,
         }
 
     def forward(self, features: List[torch.Tensor]):

@@ -16,6 +16,7 @@ from .anchor_generator import anchor_tensors
 from .head import build_retina_head
 from .matching import build_anchor_matcher, label_anchors
 from .postprocess import build_retina_postprocess
+from .winograd import use_winograd
 
 VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 # The inference dtypes run under torch.autocast; "int8" swaps the convolutions instead
@@ -53,6 +54,7 @@ class RetinaNetPlugin(nn.Module):
         channels_last: bool = False,
         inference_dtype: str = "float32",
         compile_inference: bool = False,
+        winograd: bool = False,
         vis_period: int = 0,
     ):
         super().__init__()
@@ -76,6 +78,9 @@ class RetinaNetPlugin(nn.Module):
         self._compiled = None  # (backbone, head) compiled at the first eval forward; a tuple, so not submodules
         self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if winograd:
+            # CPU float32 inference: 3x3 convolutions of >= 256 channels by Winograd F(4x4, 3x3).
+            use_winograd(self)
         if channels_last:
             # The CPU (oneDNN) and cuDNN convolution kernels work in NHWC; NCHW weights and
             # activations are reordered on every call. NHWC also makes the head's
@@ -120,6 +125,7 @@ class RetinaNetPlugin(nn.Module):
             "channels_last": node.CHANNELS_LAST,
             "inference_dtype": node.INFERENCE_DTYPE,
             "compile_inference": node.COMPILE,
+            "winograd": node.WINOGRAD,
             "vis_period": cfg.VIS_PERIOD,
         }
 
@@ -129,8 +135,9 @@ class RetinaNetPlugin(nn.Module):
         ones (inductor with freezing: the weights become constants, so oneDNN prepacks them and
         fuses conv + ReLU + residual add), compiled at the first call for the weights of that
         moment; `train()` drops them, so evaluation during training compiles the new weights.
+        A trace (export) gets the eager ones.
         """
-        if not self.compile_inference:
+        if not self.compile_inference or torch.jit.is_tracing():
             return self.backbone, self.head
         if self._compiled is None:
             self._compiled = tuple(torch.compile(m, options={"freezing": True}) for m in (self.backbone, self.head))
@@ -140,6 +147,13 @@ class RetinaNetPlugin(nn.Module):
         if mode:
             self._compiled = None
         return super().train(mode)
+
+    def __getstate__(self):
+        # copy.deepcopy and pickling leave the compiled modules out: they wrap this model's
+        # own backbone and head, not the copy's. The copy compiles its own when it runs.
+        state = dict(self.__dict__)
+        state["_compiled"] = None
+        return state
 
     @property
     def device(self):

@@ -43,6 +43,10 @@ MIN_CHANNELS = 256
 # Tiles per matrix product: the transformed tiles of one chunk stay in the cache (measured
 # 1.3-1.5x faster at P3 than one product over the whole map).
 TILES_PER_CHUNK = 256
+# A convolution whose filters are transformed for one call (the ResNet's and FPN's, folded
+# per call) pays the transform, 36 K C values, once per map: measured, it pays off from about
+# this many output pixels (res4 at 50x76 faster, res5 at 25x38 and P5 slower than direct).
+MIN_PIXELS_PER_TRANSFORM = 2048
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
@@ -51,13 +55,9 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
     padding 1, no dilation or groups, >= MIN_CHANNELS in and out, float32 on the CPU, and not
     inside a trace (export and FLOP counts keep the convolution) or torch.compile.
     """
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False
     return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
+        plain_cpu_float32(x)
         and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
         and weight.shape[-2:] == (3, 3)
         and tuple(stride) == (1, 1)
         and tuple(padding) == (1, 1)
@@ -65,6 +65,13 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
         and groups == 1
         and min(weight.shape[0], weight.shape[1]) >= MIN_CHANNELS
     )
+
+
+def plain_cpu_float32(x: torch.Tensor) -> bool:
+    """`x` is float32 on the CPU, outside autocast, a trace, TorchScript and torch.compile."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def transform_filter(weight: torch.Tensor) -> torch.Tensor:
@@ -88,8 +95,12 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
     k = filters.shape[1]
     tiles_h, tiles_w = -(-h // 4), -(-w // 4)
     # Zero padding of 1 around the image, and up to the next whole tile at the bottom and right.
-    padded = x.new_zeros(n, 4 * tiles_h + 2, 4 * tiles_w + 2, c)
+    padded = x.new_empty(n, 4 * tiles_h + 2, 4 * tiles_w + 2, c)
     padded[:, 1 : h + 1, 1 : w + 1] = x.permute(0, 2, 3, 1)
+    padded[:, :1].zero_()
+    padded[:, h + 1 :].zero_()
+    padded[:, :, :1].zero_()
+    padded[:, :, w + 1 :].zero_()
     out = torch.empty((n, k, h, w), dtype=x.dtype, memory_format=torch.channels_last)
     out_nhwc = out.permute(0, 2, 3, 1)
     filters_t = filters.transpose(1, 2)  # (36, C, K)
@@ -116,8 +127,11 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, winograd: bool = True):
-    """F.conv2d, by `winograd_conv2d` where `winograd` is on and it `applies`."""
-    if winograd and applies(x, weight, stride, padding, dilation, groups):
+    """
+    F.conv2d, by `winograd_conv2d` where `winograd` is on, it `applies` and the map has
+    MIN_PIXELS_PER_TRANSFORM pixels or more.
+    """
+    if winograd and applies(x, weight, stride, padding, dilation, groups) and x.shape[-2] * x.shape[-1] >= MIN_PIXELS_PER_TRANSFORM:
         return winograd_conv2d(x, transform_filter(weight), bias)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -135,10 +149,10 @@ def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[
         layer = layers[i]
         if (
             isinstance(layer, nn.Conv2d)
-            and not _hooked(layer)
+            and not hooked(layer)
             and applies(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
         ):
-            relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) and not _hooked(layers[i + 1])
+            relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) and not hooked(layers[i + 1])
             steps.append(functools.partial(winograd_conv2d, filters=transform_filter(layer.weight), bias=layer.bias, relu=relu))
             i += 2 if relu else 1
         else:
@@ -153,5 +167,24 @@ def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[
     return run
 
 
-def _hooked(module: nn.Module) -> bool:
+def hooked(module: nn.Module) -> bool:
+    """Whether `module` has forward hooks, which a call that bypasses its forward would skip."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def use_winograd(model: nn.Module) -> nn.Module:
+    """
+    Turn Winograd on in `model` (MODEL.RETINA_PLUGIN.WINOGRAD): every Detectron2 Conv2d becomes
+    an InferenceConv2d (same state_dict and training forward), and every module with a
+    `winograd` attribute (InferenceConv2d, the head) gets it set. Returns `model`.
+    """
+    from detectron2.layers import Conv2d
+
+    from .backbone import InferenceConv2d
+
+    for m in model.modules():
+        if type(m) is Conv2d:
+            m.__class__ = InferenceConv2d
+        if hasattr(m, "winograd"):
+            m.winograd = True
+    return model

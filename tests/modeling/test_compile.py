@@ -56,3 +56,24 @@ def test_training_runs_eager_and_drops_the_compiled_modules(make_batch):
 def test_compile_needs_float32():
     with pytest.raises(ConfigError, match="MODEL.RETINA_PLUGIN.COMPILE"):
         narrow_cfg("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", "bfloat16")
+
+
+def test_export_traces_the_eager_modules_and_copies_drop_the_compiled_ones(tmp_path):
+    import copy
+
+    from retina_plugin.deploy.export import export_model, run_exported
+
+    model = build_model(narrow_cfg()).eval()
+    image = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0)) * 255
+    path = export_model(model, image, str(tmp_path), "torchscript")
+    assert model._compiled is None  # the trace did not compile
+    model.compile_inference = False
+    with torch.no_grad():
+        eager = model([{"image": image}])[0]["instances"]
+    boxes, scores, classes = run_exported(path, image)
+    assert len(eager) > 10
+    assert compare_detections((boxes, scores, classes), eager, min_iou=0.999, score_atol=1e-5)["match"]
+    # A copy never holds the original's compiled wrappers (they would run the original's weights).
+    model._compiled = (model.backbone, model.head)
+    copied = copy.deepcopy(model)
+    assert copied._compiled is None and model._compiled is not None
