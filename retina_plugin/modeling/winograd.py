@@ -101,28 +101,35 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
     padded[:, h + 1 :].zero_()
     padded[:, :, :1].zero_()
     padded[:, :, w + 1 :].zero_()
-    out = torch.empty((n, k, h, w), dtype=x.dtype, memory_format=torch.channels_last)
-    out_nhwc = out.permute(0, 2, 3, 1)
+    # The output at whole tiles (cropped at the end when H or W is not a multiple of 4), and
+    # buffers reused by every chunk: one allocation each per call, not per chunk.
+    out = x.new_empty(n, 4 * tiles_h, 4 * tiles_w, k)
     filters_t = filters.transpose(1, 2)  # (36, C, K)
     rows = max(1, TILES_PER_CHUNK // tiles_w)
+    chunk = min(rows, tiles_h) * tiles_w
+    tiles_buf, v_buf, m_buf, y_buf = (x.new_empty(size) for size in (chunk * c * 36, 36 * chunk * c, 36 * chunk * k, 16 * chunk * k))
     for i in range(n):
         for r0 in range(0, tiles_h, rows):
             r1 = min(tiles_h, r0 + rows)
             p = (r1 - r0) * tiles_w
-            # (rows, tiles_w, C, 6, 6) overlapping 6x6 tiles at stride 4 -> (P * C, 36), copied.
-            tiles = padded[i, 4 * r0 : 4 * r1 + 2].unfold(0, 6, 4).unfold(1, 6, 4).reshape(p * c, 36)
-            v = torch.mm(INPUT_TRANSFORM, tiles.t()).view(36, p, c)
-            m = torch.bmm(v, filters_t)  # (36, P, K)
-            y = torch.mm(OUTPUT_TRANSFORM, m.view(36, p * k)).view(4, 4, r1 - r0, tiles_w, k)
-            y = y.permute(2, 0, 3, 1, 4).reshape(4 * (r1 - r0), 4 * tiles_w, k)
-            y0, y1 = 4 * r0, min(h, 4 * r1)
-            target = out_nhwc[i, y0:y1]
+            # Overlapping 6x6 tiles at stride 4: (rows, tiles_w, C, 6, 6) -> (P * C, 36).
+            tiles = tiles_buf[: p * c * 36].view(r1 - r0, tiles_w, c, 6, 6)
+            tiles.copy_(padded[i, 4 * r0 : 4 * r1 + 2].unfold(0, 6, 4).unfold(1, 6, 4))
+            v = torch.mm(INPUT_TRANSFORM, tiles.view(p * c, 36).t(), out=v_buf[: 36 * p * c].view(36, p * c))
+            m = torch.bmm(v.view(36, p, c), filters_t, out=m_buf[: 36 * p * k].view(36, p, k))
+            y = torch.mm(OUTPUT_TRANSFORM, m.view(36, p * k), out=y_buf[: 16 * p * k].view(16, p * k))
+            # (4, 4, rows, tiles_w, K) -> the output rows of this chunk, (rows, 4, tiles_w, 4, K).
+            y = y.view(4, 4, r1 - r0, tiles_w, k).permute(2, 0, 3, 1, 4)
+            target = out[i, 4 * r0 : 4 * r1].view(r1 - r0, 4, tiles_w, 4, k)
             if bias is None:
-                target.copy_(y[: y1 - y0, :w])
+                target.copy_(y)
             else:
-                torch.add(y[: y1 - y0, :w], bias, out=target)
+                torch.add(y, bias, out=target)
             if relu:
                 target.clamp_(min=0)
+    out = out.permute(0, 3, 1, 2)  # (N, K, 4 tiles_h, 4 tiles_w), channels_last
+    if out.shape[-2:] != (h, w):
+        out = out[:, :, :h, :w].contiguous(memory_format=torch.channels_last)
     return out
 
 
