@@ -124,11 +124,17 @@ class FocalLossHead(nn.Module):
         Returns:
             logits: per level (N, Hi*Wi*A, K); deltas: per level (N, Hi*Wi*A, 4).
         """
-        cls_branch = nn.Sequential(*self.cls_subnet, self.cls_score)
-        box_branch = nn.Sequential(*self.bbox_subnet, self.bbox_pred)
         if self.winograd and not self.training and not torch.is_grad_enabled():
             # Winograd filters transformed once for all levels (modeling/winograd.py).
-            cls_branch, box_branch = inference_layers(cls_branch, features[0]), inference_layers(box_branch, features[0])
+            cls_branch = inference_layers([*self.cls_subnet, self.cls_score], features[0])
+            box_branch = inference_layers([*self.bbox_subnet, self.bbox_pred], features[0])
+        else:
+            def cls_branch(x):
+                return self.cls_score(self.cls_subnet(x))
+
+            def box_branch(x):
+                return self.bbox_pred(self.bbox_subnet(x))
+
         logits, deltas = [], []
         for x in features:
             logits.append(permute_to_N_HWA_K(cls_branch(x), self.num_classes))
