@@ -1,7 +1,7 @@
 """
 Winograd F(4x4, 3x3) (retina_plugin/modeling/winograd.py) against oneDNN's direct convolution,
 per 3x3 stride-1 convolution shape of the R50-FPN on the benchmark's 800x1216 image: where
-MODEL.RETINA_PLUGIN.WINOGRAD pays and where its rules (MIN_CHANNELS, MIN_PIXELS_PER_TRANSFORM)
+MODEL.RETINA_PLUGIN.WINOGRAD pays and where its rules (`applies`, `pays_per_call`)
 leave the direct convolution.
 
     python benchmarks/winograd.py [--threads 2] [--repeats 5]
@@ -68,7 +68,7 @@ def main():
             transform = median(lambda: winograd.transform_filter(weight))
             cost = fast + (transform if per_call else 0.0)
             geometry = ((1, 1), (1, 1), (1, 1), 1)
-            used = winograd.applies(x, weight, *geometry) and (not per_call or h * w >= winograd.MIN_PIXELS_PER_TRANSFORM)
+            used = winograd.applies(x, weight, *geometry) and (not per_call or winograd.pays_per_call(x, weight))
             total_direct += calls * direct
             total_used += calls * (cost if used else direct)
             print(f"| {where} | {calls} | {c} -> {k} | {h} x {w} | {direct:.2f} | {fast:.2f} | {transform:.2f} | {direct / cost:.2f} | {'yes' if used else 'no'} |", flush=True)

@@ -5,8 +5,9 @@ Weights are int8, symmetric, one scale per output channel; activations are uint8
 scale and zero point per tensor, from ranges recorded on calibration images
 (`calibrate_int8`). The convolutions are oneDNN's int8 kernels (VNNI on x86), with ReLU and
 the ResNet's residual sum fused into them; activations stay uint8 from the stem to the last
-ResNet block and inside the head's subnets. FPN sums, P6/P7 inputs and the head's outputs stay
-float32, and decoding and NMS are those of the float32 model.
+ResNet block, from the FPN's outputs that only the head reads (P3-P5; the backbone returns them
+as QuantizedActivation) and inside the head's subnets. FPN sums, P6/P7 and the head's outputs
+stay float32, and decoding and NMS are those of the float32 model.
 
     ranges = calibrate_int8(model, batches)          # float32 model, eval mode, weights loaded
     save_int8_calibration("int8_calibration.json", ranges)
@@ -59,6 +60,10 @@ class QuantizedActivation(NamedTuple):
     @property
     def shape(self):
         return self.data.shape
+
+    @property
+    def device(self):
+        return self.data.device
 
     def dequantize(self) -> torch.Tensor:
         return (self.data.float() - self.zero_point) * self.scale
@@ -235,6 +240,8 @@ class Int8BottleneckBlock(BottleneckBlock):
 def _shortcut(block, x: QuantizedActivation) -> QuantizedActivation:
     if block.shortcut is not None:
         return block.shortcut(x)
+    if block.sum_into_input:
+        return x
     # The summing convolution writes its output into this buffer; x may be read elsewhere.
     return x._replace(data=x.data.clone())
 
@@ -439,15 +446,24 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
     current = qp(f"{names[stem]}:out")
     stage_outputs = {}
     for stage_name, stage in zip(resnet.stage_names, resnet.stages):
-        for block in stage:
+        for index, block in enumerate(stage):
             current = _quantize_block(block, current, qp, names)
+            # Past a stage's first block, a block's input is the block before's output, which
+            # nothing else reads: an identity shortcut's sum can overwrite it (no copy).
+            block.sum_into_input = index > 0
         stage_outputs[stage_name] = current
 
-    # FPN: lateral convs read the stages' uint8 outputs; sums and outputs are float32.
+    # FPN: lateral convs read the stages' uint8 outputs; sums are float32. An output conv whose
+    # level only the head reads hands it uint8 (one rounding in the kernel, instead of a
+    # float32 map quantized again by each subnet).
+    head = model.head
+    head_input = _head_input_qparams(head, qp, names)
     for index, (lateral, output) in enumerate(zip(backbone.lateral_convs, backbone.output_convs)):
         feature = backbone.in_features[-1 - index]
+        level = backbone._out_features[len(backbone.in_features) - 1 - index]
+        only_head = head_input is not None and level in model.head_in_features and level != backbone.top_block.in_feature
         _replace(backbone, lateral, Int8Conv2d(lateral, stage_outputs[feature]))
-        _replace(backbone, output, Int8Conv2d(output, qp(f"{names[output]}:in")))
+        _replace(backbone, output, Int8Conv2d(output, qp(f"{names[output]}:in"), output_qparams=head_input if only_head else None))
     top = backbone.top_block
     p6_input = stage_outputs.get(top.in_feature) or qp(f"{names[top.p6]}:in")
     top.p6 = Int8Conv2d(top.p6, p6_input)
@@ -455,7 +471,6 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
 
     # Head: a conv followed by a ReLU runs it fused and hands the next conv uint8; one followed
     # by a norm (GN, per-level BN) outputs float32 for it. The predictors output float32.
-    head = model.head
     shared = {"packed_shapes": 2 * len(model.head_in_features)}  # the head runs on every level
     for subnet, predictor in ((head.cls_subnet, head.cls_score), (head.bbox_subnet, head.bbox_pred)):
         layers = list(subnet)
@@ -476,6 +491,16 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
     model.int8 = True
     logger.info(f"int8 inference: {sum(isinstance(m, Int8Conv2d) for m in model.modules())} convolutions quantized ({source})")
     return model
+
+
+def _head_input_qparams(head: FocalLossHead, qp: _RangeLookup, names) -> Optional[QParams]:
+    """
+    The QParams both of the head's branches quantize a level with, or None where they differ.
+    Calibration records both on the same maps, so they are equal unless a file was edited.
+    """
+    first = [[*head.cls_subnet, head.cls_score][0], [*head.bbox_subnet, head.bbox_pred][0]]
+    cls_input, box_input = (qp(f"{names[m]}:in") for m in first)
+    return cls_input if cls_input == box_input else None
 
 
 def _quantize_block(block: nn.Module, input_qparams: QParams, qp: _RangeLookup, names) -> QParams:

@@ -6,8 +6,8 @@ A 3x3 stride-1 convolution computes each 4x4 output tile from a 6x6 input tile w
 36 products per (input, output) channel pair instead of 144: Y = A^T [(G w G^T) * (B^T d B)] A.
 The 36 elementwise products over channels are 36 matrix products (tiles x C) @ (C x K), which
 oneDNN/MKL run faster than oneDNN's direct convolution runs the conv itself. Measured on the
-2-core AVX-512 CPU this project benchmarks on (`benchmarks/winograd.py`): 1.3-2x on the
-head's and the ResNet's 3x3 convolutions with 256 or more channels, slower below 256.
+2-core AVX-512 CPU this project benchmarks on (`benchmarks/winograd.py`): 1.2-2.5x on the
+head's, the FPN's and the ResNet's 3x3 convolutions from 128 channels in, slower at 64.
 
 The outputs differ from the direct convolution's by float rounding, a relative 1e-5 per
 layer (the transform's constants 1/6 and 1/24 are not exact in float32); `MODEL.RETINA_PLUGIN.WINOGRAD
@@ -38,21 +38,28 @@ def _kron(m):
 INPUT_TRANSFORM = _kron(_BT)  # (36, 36)
 FILTER_TRANSFORM = _kron(_G)  # (36, 9)
 OUTPUT_TRANSFORM = _kron(_AT)  # (16, 36)
-# Below 256 channels the transforms' memory traffic outweighs the saved products (measured).
-MIN_CHANNELS = 256
+# Below 128 input channels the input transform's memory traffic outweighs the saved products,
+# and below 32 output channels so does the output's (measured: 64 -> 64 0.91x, 128 -> 128
+# 1.6x, 256 -> 36 1.2x of the direct convolution).
+MIN_IN_CHANNELS = 128
+MIN_OUT_CHANNELS = 32
 # Tiles per matrix product: the transformed tiles of one chunk stay in the cache (measured
 # 1.3-1.5x faster at P3 than one product over the whole map).
 TILES_PER_CHUNK = 256
 # A convolution whose filters are transformed for one call (the ResNet's and FPN's, folded
-# per call) pays the transform, 36 K C values, once per map: measured, it pays off from about
-# this many output pixels (res4 at 50x76 faster, res5 at 25x38 and P5 slower than direct).
-MIN_PIXELS_PER_TRANSFORM = 2048
+# per call) pays the transform, 36 K C values, once per map. Measured, it pays off from about
+# this many output pixels (FPN output on P5, 25x38, 1.5x faster with its transform)...
+MIN_PIXELS_PER_TRANSFORM = 512
+# ...while its transformed filters fit below glibc's largest mmap threshold (32 MiB): larger
+# ones are new pages on every call, and writing them costs more than the products save
+# (res5, 512 -> 512: 15 ms against 1 ms for 256 -> 256; 0.72x of direct with it).
+MAX_BYTES_PER_TRANSFORM = 32 * 2**20
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
     """
     Whether `winograd_conv2d` replaces F.conv2d(x, weight, ...): a 3x3 kernel, stride 1,
-    padding 1, no dilation or groups, >= MIN_CHANNELS in and out, float32 on the CPU, and not
+    padding 1, no dilation or groups, >= MIN_IN_CHANNELS in and MIN_OUT_CHANNELS out, float32 on the CPU, and not
     inside a trace (export and FLOP counts keep the convolution) or torch.compile.
     """
     return (
@@ -63,8 +70,14 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
         and tuple(padding) == (1, 1)
         and tuple(dilation) == (1, 1)
         and groups == 1
-        and min(weight.shape[0], weight.shape[1]) >= MIN_CHANNELS
+        and weight.shape[1] >= MIN_IN_CHANNELS
+        and weight.shape[0] >= MIN_OUT_CHANNELS
     )
+
+
+def pays_per_call(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether Winograd with its filters transformed for this one call beats the direct convolution."""
+    return x.shape[-2] * x.shape[-1] >= MIN_PIXELS_PER_TRANSFORM and 36 * weight[:, :, 0, 0].numel() * 4 <= MAX_BYTES_PER_TRANSFORM
 
 
 def plain_cpu_float32(x: torch.Tensor) -> bool:
@@ -75,9 +88,9 @@ def plain_cpu_float32(x: torch.Tensor) -> bool:
 
 
 def transform_filter(weight: torch.Tensor) -> torch.Tensor:
-    """(K, C, 3, 3) filters -> (36, K, C): G w G^T of each, flattened."""
+    """(K, C, 3, 3) filters -> (36, C, K): G w G^T of each, flattened, in the layout of the products' right side."""
     k, c = weight.shape[:2]
-    return torch.mm(FILTER_TRANSFORM, weight.reshape(k * c, 9).t()).view(36, k, c)
+    return torch.mm(FILTER_TRANSFORM, weight.permute(1, 0, 2, 3).reshape(c * k, 9).t()).view(36, c, k)
 
 
 def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: bool = False) -> torch.Tensor:
@@ -86,13 +99,13 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
 
     Args:
         x: (N, C, H, W) float32, any memory format.
-        filters: (36, K, C), `transform_filter(w)` of the (K, C, 3, 3) filters w.
+        filters: (36, C, K), `transform_filter(w)` of the (K, C, 3, 3) filters w.
         bias: (K,) or None.
     Returns:
         (N, K, H, W) float32 in channels_last.
     """
     n, c, h, w = x.shape
-    k = filters.shape[1]
+    k = filters.shape[2]
     tiles_h, tiles_w = -(-h // 4), -(-w // 4)
     # Zero padding of 1 around the image, and up to the next whole tile at the bottom and right.
     padded = x.new_empty(n, 4 * tiles_h + 2, 4 * tiles_w + 2, c)
@@ -104,7 +117,6 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
     # The output at whole tiles (cropped at the end when H or W is not a multiple of 4), and
     # buffers reused by every chunk: one allocation each per call, not per chunk.
     out = x.new_empty(n, 4 * tiles_h, 4 * tiles_w, k)
-    filters_t = filters.transpose(1, 2)  # (36, C, K)
     rows = max(1, TILES_PER_CHUNK // tiles_w)
     chunk = min(rows, tiles_h) * tiles_w
     tiles_buf, v_buf, m_buf, y_buf = (x.new_empty(size) for size in (chunk * c * 36, 36 * chunk * c, 36 * chunk * k, 16 * chunk * k))
@@ -112,11 +124,15 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
         for r0 in range(0, tiles_h, rows):
             r1 = min(tiles_h, r0 + rows)
             p = (r1 - r0) * tiles_w
-            # Overlapping 6x6 tiles at stride 4: (rows, tiles_w, C, 6, 6) -> (P * C, 36).
-            tiles = tiles_buf[: p * c * 36].view(r1 - r0, tiles_w, c, 6, 6)
-            tiles.copy_(padded[i, 4 * r0 : 4 * r1 + 2].unfold(0, 6, 4).unfold(1, 6, 4))
-            v = torch.mm(INPUT_TRANSFORM, tiles.view(p * c, 36).t(), out=v_buf[: 36 * p * c].view(36, p * c))
-            m = torch.bmm(v.view(36, p, c), filters_t, out=m_buf[: 36 * p * k].view(36, p, k))
+            # Overlapping 6x6 tiles at stride 4, laid out (6, 6, rows, tiles_w, C): each of the
+            # 36 tile positions is a strided view whose C values are contiguous, so the copy
+            # moves whole channel vectors (5x faster than gathering each tile's 36 values).
+            rows_in = padded[i, 4 * r0 : 4 * r1 + 2]
+            s_h, s_w, _ = rows_in.stride()
+            tiles = tiles_buf[: 36 * p * c].view(6, 6, r1 - r0, tiles_w, c)
+            tiles.copy_(rows_in.as_strided((6, 6, r1 - r0, tiles_w, c), (s_h, s_w, 4 * s_h, 4 * s_w, 1)))
+            v = torch.mm(INPUT_TRANSFORM, tiles.view(36, p * c), out=v_buf[: 36 * p * c].view(36, p * c))
+            m = torch.bmm(v.view(36, p, c), filters, out=m_buf[: 36 * p * k].view(36, p, k))
             y = torch.mm(OUTPUT_TRANSFORM, m.view(36, p * k), out=y_buf[: 16 * p * k].view(16, p * k))
             # (4, 4, rows, tiles_w, K) -> the output rows of this chunk, (rows, 4, tiles_w, 4, K).
             y = y.view(4, 4, r1 - r0, tiles_w, k).permute(2, 0, 3, 1, 4)
@@ -135,10 +151,9 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, winograd: bool = True):
     """
-    F.conv2d, by `winograd_conv2d` where `winograd` is on, it `applies` and the map has
-    MIN_PIXELS_PER_TRANSFORM pixels or more.
+    F.conv2d, by `winograd_conv2d` where `winograd` is on, it `applies` and it `pays_per_call`.
     """
-    if winograd and applies(x, weight, stride, padding, dilation, groups) and x.shape[-2] * x.shape[-1] >= MIN_PIXELS_PER_TRANSFORM:
+    if winograd and applies(x, weight, stride, padding, dilation, groups) and pays_per_call(x, weight):
         return winograd_conv2d(x, transform_filter(weight), bias)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 

@@ -46,7 +46,7 @@ def test_equals_direct_convolution(n, c, k, h, w, relu):
     assert (no_bias - F.conv2d(x, weight, None, padding=1)).abs().max().item() <= 1e-5 * expected.abs().max().item()
 
 
-def test_applies_only_to_3x3_stride_1_convolutions_of_256_channels_in_float32():
+def test_applies_only_to_3x3_stride_1_convolutions_of_128_channels_in_float32():
     x = torch.randn(1, 256, 16, 16)
     w = torch.randn(256, 256, 3, 3)
     geometry = ((1, 1), (1, 1), (1, 1), 1)
@@ -56,20 +56,25 @@ def test_applies_only_to_3x3_stride_1_convolutions_of_256_channels_in_float32():
     assert not winograd.applies(x, w, (1, 1), (0, 0), (1, 1), 1)
     assert not winograd.applies(x, w, (1, 1), (2, 2), (2, 2), 1)  # dilated
     assert not winograd.applies(x, torch.randn(256, 256, 1, 1), (1, 1), (0, 0), (1, 1), 1)
-    assert not winograd.applies(x, torch.randn(36, 256, 3, 3), *geometry)  # the box predictor: slower
-    assert not winograd.applies(torch.randn(1, 128, 16, 16), torch.randn(128, 128, 3, 3), *geometry)
+    assert winograd.applies(x, torch.randn(36, 256, 3, 3), *geometry)  # the box predictor
+    assert winograd.applies(torch.randn(1, 128, 16, 16), torch.randn(128, 128, 3, 3), *geometry)  # res3
+    assert not winograd.applies(torch.randn(1, 64, 16, 16), torch.randn(64, 64, 3, 3), *geometry)  # res2: slower
+    assert not winograd.applies(x, torch.randn(16, 256, 3, 3), *geometry)
     assert not winograd.applies(x.bfloat16(), w.bfloat16(), *geometry)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not winograd.applies(x, w, *geometry)
 
 
-def test_a_per_call_transform_is_used_from_min_pixels_per_transform():
-    x, weight, bias = conv_case(1, 256, 256, 48, 48)  # 2304 pixels >= 2048
+def test_a_per_call_transform_is_used_from_min_pixels_per_transform_up_to_max_bytes():
+    x, weight, bias = conv_case(1, 256, 256, 24, 24)  # 576 pixels >= 512
     geometry = ((1, 1), (1, 1), (1, 1), 1)
     assert torch.equal(winograd.conv2d(x, weight, bias, *geometry), winograd.winograd_conv2d(x, winograd.transform_filter(weight), bias))
     assert torch.equal(winograd.conv2d(x, weight, bias, *geometry, winograd=False), F.conv2d(x, weight, bias, 1, 1))
-    small = x[:, :, :40, :40]  # 1600 pixels
+    small = x[:, :, :20, :20]  # 400 pixels
     assert torch.equal(winograd.conv2d(small, weight, bias, *geometry), F.conv2d(small, weight, bias, 1, 1))
+    # res5's 512 -> 512 filters transformed are 36 MiB > MAX_BYTES_PER_TRANSFORM: direct
+    x, weight, bias = conv_case(1, 512, 512, 24, 24)
+    assert torch.equal(winograd.conv2d(x, weight, bias, *geometry), F.conv2d(x, weight, bias, 1, 1))
 
 
 def r50_cfg(winograd_on):
@@ -125,10 +130,10 @@ def test_r50_fpn_gives_the_direct_convolutions_detections():
         out = fast([{"image": image}])[0]["instances"]
         assert len(calls) > 0
         ref = direct([{"image": image}])[0]["instances"]
-    # per level 9 head convs (4 + 4 + cls_score; not the 36-channel box predictor); the FPN's
-    # and res4's convs transform their filters per call, and at 24x36 that does not pay
-    # (MIN_PIXELS_PER_TRANSFORM), so they stay direct
-    assert len(calls) == 9 * 5, len(calls)
+    # per level the head's 10 convs (4 + 4 + both predictors); of the convs that transform
+    # their filters per call, res3's 4 and the FPN's output on P3 (24x36 >= MIN_PIXELS_PER_TRANSFORM),
+    # while res4's and the FPN's on P4/P5 (12x18 and smaller) stay direct
+    assert len(calls) == 10 * 5 + 4 + 1, len(calls)
     assert len(ref) >= 50
     result = compare_detections(out, ref, min_iou=0.999, score_atol=1e-4)
     assert result["match"] and result["ties"] <= 2, result
