@@ -69,6 +69,10 @@ def test_activation_qparams_cover_the_range_and_keep_zero_exact():
     q = quantize_activation(x, QParams(scale, zero_point))
     assert q.dequantize().flatten().tolist() == pytest.approx([-1.0, 0.0, 3.0, 3.0], abs=scale / 2)  # 7 saturates
     assert q.data.dtype == torch.uint8 and q.data.is_contiguous(memory_format=torch.channels_last)
+    # the documented formula, on a map with values beyond both ends of the range
+    x = torch.randn(2, 16, 30, 40, generator=torch.Generator().manual_seed(0)) * 3
+    expected = x.mul(1.0 / scale).round().add(zero_point).clamp(0, 255).to(torch.uint8)
+    assert torch.equal(quantize_activation(x, QParams(scale, zero_point)).data, expected)
 
 
 @pytest.mark.parametrize("k, stride", [(3, 1), (1, 1), (3, 2), (7, 2)])
