@@ -26,8 +26,11 @@ def conv_case(n, c, k, h, w, seed=0):
     return x, weight, bias
 
 
-# Sizes not multiples of the 4x4 tile, more than one chunk of tiles, a batch of 2.
-@pytest.mark.parametrize("n, c, k, h, w", [(1, 256, 256, 50, 76), (2, 256, 40, 13, 19), (1, 32, 720, 7, 10), (1, 8, 8, 70, 150)])
+# Sizes not multiples of the 4x4 tile, more than one chunk of tiles (also at 720 output
+# channels, whose chunks are smaller), a batch of 2.
+@pytest.mark.parametrize(
+    "n, c, k, h, w", [(1, 256, 256, 50, 76), (2, 256, 40, 13, 19), (1, 32, 720, 7, 10), (1, 64, 720, 40, 60), (1, 8, 8, 70, 150)]
+)
 @pytest.mark.parametrize("relu", [False, True])
 def test_equals_direct_convolution(n, c, k, h, w, relu):
     x, weight, bias = conv_case(n, c, k, h, w)
