@@ -4,10 +4,10 @@ Int8 inference on the CPU: post-training static quantization of the backbone and
 Weights are int8, symmetric, one scale per output channel; activations are uint8 with one
 scale and zero point per tensor, from ranges recorded on calibration images
 (`calibrate_int8`). The convolutions are oneDNN's int8 kernels (VNNI on x86), with ReLU and
-the ResNet's residual sum fused into them; activations stay uint8 from the stem to the last
-ResNet block, from the FPN's outputs that only the head reads (P3-P5; the backbone returns them
-as QuantizedActivation) and inside the head's subnets. FPN sums, P6/P7 and the head's outputs
-stay float32, and decoding and NMS are those of the float32 model.
+the ResNet's residual sum and the FPN's top-down sum fused into them; activations stay uint8
+from the stem through the FPN to the outputs that only the head reads (P3-P5; the backbone
+returns them as QuantizedActivation), and inside the head's subnets. P6/P7 and the head's
+outputs are float32, and decoding and NMS are those of the float32 model.
 
     ranges = calibrate_int8(model, batches)          # float32 model, eval mode, weights loaded
     save_int8_calibration("int8_calibration.json", ranges)
@@ -237,6 +237,30 @@ class Int8BottleneckBlock(BottleneckBlock):
         return self.conv3(out, accumulate=_shortcut(self, x))
 
 
+class Int8FPN(FPN):
+    """
+    Detectron2's FPN on QuantizedActivations: each lateral convolution adds the upsampled
+    coarser sum inside its kernel and hands the output convolution that sum in uint8, where
+    Detectron2's FPN makes both in float32 and sums them in passes of their own.
+    """
+
+    def forward(self, x):
+        bottom_up_features = self.bottom_up(x)
+        prev = self.lateral_convs[0](bottom_up_features[self.in_features[-1]])
+        results = [self.output_convs[0](prev)]
+        for lateral_conv, output_conv, feature in zip(self.lateral_convs[1:], self.output_convs[1:], self.in_features[-2::-1]):
+            # nearest 2x upsampling of uint8 is exact
+            top_down = prev._replace(data=F.interpolate(prev.data, scale_factor=2.0, mode="nearest"))
+            prev = lateral_conv(bottom_up_features[feature], accumulate=top_down)
+            results.insert(0, output_conv(prev))
+        if self.top_block.in_feature in bottom_up_features:
+            top_block_input = bottom_up_features[self.top_block.in_feature]
+        else:
+            top_block_input = results[self._out_features.index(self.top_block.in_feature)]
+        results.extend(self.top_block(top_block_input))
+        return dict(zip(self._out_features, results))
+
+
 def _shortcut(block, x: QuantizedActivation) -> QuantizedActivation:
     if block.shortcut is not None:
         return block.shortcut(x)
@@ -453,17 +477,19 @@ def quantize_int8(model: nn.Module, ranges: Ranges, source: str = "(ranges)") ->
             block.sum_into_input = index > 0
         stage_outputs[stage_name] = current
 
-    # FPN: lateral convs read the stages' uint8 outputs; sums are float32. An output conv whose
-    # level only the head reads hands it uint8 (one rounding in the kernel, instead of a
-    # float32 map quantized again by each subnet).
+    # FPN: lateral convs read the stages' uint8 outputs and add the top-down path in uint8
+    # (Int8FPN). An output conv whose level only the head reads hands it uint8 (one rounding
+    # in the kernel, instead of a float32 map quantized again by each subnet).
     head = model.head
     head_input = _head_input_qparams(head, qp, names)
     for index, (lateral, output) in enumerate(zip(backbone.lateral_convs, backbone.output_convs)):
         feature = backbone.in_features[-1 - index]
         level = backbone._out_features[len(backbone.in_features) - 1 - index]
         only_head = head_input is not None and level in model.head_in_features and level != backbone.top_block.in_feature
-        _replace(backbone, lateral, Int8Conv2d(lateral, stage_outputs[feature]))
-        _replace(backbone, output, Int8Conv2d(output, qp(f"{names[output]}:in"), output_qparams=head_input if only_head else None))
+        lateral_sum = qp(f"{names[output]}:in")
+        _replace(backbone, lateral, Int8Conv2d(lateral, stage_outputs[feature], output_qparams=lateral_sum))
+        _replace(backbone, output, Int8Conv2d(output, lateral_sum, output_qparams=head_input if only_head else None))
+    backbone.__class__ = Int8FPN
     top = backbone.top_block
     p6_input = stage_outputs.get(top.in_feature) or qp(f"{names[top.p6]}:in")
     top.p6 = Int8Conv2d(top.p6, p6_input)

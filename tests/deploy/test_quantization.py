@@ -19,6 +19,7 @@ from detectron2.modeling import build_model
 from retina_plugin.deploy.quantization import (
     Int8Conv2d,
     Int8Error,
+    Int8FPN,
     QParams,
     QuantizedActivation,
     _max_pool_3x3_s2,
@@ -113,6 +114,13 @@ def test_int8_conv_fused_relu_uint8_output_and_residual_sum():
     summed = Int8Conv2d(conv, xq, relu=True, output_qparams=sum_qparams).eval()(x, accumulate=shortcut._replace(data=shortcut.data.clone()))
     torch.testing.assert_close(summed.dequantize().double(), target, atol=sum_qparams.scale * 0.51, rtol=0)
 
+    # without ReLU, into a range with negative values (the FPN's lateral + top-down sums)
+    target = expected + shortcut.dequantize().double()
+    sum_qparams = activation_qparams(target.min().item(), target.max().item())
+    assert sum_qparams.zero_point > 0
+    summed = Int8Conv2d(conv, xq, output_qparams=sum_qparams).eval()(x, accumulate=shortcut._replace(data=shortcut.data.clone()))
+    torch.testing.assert_close(summed.dequantize().double(), target, atol=sum_qparams.scale * 0.51, rtol=0)
+
 
 @pytest.mark.parametrize("size", [(1, 8, 17, 23), (2, 64, 400, 608), (1, 3, 2, 2)])
 def test_uint8_max_pool_equals_max_pool2d(size):
@@ -141,8 +149,11 @@ def test_int8_model_follows_the_float32_model(small_cfg, make_batch, single_thre
     ranges = calibrate_int8(model, [batch[:2], batch[2:]])
     int8 = quantize_int8(copy.deepcopy(model), ranges)
 
-    # Every convolution is int8 and the ResNet blocks hand uint8 to each other.
+    # Every convolution is int8; the ResNet blocks hand uint8 to each other, and so do the
+    # FPN's lateral convolutions (their sums) to its output convolutions.
     assert not any(isinstance(m, torch.nn.Conv2d) for m in int8.modules())
+    assert type(int8.backbone) is Int8FPN
+    assert all(lat.output_qparams == out.input_qparams for lat, out in zip(int8.backbone.lateral_convs, int8.backbone.output_convs))
     with torch.no_grad():
         images = model.preprocess_image(batch).tensor
         res = int8.backbone.bottom_up(images.contiguous(memory_format=torch.channels_last))
