@@ -60,8 +60,9 @@ MAX_BYTES_PER_TRANSFORM = 32 * 2**20
 def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> bool:
     """
     Whether `winograd_conv2d` replaces F.conv2d(x, weight, ...): a 3x3 kernel, stride 1,
-    padding 1, no dilation or groups, >= MIN_IN_CHANNELS in and MIN_OUT_CHANNELS out, float32 on the CPU, and not
-    inside a trace (export and FLOP counts keep the convolution) or torch.compile.
+    padding 1, no dilation or groups, >= MIN_IN_CHANNELS in and >= MIN_OUT_CHANNELS out, float32
+    on the CPU, and not inside a trace (export and FLOP counts keep the convolution) or
+    torch.compile.
     """
     return (
         plain_cpu_float32(x)
@@ -78,7 +79,8 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
 
 def pays_per_call(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether Winograd with its filters transformed for this one call beats the direct convolution."""
-    return x.shape[-2] * x.shape[-1] >= MIN_PIXELS_PER_TRANSFORM and 36 * weight[:, :, 0, 0].numel() * 4 <= MAX_BYTES_PER_TRANSFORM
+    transformed_bytes = 36 * weight.shape[0] * weight.shape[1] * weight.element_size()
+    return x.shape[-2] * x.shape[-1] >= MIN_PIXELS_PER_TRANSFORM and transformed_bytes <= MAX_BYTES_PER_TRANSFORM
 
 
 def plain_cpu_float32(x: torch.Tensor) -> bool:
