@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtimes import Ours, prepare, timed_image
+from runtimes import Ours, openvino_config, prepare, timed_image
 
 PARTS = ("stem", "res2", "res3", "res4", "res5", "fpn_lateral", "fpn_output", "top_block",
          "cls_subnet", "bbox_subnet", "cls_score", "bbox_pred")  # fmt: skip
@@ -57,7 +57,7 @@ def profile_ours(workdir, threads):
 def profile_openvino(workdir, threads):
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    config = {**openvino_config(threads), "PERF_COUNT": True}
     compiled = ov.Core().compile_model(str(Path(workdir) / "network_int8.xml"), "CPU", config)
     request = compiled.create_infer_request()
     image = timed_image()

@@ -221,13 +221,18 @@ class OnnxRuntime:
         return self.sessions["detector"].run(None, {"image": image})
 
 
+def openvino_config(threads):
+    """OpenVINO's CPU settings for every OpenVINO row (and benchmarks/int8_profile.py)."""
+    # f32 hint: on CPUs with bfloat16 OpenVINO may pick it for float32 models.
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
+
 class OpenVino:
     def __init__(self, row, workdir, threads):
         import openvino as ov
 
         core = ov.Core()
-        # f32 hint: on CPUs with bfloat16 OpenVINO may pick it for float32 models.
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = openvino_config(threads)
 
         def compiled(name):
             return core.compile_model(core.read_model(str(Path(workdir) / name)), "CPU", config)

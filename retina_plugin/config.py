@@ -109,9 +109,10 @@ def add_retina_plugin_config(cfg):
     # never in training. The first eval forward compiles (about a minute for an R50-FPN on 2 CPU
     # cores), and so does each new input size; it pays off on a stream of same-size images.
     node.COMPILE = False
-    # Float32 inference on the CPU: 3x3 stride-1 convolutions with >= 256 channels in and out
-    # (the head's; the FPN's outputs and ResNet res4 on maps of >= 2048 pixels) run as Winograd F(4x4, 3x3)
-    # (retina_plugin.modeling.winograd), 1.3-2x faster per convolution; outputs within float
+    # Float32 inference on the CPU: 3x3 stride-1 convolutions with >= 128 channels in and >= 32
+    # out (the head's; the FPN's outputs and ResNet res3/res4 where the per-call filter
+    # transform pays: winograd.pays_per_call) run as Winograd F(4x4, 3x3)
+    # (retina_plugin.modeling.winograd), 1.2-2.5x faster per convolution; outputs within float
     # rounding of the direct convolution (~1e-5 relative per layer), the same detections.
     # False = oneDNN's direct convolution, bit for bit. GPUs (cuDNN picks its own algorithm),
     # training, bfloat16, int8, export and COMPILE do not use it.

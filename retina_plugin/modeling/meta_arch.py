@@ -79,7 +79,7 @@ class RetinaNetPlugin(nn.Module):
         self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if winograd:
-            # CPU float32 inference: 3x3 convolutions of >= 256 channels by Winograd F(4x4, 3x3).
+            # CPU float32 inference: 3x3 convolutions where winograd.applies, by Winograd F(4x4, 3x3).
             use_winograd(self)
         if channels_last:
             # The CPU (oneDNN) and cuDNN convolution kernels work in NHWC; NCHW weights and
