@@ -25,7 +25,7 @@ setup(
         "opencv-python",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "import-linter"],
         # GeoTIFF rasters and vector layers: retina_plugin.geo, tools/predict_raster.py
         "geo": ["rasterio", "geopandas", "pyogrio", "shapely", "pyproj"],
         # benchmarks/runtimes.py: the runtimes ours is compared with, and their int8 quantizers

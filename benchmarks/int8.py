@@ -1,6 +1,6 @@
 """
 RetinaNetPlugin R50-FPN (bench.py's weights) in float32 and in int8 where input shapes vary
-(int8 packs its weights once per input shape, see retina_plugin/deploy/quantization.py):
+(int8 packs its weights once per input shape, see retina_plugin/inference/int8/):
 
 1. tiled inference of one large synthetic image (int8 calibrated on four other tile-sized
    images): the time of a first call (packing for the tile shape) and of a second;

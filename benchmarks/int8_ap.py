@@ -3,7 +3,7 @@ What int8 costs in accuracy: the COCO box AP on the embedded shapes_val split (1
 256x256, 3 classes) of the trained ResNet-18-FPN of configs/shapes_R18_cpu.yaml, in four paths:
 
   ours float32        the Detectron2 model built from the config, with the weights
-  ours int8           retina_plugin.deploy.quantization (calibrate_int8, quantize_int8)
+  ours int8           retina_plugin.inference.int8 (calibrate_int8, quantize_int8)
   ONNX Runtime int8   the network graph (below) quantized by onnxruntime.quantization.quantize_static
   OpenVINO int8       that graph quantized by nncf.quantize
 
@@ -25,8 +25,8 @@ Detectron2's detector_postprocess). The shapes images are 256x256 and the test r
 them so: every image is checked to have the traced size.
 
 All four are evaluated by the evaluator and loader `train_net.py --eval-only` uses
-(Trainer.build_evaluator, Trainer.build_test_loader: COCOEvaluator), through
-retina_plugin.deploy.calibration.evaluate. It writes int8_ap.json and int8_ap.md to --out.
+(retina_plugin.inference.evaluation: COCOEvaluator), through
+retina_plugin.inference.evaluation.evaluate. It writes int8_ap.json and int8_ap.md to --out.
 """
 import argparse
 import contextlib
@@ -102,19 +102,18 @@ def int8_ap_rows(weights, threads, workdir, log):
     the export, quantized graphs and evaluator output go into `workdir`.
     """
     from retina_plugin.config import load_config
-    from retina_plugin.deploy.calibration import calibration_dataset, calibration_loader, evaluate
+    from retina_plugin.inference.calibration import calibration_dataset, calibration_loader
+    from retina_plugin.inference.evaluation import evaluate
     from retina_plugin.deploy.export import export_model
-    from retina_plugin.deploy.quantization import calibrate_int8, quantize_int8
-    from retina_plugin.engine import register_config_datasets
-    from retina_plugin.engine.checkpoint import RetinaCheckpointer
-    from retina_plugin.engine.trainer import Trainer
+    from retina_plugin.inference.int8 import calibrate_int8, quantize_int8
+    from retina_plugin.inference.model import load_model
+    from retina_plugin.data.catalog import register_config_datasets
 
     torch.set_num_threads(threads)
     w = Path(workdir)
     cfg = load_config(str(CONFIG), ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(w)])
     register_config_datasets(cfg)
-    model = Trainer.build_model(cfg).eval()
-    RetinaCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model = load_model(cfg)
 
     name = calibration_dataset(cfg)
     loader, count = calibration_loader(cfg, name, CALIBRATION_IMAGES)

@@ -35,7 +35,7 @@ def part_of(name: str) -> str:
 
 
 def profile_ours(workdir, threads):
-    from retina_plugin.deploy.quantization import Int8Conv2d
+    from retina_plugin.inference.int8 import Int8Conv2d
 
     runner = Ours("ours_int8", workdir, threads)
     image = timed_image()

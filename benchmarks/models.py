@@ -148,7 +148,7 @@ def build_torchvision(device):
 
 def calibrated_int8(model, height, width, seeds, device="cpu"):
     """An int8 copy of ours (`model`, eval mode), calibrated on synthetic images of that size."""
-    from retina_plugin.deploy.quantization import calibrate_int8, quantize_int8
+    from retina_plugin.inference.int8 import calibrate_int8, quantize_int8
 
     calibration = [[{"image": bgr_tensor(synthetic_image(height, width, seed=s)[0], device)}] for s in seeds]
     return quantize_int8(copy.deepcopy(model), calibrate_int8(model, calibration))

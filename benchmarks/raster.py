@@ -102,21 +102,17 @@ def ensure_weights(workdir: Path) -> Path:
 def ensure_calibration(workdir: Path, weights: Path, raster: Path) -> Path:
     """
     int8 ranges of the float32 model on CALIBRATION_WINDOWS windows of `raster`, written as
-    tools/calibrate_int8.py writes them (retina_plugin.deploy.calibration.run_calibration).
+    tools/calibrate_int8.py writes them (retina_plugin.inference.calibration.run_calibration).
     """
-    import retina_plugin  # noqa: F401
-    from detectron2.modeling import build_model
-
-    from retina_plugin.deploy.quantization import calibrate_int8, save_int8_calibration, weights_fingerprint
-    from retina_plugin.engine.checkpoint import RetinaCheckpointer
-    from retina_plugin.geo.raster import RasterSource
+    from retina_plugin.inference.int8 import calibrate_int8, save_int8_calibration, weights_fingerprint
+    from retina_plugin.inference.model import load_model
+    from retina_plugin.data.raster import RasterSource
 
     path = workdir / f"int8_calibration_{raster.stem}.json"
     if path.exists():
         return path
     cfg = model_config(str(weights))
-    model = build_model(cfg).eval()
-    RetinaCheckpointer(model).load(str(weights))
+    model = load_model(cfg)
     with RasterSource(str(raster), None, cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)) as source:
         step = (source.width - TILE) // max(1, CALIBRATION_WINDOWS - 1)
         offsets = [i * step for i in range(CALIBRATION_WINDOWS)]
@@ -163,7 +159,7 @@ def load_bgr(path: str) -> np.ndarray:
 
 def warm_up(predictor, path: str) -> None:
     """One forward of a batch of windows before timing (oneDNN primitives, int8 weight packing)."""
-    from retina_plugin.geo.raster import RasterSource
+    from retina_plugin.data.raster import RasterSource
 
     cfg = predictor.cfg
     with RasterSource(path, None, cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)) as source:
@@ -174,7 +170,7 @@ def warm_up(predictor, path: str) -> None:
 
 def run_worker(args) -> dict:
     import retina_plugin  # noqa: F401
-    from retina_plugin.geo import raster as raster_module
+    from retina_plugin.data import raster as raster_module
     from retina_plugin.geo.predict import RasterPredictor
     from retina_plugin.inference.predictor import TiledPredictor
 

@@ -88,7 +88,7 @@ def inference_bf16_task(adapter, args):
 
 def inference_int8_task(adapter, args):
     """
-    Ours in int8 (retina_plugin.deploy.quantization): calibrated on two other synthetic images of the
+    Ours in int8 (retina_plugin.inference.int8): calibrated on two other synthetic images of the
     same size, then the timed image. Also reports how the detections compare with float32's.
     """
     if not args.device.startswith("cpu"):

@@ -11,7 +11,7 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 from detectron2.solver import WarmupParamScheduler
 from omegaconf import OmegaConf
 
-from .common.retinanet_plugin import model, optimizer, train
+from .common.retinanet_plugin import inference, model, optimizer, train  # noqa: F401 (inference: the config's)
 
 bottom_up = model.backbone.bottom_up.module
 bottom_up.freeze_at = 0

@@ -13,11 +13,10 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
+from .errors import UserError
+from .modeling.backbone import P6_SOURCES as VALID_P6_SOURCES
+from .modeling.head import BOX_REG_LOSSES as VALID_BOX_REG_LOSSES
 from .modeling.meta_arch import VALID_INFERENCE_DTYPES
-
-VALID_P6_SOURCES = ("res5", "p5")
-# Detectron2's RetinaNet supports these box losses (detectron2.modeling.box_regression).
-VALID_BOX_REG_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 # The norms detectron2.layers.get_norm builds; "BN" and "SyncBN" become one norm per level.
 VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
 # The anchor generators whose anchor count per level follows from SIZES x ASPECT_RATIOS, so it
@@ -99,7 +98,7 @@ def add_retina_plugin_config(cfg):
     node.CHANNELS_LAST = True
     # Precision of backbone and head at inference: "float32", or opt-in "bfloat16" (CPUs with
     # AVX-512 BF16 / AMX, and GPUs) or "float16" (GPUs), run under torch.autocast, or "int8"
-    # (CPU only: oneDNN int8 convolutions, retina_plugin.deploy.quantization) with the activation
+    # (CPU only: oneDNN int8 convolutions, retina_plugin.inference.int8) with the activation
     # ranges in INT8_CALIBRATION. Decoding and NMS stay float32. Training is unaffected.
     node.INFERENCE_DTYPE = "float32"
     # JSON file of activation ranges written by tools/calibrate_int8.py for these weights;
@@ -313,7 +312,7 @@ def _plugin_defaults():
     return _DEFAULTS[0]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or KEY VALUE option that cannot be used; the message names the file and key."""
 
 

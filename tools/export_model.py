@@ -13,81 +13,16 @@ retina_plugin/deploy/export.py). The model is traced on --sample-image, resized 
 DefaultPredictor resizes, or on a generated image of the test size (and channel count).
 --check runs the exported and the eager model on that image and compares their detections as
 sets (class, IoU, score; near-tied scores may swap places).
+
+(retina_plugin.cli.export_model)
 """
-import argparse
-import os
-import sys
 import warnings
 
-# Detectron2 and torch warn on import and on every export that torch.jit and the
-# TorchScript-based ONNX exporter are deprecated; they are what this export uses.
+# Detectron2 and torch warn on import that torch.jit is deprecated; it is what this export uses.
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-import torch  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-import retina_plugin  # noqa: E402,F401  (registers the components)
-from retina_plugin.config import ConfigError, load_config  # noqa: E402
-from retina_plugin.deploy.export import (  # noqa: E402
-    EXPORT_FORMATS,
-    EXPORT_METHODS,
-    LOAD_INSTRUCTIONS,
-    ExportError,
-    build_model_for_export,
-    check_export_request,
-    channel_description,
-    check_exported,
-    export_model,
-    sample_image,
-)
-from retina_plugin.engine import add_opts_argument, one_line_errors  # noqa: E402
-
-
-def get_parser():
-    """The export's command-line arguments."""
-    parser = argparse.ArgumentParser(description="Export RetinaNetPlugin to TorchScript or ONNX")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript", help="output format")
-    parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing", help="how to export")
-    parser.add_argument("--output", required=True, metavar="DIR", help="directory for model.ts / model.onnx")
-    parser.add_argument(
-        "--sample-image",
-        metavar="FILE",
-        help="image to trace and check on (default: a generated image of the config's test size)",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="run the exported and the eager model on the sample image and compare"
-    )
-    return add_opts_argument(parser)
-
-
-def main(argv=None):
-    """Parse the arguments, export the model, print how to load it and, with --check, the differences."""
-    args = get_parser().parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger(name="retina_plugin")
-    logger = setup_logger(name="export")
-    # Tracing warns about every assert in Detectron2's structures that it records as constant;
-    # that the graph still generalizes is what tests/test_export.py checks.
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    # The ONNX exporter's caveat for negative indices: the graph indexes with nonzero / topk output.
-    warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-    with one_line_errors("export_model.py", (ConfigError, ExportError)):
-        check_export_request(args.format, args.export_method)
-        cfg = load_config(args.config_file, args.opts)
-        image = sample_image(cfg, args.sample_image)
-        model = build_model_for_export(cfg)
-        path = export_model(model, image, args.output, args.format, args.export_method)
-    logger.info(f"traced on a {tuple(image.shape)} image; wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
-    load = LOAD_INSTRUCTIONS[args.format].format(path=path, fmt=channel_description(cfg), channels=image.shape[0])
-    print(f"Load it with:\n{load}")
-    if args.check:
-        ok, line = check_exported(path, model, image)
-        print(line)
-        if not ok:
-            sys.exit(1)
-
+from retina_plugin.cli.export_model import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

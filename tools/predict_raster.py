@@ -1,60 +1,12 @@
 #!/usr/bin/env python
 """
 Detect objects in georeferenced rasters (GeoTIFF, anything GDAL reads), window by window, and
-write them as polygons in the raster's CRS.
+write them as polygons in the raster's CRS (retina_plugin.cli.predict_raster; docs/geospatial.md).
 
     python tools/predict_raster.py --config-file configs/retinanet_R50.yaml --input scene.tif \
-        --output detections.gpkg --tile 512 --overlap 0.2 --opts MODEL.WEIGHTS model_final.pth
-    python tools/predict_raster.py --config-file CFG --input rasters/ more.tif --output dets.geojson \
-        --bands 1,2,3,4 --coco-json dets.json --opts MODEL.WEIGHTS model.pth
-
-The raster is never loaded whole: TILE_BATCH windows at a time are read with rasterio and run
-at native resolution; windows that are all nodata are skipped. Bands are read in the raster's
-order (or --bands) and given to the model in its INPUT.FORMAT. Each window is capped by
-TEST.DETECTIONS_PER_IMAGE; the raster by nothing unless MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE
-is set. See docs/geospatial.md.
+        --output detections.gpkg --tile 512 --overlap 0.2 MODEL.WEIGHTS model_final.pth
 """
-from detectron2.utils.logger import setup_logger
-
-import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.engine import OneLineParser, add_opts_argument, one_line_errors
-from retina_plugin.geo.predict import predict_rasters, raster_config
-from retina_plugin.geo.raster import parse_bands
-
-
-def get_parser():
-    parser = OneLineParser(prog="predict_raster", description="RetinaNetPlugin on georeferenced rasters")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--input", required=True, nargs="+", help="raster files or folders (all their .tif/.tiff/.vrt/.img/.jp2)")
-    parser.add_argument("--output", required=True, help="the detections: .gpkg, .geojson or .shp")
-    parser.add_argument("--tile", type=int, metavar="SIZE", help="window side in pixels (sets MODEL.RETINA_PLUGIN.TILE_SIZE; default: the config's, else 512)")
-    parser.add_argument("--overlap", type=float, metavar="FRAC", help="fraction of a window shared by neighbours (sets TILE_OVERLAP)")
-    parser.add_argument("--tile-batch", type=int, metavar="N", help="windows per forward pass (sets TILE_BATCH)")
-    parser.add_argument("--bands", metavar="1,2,3", help="1-based bands to read, red, green, blue first (sets RASTER_BANDS)")
-    parser.add_argument(
-        "--confidence-threshold", metavar="SCORE|THRESHOLDS.yaml",
-        help="minimum score kept (sets MODEL.RETINANET.SCORE_THRESH_TEST), or one per class from analyze_results' thresholds.yaml",
-    )  # fmt: skip
-    parser.add_argument("--classes", metavar="A,B,...", help="class names of the model's ids (default: those of DATASETS.TEST[0])")
-    parser.add_argument("--coco-json", metavar="FILE", help="also write the detections in COCO results format, pixel coordinates")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation of each window (sets TEST.AUG.ENABLED)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return add_opts_argument(parser, "MODEL.WEIGHTS model.pth")
-
-
-def main(argv=None):
-    args = get_parser().parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger(name="retina_plugin")
-    setup_logger(name="predict_raster")
-    with one_line_errors("predict_raster"):
-        classes = args.classes.split(",") if args.classes else None
-        cfg, thresholds = raster_config(
-            args.config_file, args.opts, args.confidence_threshold, args.tile, args.overlap, args.tile_batch,
-            parse_bands(args.bands), args.tta, classes,
-        )  # fmt: skip
-        predict_rasters(cfg, args.input, args.output, args.coco_json, classes, thresholds, not args.no_progress)
-
+from retina_plugin.cli.predict_raster import main
 
 if __name__ == "__main__":
     main()

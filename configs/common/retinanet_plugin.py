@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 
 from retina_plugin import DecodeAndNMS, FocalLossHead, RetinaAnchorGenerator, RetinaNetPlugin
+from retina_plugin.inference.model import InferenceSettings
 from retina_plugin.modeling.backbone import fold_frozen_batchnorm
 
 _constants = model_zoo.get_config("common/data/constants.py").constants
@@ -109,3 +110,19 @@ train.init_checkpoint = ""
 train.output_dir = "./output"
 train.seed = -1  # SEED: < 0 draws one; >= 0 seeds rank r with seed + r (read by default_setup)
 train.cudnn_benchmark = False  # CUDNN_BENCHMARK
+
+# ---- Inference: MODEL.RETINA_PLUGIN's INT8_CALIBRATION, TILE_*, TTA_MERGE and TEST.AUG.* of the YAML configs. ----
+# Read wherever the model is made ready for use (retina_plugin.inference.model.load_lazy_model and the
+# evaluation of tools/lazyconfig_train_net.py); int8 also needs model.inference_dtype = "int8".
+inference = L(InferenceSettings)(
+    int8_calibration="",
+    tile_size=0,
+    tile_overlap=0.2,
+    tile_batch=4,
+    tiled_detections_per_image=0,
+    tta=False,
+    tta_min_sizes=[400, 500, 600, 700, 800, 900, 1000, 1100, 1200],
+    tta_max_size=4000,
+    tta_flip=True,
+    tta_merge="nms",
+)

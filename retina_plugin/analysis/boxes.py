@@ -14,11 +14,12 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes
+from ..errors import UserError
 
 __all__ = ["AnchorCoverageError", "ResizedBoxes", "load_resized_boxes"]
 
 
-class AnchorCoverageError(ValueError):
+class AnchorCoverageError(UserError):
     """A dataset or config the analysis cannot use; the message names it."""
 
 

@@ -10,7 +10,8 @@ import os
 from detectron2.data import DatasetCatalog
 
 from ..config import load_config
-from ..engine.arguments import OneLineParser, add_dataset_arguments, add_opts_argument, one_line_errors, register_config_datasets, user_dataset_opts
+from ..cli.arguments import ToolParser, add_dataset_arguments, one_line_errors, user_dataset_opts
+from ..data.catalog import register_config_datasets
 from .boxes import AnchorCoverageError
 from .plot import plot_anchor_coverage
 from .report import analyze_anchor_coverage, format_anchor_coverage_report
@@ -22,7 +23,7 @@ PROG = "analyze_anchors"
 
 def get_parser() -> argparse.ArgumentParser:
     """The tool's command-line arguments."""
-    parser = OneLineParser(
+    parser = ToolParser(
         prog=PROG,
         description="Anchor coverage of a dataset's boxes under a RetinaNetPlugin config",
         epilog="--train-json/--train-images (or --test-json/--test-images): a COCO-format dataset to analyse "
@@ -45,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", metavar="DIR", help="where the PNG and the JSON go (default: the config's OUTPUT_DIR)"
     )
-    return add_opts_argument(parser, 'MODEL.RETINANET.IOU_THRESHOLDS "[0.4, 0.6]"')
+    return parser
 
 
 def dataset_to_analyse(args, cfg) -> str:
@@ -74,13 +75,13 @@ def main(argv=None):
     """Analyse, print the report, write anchor_coverage.png and anchor_coverage.json."""
     args = get_parser().parse_args(argv)
     # ValueError: AnchorCoverageError, ConfigError, a malformed json (register_coco_json).
-    with one_line_errors(PROG, (ValueError,)):
+    with one_line_errors(PROG):
         cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
         name = dataset_to_analyse(args, cfg)
         report = analyze_anchor_coverage(cfg, name, args.split, args.max_images)
     print(format_anchor_coverage_report(report))
     output = args.output or cfg.OUTPUT_DIR
-    with one_line_errors(PROG, (OSError,)):
+    with one_line_errors(PROG):
         os.makedirs(output, exist_ok=True)
         png_path = plot_anchor_coverage(report, os.path.join(output, "anchor_coverage.png"))
         json_path = os.path.join(output, "anchor_coverage.json")

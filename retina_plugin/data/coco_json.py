@@ -3,7 +3,9 @@ import json
 import numbers
 import os
 
-__all__ = ["register_coco_json", "validate_coco_json"]
+from ..errors import UserError
+
+__all__ = ["DatasetError", "register_coco_json", "validate_coco_json"]
 
 
 def _short(entry, limit=200):
@@ -15,10 +17,14 @@ def _is_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+class DatasetError(UserError):
+    """A dataset that cannot be used (a malformed json, an empty split); the message names the file or dataset."""
+
+
 def validate_coco_json(json_file):
     """
     Check that `json_file` is a COCO instances json that Detectron2's `load_coco_json` can
-    read, and raise a ValueError naming the file and the first offending entry if it is not:
+    read, and raise a DatasetError naming the file and the first offending entry if it is not:
     the file is missing or not json; `images`, `annotations` or `categories` is missing or not
     a list; there are no categories; a category lacks id/name; an image lacks id/file_name/height/width; an annotation
     lacks id, has a `bbox` that is not 4 numbers, or refers to an unknown image_id or
@@ -30,7 +36,7 @@ def validate_coco_json(json_file):
     path = os.fspath(json_file)
 
     def fail(msg):
-        raise ValueError(f"Invalid COCO json {path}: {msg}")
+        raise DatasetError(f"Invalid COCO json {path}: {msg}")
 
     if not os.path.isfile(path):
         fail("file not found")

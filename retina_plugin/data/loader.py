@@ -32,6 +32,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from .boxes import sanitize_dataset_dicts
+from .coco_json import DatasetError
 from .mapper import ImageReadError
 
 __all__ = ["load_dataset_dicts", "ResumableTrainLoader", "build_resumable_train_loader"]
@@ -55,10 +56,10 @@ def load_dataset_dicts(names: Sequence[str], *, skip_missing: bool = False, filt
     all_dicts = []
     for name in names:
         if name not in DatasetCatalog.list():
-            raise KeyError(f"dataset {name!r} is not registered; registered: {', '.join(sorted(DatasetCatalog.list()))}")
+            raise DatasetError(f"dataset {name!r} is not registered; registered: {', '.join(sorted(DatasetCatalog.list()))}")
         dicts = DatasetCatalog.get(name)
         if not dicts:
-            raise ValueError(f"dataset {name!r} is empty")
+            raise DatasetError(f"dataset {name!r} is empty")
         for d in dicts:
             d["dataset_name"] = name
         missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
@@ -74,7 +75,7 @@ def load_dataset_dicts(names: Sequence[str], *, skip_missing: bool = False, filt
     if filter_empty:
         all_dicts = filter_images_with_only_crowd_annotations(all_dicts)
     if not all_dicts:
-        raise ValueError(f"datasets {list(names)}: no images left to train on")
+        raise DatasetError(f"datasets {list(names)}: no images left to train on")
     if "annotations" in all_dicts[0]:
         try:
             print_instances_class_histogram(all_dicts, MetadataCatalog.get(names[0]).thing_classes)

@@ -23,6 +23,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
 
+from ..errors import UserError
+
 __all__ = ["ImageReadError", "RetinaDatasetMapper", "read_image", "read_raster_window"]
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 _HIGH_BIT_DEPTH_MAX = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image of a dataset is missing or cannot be decoded; the message names file and dataset."""
 
 
@@ -102,7 +104,7 @@ class RetinaDatasetMapper(DatasetMapper):
         # keyed by process id, as a GDAL handle must not cross a fork into loader workers.
         key = (os.getpid(), path, tuple(bands))
         if key not in self._rasters:
-            from ..geo.raster import RasterSource  # the geo extra is needed only for raster datasets
+            from .raster import RasterSource  # the geo extra is needed only for raster datasets
 
             self._rasters[key] = RasterSource(path, bands, self.image_format, len(bands))
         return self._rasters[key]

@@ -36,10 +36,10 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.export import TracingAdapter
-from detectron2.modeling import build_model
 
 from ..compare import compare_detections
-from ..engine.checkpoint import RetinaCheckpointer
+from ..errors import UserError
+from ..inference.model import load_model
 from ..modeling.meta_arch import RetinaNetPlugin
 
 __all__ = [
@@ -73,7 +73,7 @@ OUTPUT_NAMES = ("boxes", "scores", "classes")
 Detections = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The model cannot be exported as asked; the message names the setting or file to change."""
 
 
@@ -100,12 +100,9 @@ def build_model_for_export(cfg) -> RetinaNetPlugin:
     weights = cfg.MODEL.WEIGHTS
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise ExportError(f"MODEL.WEIGHTS file not found: {weights}")
-    model = build_model(cfg)
-    if weights:
-        RetinaCheckpointer(model).load(weights)
-    else:
+    if not weights:
         logger.warning("MODEL.WEIGHTS is empty: exporting randomly initialized weights")
-    return model.eval()
+    return load_model(cfg)
 
 
 def sample_image(cfg, path: Optional[str] = None, seed: int = 0) -> torch.Tensor:

@@ -1,32 +1,9 @@
 """
-The training workflow: Detectron2's DefaultTrainer with COCO evaluation (`trainer`), the
-LazyConfig trainer (`lazy`), the checkpointer (`checkpoint`), the metrics plot (`plot`) and
-what every tool's command line shares (`arguments`).
+Training: Detectron2's DefaultTrainer with COCO evaluation, multi-process CPU training and exact
+resumption (`trainer`), the LazyConfig counterparts (`lazy_config`: loading and checking a
+Python config; `lazy_trainer`: its training loop and evaluation), the metrics plot (`plot`) and
+the throughput of an evaluation (`throughput`).
 """
-from .checkpoint import RetinaCheckpointer, UnsafeCheckpointError
-from .arguments import (
-    OneLineParser,
-    add_dataset_arguments,
-    add_opts_argument,
-    argument_parser,
-    one_line_errors,
-    register_config_datasets,
-    user_dataset_opts,
-)
-from .trainer import Trainer, launch_main, main, setup
+from .trainer import Trainer
 
-__all__ = [
-    "RetinaCheckpointer",
-    "UnsafeCheckpointError",
-    "OneLineParser",
-    "add_dataset_arguments",
-    "add_opts_argument",
-    "argument_parser",
-    "one_line_errors",
-    "register_config_datasets",
-    "user_dataset_opts",
-    "Trainer",
-    "launch_main",
-    "main",
-    "setup",
-]
+__all__ = ["Trainer"]

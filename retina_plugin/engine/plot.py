@@ -17,6 +17,8 @@ from typing import Dict, List, Tuple
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..errors import UserError
+
 __all__ = [
     "METRICS_FILE_NAME",
     "AP_KEYS",
@@ -34,7 +36,7 @@ LR_KEY = "lr"
 AP_KEYS = ("bbox/AP", "bbox/AP50", "bbox/AP75")
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError):
     """A metrics file has nothing to plot; the message names the file."""
 
 
@@ -71,11 +73,11 @@ def find_metrics_file(path: str) -> str:
     OUTPUT_DIR), else `path` itself.
 
     Raises:
-        FileNotFoundError: naming the file if it does not exist.
+        MetricsError: naming the file if it does not exist.
     """
     metrics_path = os.path.join(path, METRICS_FILE_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(metrics_path):
-        raise FileNotFoundError(f"Metrics file not found: {metrics_path}")
+        raise MetricsError(f"Metrics file not found: {metrics_path}")
     return metrics_path
 
 
@@ -103,7 +105,7 @@ def load_metrics(path: str) -> MetricsLog:
     Read a metrics.json (or the one in directory `path`), skipping and counting malformed lines.
 
     Raises:
-        FileNotFoundError: naming the file if it does not exist.
+        MetricsError: naming the file if it does not exist.
         MetricsError: naming the file if no line has an iteration and a loss, "lr" or box AP.
     """
     metrics_path = find_metrics_file(path)

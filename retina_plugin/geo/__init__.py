@@ -1,5 +1,5 @@
 """
-Georeferenced rasters (GeoTIFF): reading window by window (raster.py), detections as map
+Georeferenced rasters (GeoTIFF), read window by window by retina_plugin.data.raster: detections as map
 features and map features as boxes (vectors.py), prediction over a raster (predict.py),
 training tiles cut from a raster and its vectors (dataset.py), evaluation in map space
 (evaluate.py, its figure in evaluate_plot.py) and synthetic scenes (scenes.py).

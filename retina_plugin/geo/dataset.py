@@ -27,7 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..inference.tiling import tile_grid
-from .raster import RasterSource
+from ..data.raster import RasterSource
 from .vectors import VectorError, polygons_to_boxes, read_vectors
 
 __all__ = ["DEFAULT_TILE_SIZE", "raster_dataset_dicts", "register_raster_dataset", "raster_tiling_from_config"]

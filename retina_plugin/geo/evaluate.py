@@ -26,7 +26,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..analysis.results.matching import box_iou, match_boxes
-from .raster import RasterError, RasterSource
+from ..data.raster import RasterError, RasterSource
 from .vectors import VectorError, boxes_to_polygons, polygons_to_boxes, read_vectors
 
 __all__ = [

@@ -1,5 +1,5 @@
 """
-What tools/predict_raster.py does: a detector run over georeferenced rasters window by window
+A detector run over georeferenced rasters window by window
 (`TiledInference.detect_windows` fed by `RasterSource`), the detections written as map
 features (vectors.py) and, optionally, as COCO results in pixel coordinates.
 
@@ -14,42 +14,20 @@ import time
 from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
-import numpy as np
 import torch
 from affine import Affine
 from tqdm import tqdm
 
-from ..inference.demo import demo_config
-from ..inference.predictor import DemoInputError, TiledPredictor, dataset_metadata
-from .raster import RasterError, RasterSource, resolve_raster_inputs
+from ..inference.predictor import TiledPredictor, dataset_metadata
+from ..data.raster import RasterSource, resolve_raster_inputs
 from .vectors import detections_frame, vector_driver, write_detections
 
-__all__ = ["DEFAULT_RASTER_TILE", "RasterPredictor", "raster_config", "predict_rasters", "coco_results"]
+__all__ = ["DEFAULT_RASTER_TILE", "RasterPredictor", "raster_detections_frame", "predict_rasters", "coco_results"]
 
 logger = logging.getLogger("predict_raster")
 
-# Tile side when neither the config (MODEL.RETINA_PLUGIN.TILE_SIZE) nor --tile sets one.
+# Window side when neither the config (MODEL.RETINA_PLUGIN.TILE_SIZE) nor --tile sets one.
 DEFAULT_RASTER_TILE = 512
-
-
-def raster_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, bands=None, tta=False, class_names=None):
-    """
-    The config of tools/predict_raster.py: as the demo's (`demo_config`), with `bands` setting
-    MODEL.RETINA_PLUGIN.RASTER_BANDS and TILE_SIZE DEFAULT_RASTER_TILE where nothing sets one.
-    Returns (cfg, per-class thresholds or None).
-    """
-    extra = [("MODEL.RETINA_PLUGIN.RASTER_BANDS", list(bands) if bands else None)]
-    try:
-        cfg, thresholds = demo_config(config_file, opts, confidence_threshold, tile, overlap, tile_batch, tta, extra, class_names)
-    except DemoInputError as e:
-        raise RasterError(str(e)) from None
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = DEFAULT_RASTER_TILE
-        cfg.freeze()
-    return cfg, thresholds
-
 
 class RasterPredictor(TiledPredictor):
     """
@@ -102,6 +80,24 @@ class RasterPredictor(TiledPredictor):
             )  # fmt: skip
 
 
+def detections_to_frame(d: SimpleNamespace, class_names: Sequence[str]):
+    """The detections of one raster (RasterPredictor.predict) as map features, logged with their timing."""
+    if d.crs is None:
+        logger.warning(f"{d.path}: the raster has no CRS; detections are written in pixel coordinates")
+    transform = d.transform if d.crs is not None else Affine.identity()
+    megapixels = d.width * d.height / 1e6
+    logger.info(
+        f"{d.path}: {len(d.boxes)} detections; ran {d.windows_run} of {d.windows} windows "
+        f"({d.windows_skipped} all nodata) in {d.seconds:.1f}s, {d.seconds / megapixels:.3f} s/megapixel"
+    )
+    return detections_frame(d.boxes, d.scores, d.classes, list(class_names), transform, d.crs, d.path)
+
+
+def raster_detections_frame(predictor: "RasterPredictor", path: str, class_names: Sequence[str], progress: bool = False):
+    """Detect in the raster `path` and return its detections as map features (a GeoDataFrame)."""
+    return detections_to_frame(predictor.predict(path, progress), class_names)
+
+
 def coco_results(detections: List[SimpleNamespace], class_ids: Optional[dict] = None) -> list:
     """
     COCO results format (as Detectron2's COCOEvaluator writes coco_instances_results.json):
@@ -130,21 +126,13 @@ def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class
     predictor = RasterPredictor(cfg, class_thresholds)
     for path in paths:  # bad bands or an unreadable file fail before the first raster runs
         predictor.open(path).close()
-    metadata = dataset_metadata(cfg)
+    metadata = dataset_metadata(cfg, predictor.model.class_names)
     names = list(class_names or metadata.get("thing_classes", None) or [])
     detections, frames = [], []
     for path in paths:
         d = predictor.predict(path, progress)
         detections.append(d)
-        if d.crs is None:
-            logger.warning(f"{path}: the raster has no CRS; detections are written in pixel coordinates")
-        transform = d.transform if d.crs is not None else Affine.identity()
-        frames.append(detections_frame(d.boxes, d.scores, d.classes, names, transform, d.crs, path))
-        megapixels = d.width * d.height / 1e6
-        logger.info(
-            f"{path}: {len(d.boxes)} detections; ran {d.windows_run} of {d.windows} windows "
-            f"({d.windows_skipped} all nodata) in {d.seconds:.1f}s, {d.seconds / megapixels:.3f} s/megapixel"
-        )
+        frames.append(detections_to_frame(d, names))
     frame = write_detections(frames, output)
     logger.info(f"wrote {len(frame)} detections to {output} (CRS {frame.crs.to_string() if frame.crs else 'none: pixel coordinates'})")
     if coco_json:

@@ -19,7 +19,7 @@ more objects than a tile.
 `TiledInference` wraps a built model so that Detectron2's `inference_on_dataset` (and the
 trainer's `test`) evaluates tiled prediction; `retina_plugin.inference.predictor.TiledPredictor` is
 Detectron2's `DefaultPredictor` with it (one numpy image in, its detections out).
-`build_tiled_model(cfg, model)` returns that wrapper when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
+`retina_plugin.inference.model.inference_model` returns that wrapper when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0.
 With test-time augmentation (cfg.TEST.AUG.ENABLED) the wrapped model is a
 `retina_plugin.inference.tta.RetinaNetWithTTA`: each tile is detected in all its versions
 (resized to TEST.AUG.MIN_SIZES, flipped), merged, then the tiles are merged as without it.
@@ -34,6 +34,8 @@ from detectron2.layers import batched_nms
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..config import ConfigError
+
 __all__ = [
     "EDGE_MARGIN",
     "tile_starts",
@@ -43,7 +45,6 @@ __all__ = [
     "merge_tile_detections",
     "reaches_other_tiles",
     "TiledInference",
-    "build_tiled_model",
     "check_tiled_evaluation",
 ]
 
@@ -356,22 +357,11 @@ def check_tiled_evaluation(cfg) -> None:
     tiles would see objects at another scale than the image's own.
 
     Raises:
-        ValueError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.
+        ConfigError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.
     """
     if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 and cfg.INPUT.MIN_SIZE_TEST != 0:
-        raise ValueError(
+        raise ConfigError(
             f"cfg.INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST!r}: tiled evaluation "
             f"(MODEL.RETINA_PLUGIN.TILE_SIZE {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE}) feeds tiles at the "
             "image's own resolution; set INPUT.MIN_SIZE_TEST 0 so the test loader does not resize"
         )
-
-
-def build_tiled_model(cfg, model: nn.Module) -> nn.Module:
-    """
-    The model to evaluate: `model` itself when cfg.MODEL.RETINA_PLUGIN.TILE_SIZE is 0, else
-    `TiledInference(cfg, model)`; see `check_tiled_evaluation` for what the config needs.
-    """
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
-        return model
-    check_tiled_evaluation(cfg)
-    return TiledInference(cfg, model)

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from detectron2.config import configurable
 from detectron2.data.detection_utils import read_image
 from detectron2.layers import batched_nms
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from ..config import check_tta_config
+from ..config import VALID_TTA_MERGES, check_tta_config
 
 __all__ = ["RetinaNetWithTTA", "check_tta_config", "map_boxes_back", "weighted_box_fusion"]
 
@@ -133,14 +134,16 @@ class RetinaNetWithTTA(nn.Module):
     version is padded beyond what it would be alone.
     """
 
-    def __init__(self, cfg, model: nn.Module, tta_mapper=None):
+    @configurable
+    def __init__(self, model: nn.Module, *, tta_mapper, merge: str = "nms", nms_thresh: float = 0.5, detections_per_image: int = 100):
         """
         Args:
-            cfg: the config; reads TEST.AUG.*, MODEL.RETINA_PLUGIN.TTA_MERGE,
-                MODEL.RETINANET.NMS_THRESH_TEST, TEST.DETECTIONS_PER_IMAGE.
             model: a RetinaNetPlugin (or a DistributedDataParallel of one) whose postprocessor has
                 `candidates_single_image` (DecodeAndNMS).
-            tta_mapper: makes the versions of an input dict; default `DatasetMapperTTA(cfg)`.
+            tta_mapper: makes the versions of an input dict, e.g. Detectron2's `DatasetMapperTTA`.
+            merge: how the versions' candidates are merged, one of VALID_TTA_MERGES.
+            nms_thresh: IoU threshold of the merge (MODEL.RETINANET.NMS_THRESH_TEST).
+            detections_per_image: the most detections kept per image (TEST.DETECTIONS_PER_IMAGE).
         """
         super().__init__()
         if isinstance(model, DistributedDataParallel):
@@ -151,15 +154,28 @@ class RetinaNetWithTTA(nn.Module):
                 f"(candidates_single_image, as DecodeAndNMS does); got {type(model).__name__} with "
                 f"postprocess {type(getattr(model, 'postprocess', None)).__name__}"
             )
-        check_tta_config(cfg)
+        if merge not in VALID_TTA_MERGES:
+            raise ValueError(f"merge {merge!r} is not one of {VALID_TTA_MERGES}")
         self.model = model
         # inference_on_dataset puts a model in eval mode and back in the mode it found: start in
         # the wrapped model's mode, not a new Module's (training).
         self.train(model.training)
-        self.tta_mapper = tta_mapper if tta_mapper is not None else DatasetMapperTTA(cfg)
-        self.merge = cfg.MODEL.RETINA_PLUGIN.TTA_MERGE
-        self.nms_thresh = cfg.MODEL.RETINANET.NMS_THRESH_TEST
-        self.detections_per_image = cfg.TEST.DETECTIONS_PER_IMAGE
+        self.tta_mapper = tta_mapper
+        self.merge = merge
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+
+    @classmethod
+    def from_config(cls, cfg, model, tta_mapper=None):
+        # cfg reads TEST.AUG.*, MODEL.RETINA_PLUGIN.TTA_MERGE, MODEL.RETINANET.NMS_THRESH_TEST, TEST.DETECTIONS_PER_IMAGE
+        check_tta_config(cfg)
+        return {
+            "model": model,
+            "tta_mapper": tta_mapper if tta_mapper is not None else DatasetMapperTTA(cfg),
+            "merge": cfg.MODEL.RETINA_PLUGIN.TTA_MERGE,
+            "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
 
     @property
     def device(self):

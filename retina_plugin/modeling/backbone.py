@@ -7,24 +7,10 @@ from detectron2.modeling.backbone import FPN, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from . import winograd
+from .winograd import InferenceConv2d
 
-
-class InferenceConv2d(Conv2d):
-    """
-    Detectron2's Conv2d whose convolution at inference (eval mode, autograd off) is
-    `winograd.conv2d`: Winograd F(4x4, 3x3) where it applies and `winograd` is set
-    (MODEL.RETINA_PLUGIN.WINOGRAD), else F.conv2d. Training and autograd use Detectron2's forward.
-    """
-
-    winograd = False
-
-    def forward(self, x):
-        if self.training or torch.is_grad_enabled():
-            return super().forward(x)
-        x = winograd.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.winograd)
-        if self.norm is not None:
-            x = self.norm(x)
-        return x if self.activation is None else self.activation(x)
+# MODEL.RETINA_PLUGIN.P6_SOURCE: the input of the P6 conv, C5 (the paper, Detectron2) or P5 (FCOS, torchvision v2).
+P6_SOURCES = ("res5", "p5")
 
 
 class FrozenBNFoldedConv2d(InferenceConv2d):
@@ -85,8 +71,8 @@ def build_retina_plugin_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     bottom_up = fold_frozen_batchnorm(build_resnet_backbone(cfg, input_shape))
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     p6_source = cfg.MODEL.RETINA_PLUGIN.P6_SOURCE
-    if p6_source not in ("res5", "p5"):
-        raise ValueError(f"cfg.MODEL.RETINA_PLUGIN.P6_SOURCE = {p6_source!r}: must be 'res5' (C5) or 'p5'")
+    if p6_source not in P6_SOURCES:
+        raise ValueError(f"cfg.MODEL.RETINA_PLUGIN.P6_SOURCE = {p6_source!r}: must be one of {P6_SOURCES}")
     if p6_source == "res5":
         p6_in_channels = bottom_up.output_shape()["res5"].channels
     else:

@@ -25,6 +25,8 @@ losses on them (`losses`).
 
 # The IoU-based box losses of Detectron2's RetinaNet, on decoded boxes.
 _BOX_LOSSES = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
+# MODEL.RETINANET.BBOX_REG_LOSS_TYPE: Detectron2's RetinaNet supports these (detectron2.modeling.box_regression).
+BOX_REG_LOSSES = ("smooth_l1", *_BOX_LOSSES)
 
 
 def build_retina_head(cfg, input_shape: List[ShapeSpec], num_anchors: int):

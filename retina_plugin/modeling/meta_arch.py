@@ -20,7 +20,7 @@ from .winograd import use_winograd
 
 VALID_INFERENCE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 # The inference dtypes run under torch.autocast; "int8" swaps the convolutions instead
-# (retina_plugin.deploy.quantization.quantize_int8).
+# (retina_plugin.inference.int8.quantize_int8).
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -73,7 +73,7 @@ class RetinaNetPlugin(nn.Module):
         if inference_dtype not in VALID_INFERENCE_DTYPES:
             raise ValueError(f"inference_dtype {inference_dtype!r} is not one of {VALID_INFERENCE_DTYPES}")
         self.inference_dtype = inference_dtype
-        self.int8 = False  # True once retina_plugin.deploy.quantization.quantize_int8 has swapped the convolutions
+        self.int8 = False  # True once retina_plugin.inference.int8.quantize_int8 has swapped the convolutions
         self.compile_inference = compile_inference
         self._compiled = None  # (backbone, head) compiled at the first eval forward; a tuple, so not submodules
         self.vis_period = vis_period
@@ -179,9 +179,8 @@ class RetinaNetPlugin(nn.Module):
         images = self.preprocess_image(batched_inputs)
         if not self.training and self.inference_dtype == "int8" and not self.int8:
             raise RuntimeError(
-                "INFERENCE_DTYPE is int8 but this model's convolutions are float32: quantize it after loading "
-                "its weights with retina_plugin.deploy.quantization.apply_int8_config(cfg, model) (RetinaPredictor and "
-                "train_net.py --eval-only do)"
+                "INFERENCE_DTYPE is int8 but this model's convolutions are float32: get it ready with "
+                "retina_plugin.inference.model.load_model(cfg) (every tool does), which quantizes it with INT8_CALIBRATION"
             )
         autocast_dtype = None if self.training else AUTOCAST_DTYPES.get(self.inference_dtype)
         low_precision = autocast_dtype is not None

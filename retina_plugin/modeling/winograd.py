@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from detectron2.layers import Conv2d
 
 # Lavin and Gray's F(4x4, 3x3) matrices: input transform B^T (6x6), filter transform G (6x3),
 # output transform A^T (4x6).
@@ -203,13 +204,27 @@ def use_winograd(model: nn.Module) -> nn.Module:
     an InferenceConv2d (same state_dict and training forward), and every module with a
     `winograd` attribute (InferenceConv2d, the head) gets it set. Returns `model`.
     """
-    from detectron2.layers import Conv2d
-
-    from .backbone import InferenceConv2d
-
     for m in model.modules():
         if type(m) is Conv2d:
             m.__class__ = InferenceConv2d
         if hasattr(m, "winograd"):
             m.winograd = True
     return model
+
+
+class InferenceConv2d(Conv2d):
+    """
+    Detectron2's Conv2d whose convolution at inference (eval mode, autograd off) is
+    `conv2d`: Winograd F(4x4, 3x3) where it applies and `winograd` is set
+    (MODEL.RETINA_PLUGIN.WINOGRAD), else F.conv2d. Training and autograd use Detectron2's forward.
+    """
+
+    winograd = False
+
+    def forward(self, x):
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        x = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.winograd)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x if self.activation is None else self.activation(x)

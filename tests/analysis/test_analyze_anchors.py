@@ -8,7 +8,7 @@ import pytest
 
 from anchor_cases import ANCHOR_KEYS, BASE_CONFIG, REPO_ROOT, SMALL_OPTS, analysis_cfg
 from retina_plugin.analysis.cli import dataset_to_analyse, get_parser
-from retina_plugin.engine import user_dataset_opts
+from retina_plugin.cli.arguments import user_dataset_opts
 from tool_runs import run_tool
 
 

@@ -15,8 +15,8 @@ from detectron2.modeling import build_model
 import tool_runs
 from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.deploy.export import ExportError, eager_detections, export_model, run_exported, sample_image
-from retina_plugin.deploy.quantization import Int8Error, calibrate_int8, quantize_int8
-from retina_plugin.engine.checkpoint import RetinaCheckpointer
+from retina_plugin.inference.int8 import Int8Error, calibrate_int8, quantize_int8
+from retina_plugin.weights.checkpoint import RetinaCheckpointer
 from retina_plugin.inference.tiling import TiledInference
 from test_export import SMALL_MODEL_OPTS as EXPORT_OPTS
 from test_export import assert_same_detections

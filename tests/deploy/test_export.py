@@ -139,6 +139,6 @@ def test_export_tool_names_a_missing_weights_file(tmp_path):
     missing = str(tmp_path / "model_final.pth")
     result = run_export_tool("--output", str(tmp_path), "--opts", *SMALL_MODEL_OPTS, "MODEL.WEIGHTS", missing)
     assert result.returncode == 2
-    assert f"export_model.py: error: MODEL.WEIGHTS file not found: {missing}" in result.stderr
+    assert f"export_model: error: MODEL.WEIGHTS file not found: {missing}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "model.ts")

@@ -17,8 +17,9 @@ import time
 import torch
 from detectron2.engine import HookBase
 
-import retina_plugin.engine.checkpoint
-from retina_plugin.engine import Trainer, argument_parser, setup
+import retina_plugin.weights.checkpoint
+from retina_plugin.cli.train_net import argument_parser, setup
+from retina_plugin.engine import Trainer
 
 
 def _wait_to_be_killed(marker):
@@ -56,7 +57,7 @@ def _pause_in_nth_save(n, marker):
         f.flush()
         _wait_to_be_killed(marker)
 
-    retina_plugin.engine.checkpoint.torch.save = half_written_save
+    retina_plugin.weights.checkpoint.torch.save = half_written_save
 
 
 def main(args):

@@ -21,7 +21,8 @@ from detectron2.utils.events import EventStorage
 
 import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin import load_config
-from retina_plugin.engine import lazy as lazy_engine
+from retina_plugin.cli import lazyconfig_train_net as lazy_tool
+from retina_plugin.engine.lazy_config import load_lazy_config
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "lazyconfig_train_net.py"
@@ -124,10 +125,10 @@ def test_bad_override_fails_in_one_line():
 
 def _check_fails(capsys, *argv):
     """What the tool does before `launch`, in this process: the error line it ends with (status 2)."""
-    args = lazy_engine.argument_parser().parse_args(list(argv))
+    args = lazy_tool.argument_parser().parse_args(list(argv))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        lazy_engine.check_args(args)
+        lazy_tool.check_args(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("lazyconfig_train_net: error: "), err
@@ -154,12 +155,12 @@ def test_bad_overrides(capsys, override, words):
 
 def test_good_overrides_pass(capsys):
     # A key of the config, a keyword its LazyCall's target accepts but the config leaves out, a list index.
-    args = lazy_engine.argument_parser().parse_args([
+    args = lazy_tool.argument_parser().parse_args([
         "--config-file", f"{REPO}/{SHAPES}.py", "train.max_iter=7", "model.postprocess.box2box_transform.scale_clamp=4.0",
         "model.backbone.bottom_up.module.stages.stride_in_1x1=false", "+train.note=x",
         "dataloader.train.mapper.augmentations.0.short_edge_length=[128]",
     ])
-    cfg = lazy_engine.load_lazy_config(args.config_file, args.opts)
+    cfg = load_lazy_config(args.config_file, args.opts)
     assert cfg.train.max_iter == 7 and cfg.train.note == "x"
     assert cfg.model.postprocess.box2box_transform.scale_clamp == 4.0
     assert list(cfg.dataloader.train.mapper.augmentations[0].short_edge_length) == [128]

@@ -88,5 +88,5 @@ def test_load_metrics_rejects_file_without_usable_lines(tmp_path):
     expected = "No usable lines in .*metrics.json: 1 well-formed and 3 malformed"
     with pytest.raises(MetricsError, match=expected):
         load_metrics(str(metrics))
-    with pytest.raises(FileNotFoundError, match="nothing.json"):
+    with pytest.raises(MetricsError, match="nothing.json"):
         load_metrics(str(tmp_path / "nothing.json"))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from retina_plugin.engine.checkpoint import RetinaCheckpointer, UnsafeCheckpointError
+from retina_plugin.weights.checkpoint import RetinaCheckpointer, UnsafeCheckpointError
 from retina_plugin.modeling.meta_arch import RetinaNetPlugin
 from tool_runs import CONFIG, QUICK_OPTS, REPO, dataset_args
 
@@ -187,7 +187,7 @@ def test_checkpoint_write_that_fails_leaves_the_previous_one(small_cfg, tmp_path
         f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("retina_plugin.engine.checkpoint.torch.save", disk_full)
+    monkeypatch.setattr("retina_plugin.weights.checkpoint.torch.save", disk_full)
     with pytest.raises(OSError):
         checkpointer.save("model_final", iteration=2)
     assert (tmp_path / "model_final.pth").read_bytes() == before

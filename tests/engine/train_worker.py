@@ -11,7 +11,8 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 
 import retina_plugin  # noqa: F401
-from retina_plugin.engine import Trainer, argument_parser, setup
+from retina_plugin.cli.train_net import argument_parser, setup
+from retina_plugin.engine import Trainer
 
 
 def train_and_save_rank(args):

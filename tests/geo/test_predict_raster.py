@@ -18,8 +18,10 @@ import shapely
 import torch
 from detectron2.structures import Boxes, pairwise_iou
 
-from retina_plugin.geo.predict import RasterPredictor, predict_rasters, raster_config
-from retina_plugin.geo.raster import RasterError, RasterSource
+from retina_plugin.cli.predict_raster import raster_config
+from retina_plugin.geo.predict import RasterPredictor, predict_rasters
+from retina_plugin.analysis.results.thresholds import ThresholdFileError
+from retina_plugin.data.raster import RasterError, RasterSource
 from retina_plugin.geo.scenes import SCENE_CRS, write_shapes_scene
 from retina_plugin.geo.vectors import boxes_to_polygons
 from retina_plugin.inference.tiling import tile_grid
@@ -215,13 +217,13 @@ def test_per_class_thresholds_file_of_analyze_results(trained, scene, tmp_path, 
     low = RasterPredictor(config(trained)).predict(scene.path, progress=False)
     assert len(high.scores) and (high.scores >= 0.9).all()
     assert len(high.scores) == (low.scores >= 0.9).sum() < len(low.scores)
-    with pytest.raises(RasterError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
+    with pytest.raises(ThresholdFileError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
         thresholds.write_text("tree: 0.5\n")
         raster_config(trained.config_file, [], str(thresholds), class_names=["shape"])
 
 
 def test_inputs_are_files_and_the_rasters_of_folders(tmp_path):
-    from retina_plugin.geo.raster import resolve_raster_inputs
+    from retina_plugin.data.raster import resolve_raster_inputs
 
     folder = tmp_path / "tiles"
     folder.mkdir()

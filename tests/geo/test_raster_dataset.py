@@ -19,9 +19,9 @@ from rasterio.windows import Window
 from retina_plugin import load_config
 from retina_plugin.config import ConfigError
 from retina_plugin.data.mapper import ImageReadError, RetinaDatasetMapper
-from retina_plugin.engine.arguments import user_dataset_opts
+from retina_plugin.cli.arguments import user_dataset_opts
 from retina_plugin.geo.dataset import raster_dataset_dicts
-from retina_plugin.geo.raster import RasterError
+from retina_plugin.data.raster import RasterError
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.geo.vectors import VectorError, boxes_to_polygons
 from retina_plugin.inference.tiling import tile_grid
@@ -179,7 +179,7 @@ def test_flags_register_both_splits_with_the_training_classes(scene, tmp_path, c
         train_json=None, train_images=None, test_json=None, test_images=None, label_column=None,
         train_raster=scene.path, train_vectors=vectors, test_raster=scene.path, test_vectors=str(tmp_path / "no_squares.gpkg"),
     )  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="retina_plugin.engine.arguments"):
+    with caplog.at_level(logging.WARNING, logger="retina_plugin.cli.arguments"):
         opts = user_dataset_opts(args)
     assert opts == ["DATASETS.TRAIN", ("raster_train_scene",), "MODEL.RETINANET.NUM_CLASSES", 3, "DATASETS.TEST", ("raster_test_scene",)]
     assert "raster tiles are 128 px but INPUT.MIN_SIZE_TRAIN (800,), MAX_SIZE_TRAIN 1333 resize them" in caplog.text

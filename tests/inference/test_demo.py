@@ -10,8 +10,8 @@ import pytest
 
 import tool_runs
 from tool_runs import BASE_CONFIG, REPO, run_tool
-from retina_plugin.inference.predictor import (
-    DemoInputError,
+from retina_plugin.inference.media import (
+    InputFileError,
     image_output_paths,
     read_bgr_image,
     resolve_image_inputs,
@@ -136,20 +136,20 @@ def test_demo_annotates_every_video_frame(tmp_path):
 def test_input_helpers_report_bad_paths(tmp_path):
     not_an_image = tmp_path / "broken.png"
     not_an_image.write_text("this is not a PNG")
-    with pytest.raises(DemoInputError, match="broken.png"):
+    with pytest.raises(InputFileError, match="broken.png"):
         read_bgr_image(str(not_an_image))
-    with pytest.raises(DemoInputError, match="no file"):
+    with pytest.raises(InputFileError, match="no file"):
         resolve_image_inputs([str(tmp_path / "*.jpg")])
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    with pytest.raises(DemoInputError, match="empty"):
+    with pytest.raises(InputFileError, match="empty"):
         resolve_image_inputs([str(empty_dir)])
     images = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")]
-    with pytest.raises(DemoInputError, match="both be written"):
+    with pytest.raises(InputFileError, match="both be written"):
         image_output_paths(images, str(tmp_path / "out"))
-    with pytest.raises(DemoInputError, match="must be a directory"):
+    with pytest.raises(InputFileError, match="must be a directory"):
         image_output_paths(images, str(tmp_path / "out.png"))
-    with pytest.raises(DemoInputError, match="overwrite"):
+    with pytest.raises(InputFileError, match="overwrite"):
         image_output_paths(images[:1], str(tmp_path / "a"))
 
 
@@ -167,8 +167,8 @@ def test_output_paths(tmp_path):
 def test_per_class_thresholds_file_keeps_each_class_above_its_own(tmp_path, small_cfg, single_thread):
     import torch
 
-    from retina_plugin.inference.demo import demo_config
-    from retina_plugin.inference.predictor import DetectionVisualizer
+    from retina_plugin.cli.demo import demo_config
+    from retina_plugin.inference.visualizer import DetectionVisualizer
 
     small_cfg.MODEL.RETINANET.PRIOR_PROB = 0.5  # random weights: every score near 0.5
     image = synthetic_image(128, 160, seed=3)
@@ -195,4 +195,4 @@ def test_per_class_thresholds_file_keeps_each_class_above_its_own(tmp_path, smal
                       "--output", str(tmp_path / "out"), "--confidence-threshold", str(tmp_path / "bad.yaml"),
                       "--opts", "MODEL.WEIGHTS", "", check=False)
     assert result.returncode == 2
-    assert "demo.py: error: " in result.stderr and "'hexagon' is not a class of the model" in result.stderr
+    assert "demo: error: " in result.stderr and "'hexagon' is not a class of the model" in result.stderr

@@ -29,12 +29,13 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from retina_plugin.data.shapes import generate_shapes_dataset
 from retina_plugin.engine import Trainer
-from retina_plugin.engine.trainer import UNCAPPED_TILED_DETECTIONS, evaluation_max_detections
+from retina_plugin.inference.evaluation import UNCAPPED_TILED_DETECTIONS, evaluation_max_detections
+from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.predictor import TiledPredictor
 from retina_plugin.inference.tiling import (
     EDGE_MARGIN,
     TiledInference,
-    build_tiled_model,
+    check_tiled_evaluation,
     keep_tile_detections,
     merge_tile_detections,
     reaches_other_tiles,
@@ -256,16 +257,17 @@ def test_tile_config_is_checked(key, value):
         check_retina_plugin_config(cfg)  # what load_config runs before anything is built
 
 
-def test_build_tiled_model_needs_a_test_loader_that_does_not_resize():
+def test_tiled_model_needs_a_test_loader_that_does_not_resize():
     cfg = tiny_cfg()
     model = build_model(cfg)
     assert cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0
-    assert build_tiled_model(cfg, model) is model
+    assert inference_model(model, InferenceSettings.from_config(cfg)) is model
     cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = 512
     with pytest.raises(ValueError, match=r"cfg.INPUT.MIN_SIZE_TEST = 128: tiled evaluation"):
-        build_tiled_model(cfg, model)
+        check_tiled_evaluation(cfg)
     cfg.INPUT.MIN_SIZE_TEST = 0
-    tiled = build_tiled_model(cfg, model)
+    check_tiled_evaluation(cfg)
+    tiled = inference_model(model, InferenceSettings.from_config(cfg))
     assert isinstance(tiled, TiledInference) and tiled.model is model
     assert (tiled.tile_size, tiled.overlap, tiled.tile_batch) == (512, 0.2, 4)
 
@@ -367,9 +369,9 @@ def test_tiled_evaluation_with_inference_on_dataset_and_trainer_test(
     # scores them all, not COCO's best 100.
     assert evaluation_max_detections(cfg) == UNCAPPED_TILED_DETECTIONS
     evaluator = COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "direct"), max_dets_per_image=UNCAPPED_TILED_DETECTIONS)
-    tiled = inference_on_dataset(build_tiled_model(cfg, model), loader, evaluator)["bbox"]
+    tiled = inference_on_dataset(inference_model(model, InferenceSettings.from_config(cfg)), loader, evaluator)["bbox"]
     best_100 = inference_on_dataset(
-        build_tiled_model(cfg, model), loader, COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "best100"))
+        inference_model(model, InferenceSettings.from_config(cfg)), loader, COCOEvaluator(LARGE_DATASET, output_dir=str(tmp_path / "best100"))
     )["bbox"]
 
     via_trainer = Trainer.test(cfg, model)["bbox"]  # what train_net's evaluation calls

@@ -12,7 +12,8 @@ from detectron2.modeling import build_model
 from retina_plugin import load_config
 from retina_plugin.compare import compare_detections
 from retina_plugin.modeling import winograd
-from retina_plugin.modeling.backbone import FrozenBNFoldedConv2d, InferenceConv2d
+from retina_plugin.modeling.backbone import FrozenBNFoldedConv2d
+from retina_plugin.modeling.winograd import InferenceConv2d
 from tests.modeling.test_parity import calibrate_frozen_batchnorm
 
 pytestmark = pytest.mark.usefixtures("single_thread")

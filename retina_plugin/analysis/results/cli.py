@@ -11,15 +11,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from ...config import ConfigError, load_config
-from ...engine.arguments import (
-    OneLineParser,
-    add_opts_argument,
-    check_dataset_files,
-    check_device,
-    one_line_errors,
-    register_config_datasets,
-    user_dataset_opts,
-)
+from ...cli.arguments import ToolParser, check_device, one_line_errors, user_dataset_opts
+from ...data.catalog import check_dataset_files, register_config_datasets
 from .data import ResultsError, ground_truth_from_coco, load_detections
 from .plots import plot_confusion_matrix, plot_errors, plot_pr_curves
 from .report import analyse_results, format_table, write_tables
@@ -32,7 +25,7 @@ PROG = "analyze_results"
 
 def get_parser() -> argparse.ArgumentParser:
     """The tool's command-line arguments."""
-    parser = OneLineParser(prog=PROG, description="Per-class AP, thresholds, confusion matrix and TIDE errors of a detector")
+    parser = ToolParser(prog=PROG, description="Per-class AP, thresholds, confusion matrix and TIDE errors of a detector")
     parser.add_argument("--config-file", metavar="FILE", help="config of the model (and of the default dataset)")
     add = parser.add_argument
     add("--dataset", metavar="NAME", help="a registered dataset (default: the config's first DATASETS.TEST)")
@@ -42,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     add("--output", metavar="DIR", help="where the files go (default: OUTPUT_DIR/error_analysis)")
     add("--iou", type=float, default=0.5, help="IoU of a match: thresholds, confusion matrix, errors (0.5)")
     add("--num-worst", type=int, default=10, metavar="N", help="draw the N images with most errors (10)")
-    return add_opts_argument(parser)
+    return parser
 
 
 def dataset_to_analyse(args, cfg) -> str:
@@ -68,7 +61,7 @@ def run_model(cfg, name: str, output: str) -> str:
     """
     from detectron2.evaluation import COCOEvaluator
 
-    from ...engine.checkpoint import RetinaCheckpointer
+    from ...weights.checkpoint import RetinaCheckpointer
     from ...engine.trainer import Trainer
 
     if not cfg.MODEL.WEIGHTS:
@@ -93,7 +86,7 @@ def run_model(cfg, name: str, output: str) -> str:
 def main(argv=None):
     """Analyse, print the table, write the tables, thresholds, figures and worst images into --output."""
     args = get_parser().parse_args(argv)
-    with one_line_errors(PROG, (ValueError, OSError)):
+    with one_line_errors(PROG):
         if args.num_worst < 0 or not 0.0 < args.iou < 1.0:
             raise ConfigError("--iou must be in (0, 1) and --num-worst >= 0")
         flags = SimpleNamespace(train_json=None, train_images=None, test_json=args.test_json,
@@ -109,7 +102,7 @@ def main(argv=None):
         analysis = analyse_results(gt, load_detections(predictions, gt), args.iou)
     print(f"{predictions} on {name} ({len(gt.image_ids)} images, {len(analysis.dets)} detections)\n")
     print(format_table(analysis))
-    with one_line_errors(PROG, (ValueError, OSError)):
+    with one_line_errors(PROG):
         written = write_tables(analysis, output)
         written.append(plot_pr_curves(analysis, os.path.join(output, "pr_curves.png")))
         written.append(plot_confusion_matrix(analysis, os.path.join(output, "confusion_matrix.png")))

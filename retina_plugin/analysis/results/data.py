@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import List
 
 import numpy as np
+from ...errors import UserError
 
 __all__ = [
     "ResultsError", "GroundTruth", "Detections", "ground_truth_from_coco", "load_detections", "detections_from_list",
@@ -16,7 +17,7 @@ __all__ = [
 MAX_DETECTIONS = 100  # per image and class, as COCOeval's maxDets[-1]
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError):
     """The ground truth or a results file cannot be analysed; the message says why."""
 
 

@@ -6,11 +6,12 @@ import math
 from typing import Sequence
 
 import yaml
+from ...errors import UserError
 
 __all__ = ["ThresholdFileError", "write_class_thresholds", "load_class_thresholds"]
 
 
-class ThresholdFileError(ValueError):
+class ThresholdFileError(UserError):
     """A thresholds file that cannot be used; the message names the file and the bad entry."""
 
 

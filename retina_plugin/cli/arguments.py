@@ -1,23 +1,23 @@
 """
-What every tool shares on the command line: Detectron2's `default_argument_parser` with one
-spelling of a user's COCO-format dataset (`--train-json/--train-images`,
-`--test-json/--test-images`) and, for tools/train_net.py, of a georeferenced one
-(`--train-raster/--train-vectors`, `--test-raster/--test-vectors`), the registration of the
-datasets a config names, and the checks
-that turn a machine or data set that is not ready into one line saying what to do.
+What every tool shares on the command line: one parser class (`ToolParser`: errors in one
+line, Detectron2's trailing KEY VALUE config options, `--opts` as their alias), Detectron2's
+`default_argument_parser` for the training tools, one spelling of a user's COCO-format dataset
+(`--train-json/--train-images`, `--test-json/--test-images`) and of a georeferenced one
+(`--train-raster/--train-vectors`, `--test-raster/--test-vectors`), and `one_line_errors`: every
+`UserError` ends a tool as `<tool>: error: <message>`, status 2.
 """
 import argparse
 import contextlib
 import logging
-import os
+import re
 import sys
 from pathlib import Path
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
 from ..config import ConfigError, load_config
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +29,44 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_opts_argument(parser, example="MODEL.WEIGHTS model.pth"):
-    """--opts KEY VALUE ...: config options merged last, as Detectron2's demo and export tools take them."""
-    parser.add_argument(
-        "--opts", default=[], nargs=argparse.REMAINDER,
-        help=f"config options as KEY VALUE pairs, merged last, e.g. {example}",
-    )
-    return parser
+# A config key as Detectron2 spells it on the command line: upper case, dotted (MODEL.WEIGHTS).
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+class ToolParser(OneLineParser):
+    """
+    The parser of a tool: one-line errors, and config options as Detectron2's tools take them,
+    trailing `KEY VALUE` pairs, also accepted after `--opts` (Detectron2's demo spelling);
+    both end up in `args.opts`, `--opts`'s first. A flag of several values (`--input a b`) ends
+    where a config key begins: `--input a.png b.png MODEL.WEIGHTS w.pth` gives the two images and
+    the option.
+    """
+
+    def __init__(self, *args, opts_example="MODEL.WEIGHTS model.pth", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--opts", dest="flag_opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+            help=f"config options as KEY VALUE pairs, merged last (the same as trailing ones), e.g. {opts_example}",
+        )  # fmt: skip
+        self.add_argument("opts", default=[], nargs=argparse.REMAINDER, help="config options as trailing KEY VALUE pairs")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        trailing = []
+        for action in self._actions:
+            values = getattr(parsed, action.dest, None)
+            if action.option_strings and action.nargs in ("+", "*") and isinstance(values, list) and action.dest != "flag_opts":
+                first_key = next((i for i, v in enumerate(values) if CONFIG_KEY.match(str(v))), None)
+                if first_key is not None:
+                    values, trailing = values[:first_key], values[first_key:] + trailing
+                    if not values and action.nargs == "+":
+                        self.error(f"argument {'/'.join(action.option_strings)}: expected at least one argument")
+                    setattr(parsed, action.dest, values)
+        # A trailing positional takes the rest of the line, "--opts" included: drop that word.
+        rest = [v for v in parsed.opts if v != "--opts"]
+        parsed.opts = list(parsed.flag_opts) + trailing + rest
+        del parsed.flag_opts
+        return parsed
 
 
 def argument_parser(epilog=None):
@@ -125,15 +156,6 @@ def _raster_dataset_opts(args) -> list:
     return opts
 
 
-def register_config_datasets(cfg):
-    """Register the embedded datasets a config names (generating them the first time)."""
-    from ..data import register_shapes_dataset
-
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if any(n.startswith("shapes_") and n not in DatasetCatalog.list() for n in names):
-        register_shapes_dataset()
-
-
 def check_device(device: str, num_gpus: int = 1):
     """A CUDA device the machine has, or a ConfigError saying to use MODEL.DEVICE cpu."""
     if not device.startswith("cuda"):
@@ -148,33 +170,14 @@ def check_device(device: str, num_gpus: int = 1):
         raise ConfigError(f"--num-gpus {num_gpus} but this machine has {available} CUDA device(s)")
 
 
-def check_dataset_files(names):
-    """
-    Each registered json dataset's annotation file and image folder exist (Detectron2 registers
-    COCO under $DETECTRON2_DATASETS without looking), or a ConfigError naming what is missing.
-    """
-    for name in names:
-        if name not in DatasetCatalog.list():
-            raise ConfigError(f"dataset {name!r} of the config is not registered")
-        metadata = MetadataCatalog.get(name)
-        for attribute in ("json_file", "image_root"):
-            path = metadata.get(attribute, None)
-            if path and not os.path.exists(path):
-                root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-                raise ConfigError(
-                    f"dataset {name!r}: {path} not found. Detectron2 finds its built-in datasets under "
-                    f"$DETECTRON2_DATASETS (now {root!r}), e.g. coco/annotations/instances_train2017.json, "
-                    "coco/train2017/, coco/val2017/; set it to the folder holding them, or pass your own "
-                    "data with --train-json/--train-images --test-json/--test-images"
-                )
-
-
 @contextlib.contextmanager
-def one_line_errors(prog: str, errors=(ConfigError,)):
-    """Inside: an exception of `errors` (bad input the user can fix) exits with `prog: error: ...` (status 2)."""
+def one_line_errors(prog: str):
+    """
+    Inside: a UserError (bad input the user can fix), or an OSError (a file that cannot be read
+    or written: its message names it), exits with `prog: error: <its message>` (status 2).
+    """
     try:
         yield
-    except errors as e:
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"{prog}: error: {message}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)

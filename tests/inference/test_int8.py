@@ -1,5 +1,5 @@
 """
-Int8 inference (retina_plugin/deploy/quantization.py, tools/calibrate_int8.py): each int8 part against
+Int8 inference (retina_plugin/inference/int8/, tools/calibrate_int8.py): each int8 part against
 the float computation it replaces, the whole int8 model against the float32 one, the AP cost on
 the tiny trained detector (conftest `trained`), and the int8 model through the demo and
 train_net --eval-only.
@@ -16,15 +16,12 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
-from retina_plugin.deploy.quantization import (
+from retina_plugin.inference.int8 import (
     Int8Conv2d,
     Int8Error,
-    Int8FPN,
     QParams,
     QuantizedActivation,
-    _max_pool_3x3_s2,
     activation_qparams,
-    apply_int8_config,
     calibrate_int8,
     load_int8_calibration,
     quantize_activation,
@@ -33,6 +30,8 @@ from retina_plugin.deploy.quantization import (
     weights_fingerprint,
 )
 from retina_plugin.data.shapes import generate_shapes_dataset
+from retina_plugin.inference.int8.layers import Int8FPN, _max_pool_3x3_s2
+from retina_plugin.inference.model import InferenceSettings, with_precision
 from tiny_detector import REPO_ROOT, load_shapes_split
 
 
@@ -210,10 +209,10 @@ def test_a_model_built_for_int8_refuses_to_run_unquantized(small_cfg, make_batch
     small_cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE = "int8"
     small_cfg.MODEL.RETINA_PLUGIN.INT8_CALIBRATION = "somewhere.json"
     model = build_model(small_cfg).eval()
-    with pytest.raises(RuntimeError, match="apply_int8_config"):
+    with pytest.raises(RuntimeError, match="load_model"):
         model([{"image": make_batch()[0]["image"]}])
     with pytest.raises(Int8Error, match="somewhere.json"):
-        apply_int8_config(small_cfg, model)
+        with_precision(model, InferenceSettings.from_config(small_cfg))
 
 
 def test_unsupported_models_are_named(small_cfg):
@@ -259,7 +258,7 @@ def test_calibration_is_tied_to_its_weights(small_cfg, make_batch, tmp_path):
 
 def test_train_net_refuses_to_train_with_int8_inference(tmp_path):
     from retina_plugin.config import ConfigError
-    from retina_plugin.engine import argument_parser, setup
+    from retina_plugin.cli.train_net import argument_parser, setup
 
     args = argument_parser().parse_args(
         ["--config-file", f"{REPO_ROOT}/configs/shapes_R18_cpu.yaml", "OUTPUT_DIR", str(tmp_path),
@@ -338,6 +337,6 @@ def test_calibrate_tool_names_an_unknown_dataset(trained, tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "calibrate_int8.py: error: dataset 'none_such' is not registered" in result.stderr
+    assert "calibrate_int8: error: dataset 'none_such' is not registered" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -1,5 +1,5 @@
 """
-3-channel weights in an N-channel model (retina_plugin/engine/band_weights.py, RetinaCheckpointer):
+3-channel weights in an N-channel model (retina_plugin/weights/band_weights.py, RetinaCheckpointer):
 the stem's filters adapted before the shape check, from a .pth and from the .pkl formats that
 load by name matching, so that a further band at its PIXEL_MEAN (N = 4), or one gray band
 (N = 1), gives the 3-channel model's detections.
@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 
 from retina_plugin import load_config
 from retina_plugin.compare import compare_detections
-from retina_plugin.engine.band_weights import STEM_WEIGHT, adapt_stem_weight, checkpoint_stem_key
-from retina_plugin.engine.checkpoint import RetinaCheckpointer
+from retina_plugin.weights.band_weights import STEM_WEIGHT, adapt_stem_weight, checkpoint_stem_key
+from retina_plugin.weights.checkpoint import RetinaCheckpointer
 from tool_runs import BASE_CONFIG, REPO, SMALL_MODEL_OPTS
 
 FVCORE_LOGGER = "fvcore.common.checkpoint"  # RetinaCheckpointer.logger

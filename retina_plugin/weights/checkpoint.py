@@ -20,11 +20,13 @@ import logging
 import os
 import pickle
 import tempfile
+from typing import Optional, Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from ..errors import UserError
 from .band_weights import adapt_checkpoint_stem
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ _PKL_ALLOWED_GLOBALS = {
 CLASS_SCORE_PREFIX = "head.cls_score."
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """A checkpoint file asked to build an object other than tensors, arrays and containers."""
 
 
@@ -71,8 +73,14 @@ def load_pkl_weights(filename: str):
 class RetinaCheckpointer(DetectionCheckpointer):
     """
     DetectionCheckpointer with weights-only loading, atomic saving, a NUM_CLASSES note and
-    3-channel stem weights adapted to the model's input channels.
+    3-channel stem weights adapted to the model's input channels. With `class_names`, every
+    checkpoint it writes records them ("class_names": the names of class ids 0..K-1), so a
+    model labels its detections wherever it goes.
     """
+
+    def __init__(self, model, save_dir="", *, class_names: Optional[Sequence[str]] = None, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.class_names = list(class_names) if class_names else None
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -122,6 +130,8 @@ class RetinaCheckpointer(DetectionCheckpointer):
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
+        if self.class_names:
+            data["class_names"] = self.class_names
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to {}".format(save_file))

@@ -1,0 +1,104 @@
+"""
+tools/train_net.py: train and evaluate with Detectron2's DefaultTrainer (`retina_plugin.engine.trainer`)
+and COCOEvaluator, on Detectron2's command line (`default_argument_parser`: --num-gpus,
+--eval-only, --resume, the multi-machine flags, trailing KEY VALUE opts) plus the dataset flags.
+
+    python tools/train_net.py --config-file configs/retinanet_R101.yaml --num-gpus 8
+    python tools/train_net.py --config-file configs/retinanet_R50.yaml --eval-only MODEL.WEIGHTS model.pth
+    python tools/train_net.py --config-file configs/retinanet_R50.yaml \
+        --train-json ann/train.json --train-images img/train --test-json ann/val.json --test-images img/val
+"""
+from detectron2.engine import default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.multiprocessing.spawn import ProcessRaisedException
+
+from ..config import ConfigError, load_config
+from ..data.catalog import check_dataset_files, register_config_datasets
+from ..engine.trainer import Trainer, last_checkpoint
+from ..errors import UserError
+from ..inference.model import load_model
+from ..inference.tiling import check_tiled_evaluation
+from .arguments import argument_parser, check_device, one_line_errors, user_dataset_opts
+
+PROG = "train_net"
+
+
+def checked_config(args):
+    """
+    The config of --config-file, the dataset flags and the trailing KEY VALUE opts, checked
+    before anything is built or launched: an unknown key, a wrong type or an out-of-range value,
+    a CUDA device the machine lacks, or a dataset whose files are not there raises ConfigError
+    saying what to do.
+    """
+    cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
+    if len(cfg.DATASETS.TEST):
+        check_tiled_evaluation(cfg)  # before training, not when evaluating after it
+    if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:
+        raise ConfigError(
+            "MODEL.RETINA_PLUGIN.INFERENCE_DTYPE int8 is for --eval-only: its calibration belongs to one set of "
+            "weights; train in float32, then calibrate the trained weights with tools/calibrate_int8.py"
+        )
+    check_device(cfg.MODEL.DEVICE, args.num_gpus)
+    register_config_datasets(cfg)
+    check_dataset_files(list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN)))
+    return cfg
+
+
+def launch_main(args, prog: str = PROG):
+    """
+    `main` in `args.num_gpus` processes (Detectron2's launch), after the config was checked in
+    this one; bad input (config, device, dataset files, an unreadable image) exits with one line.
+    """
+    with one_line_errors(prog):
+        if args.num_gpus * args.num_machines > 1:
+            checked_config(args)  # here, before any process starts; in one process main checks it
+        try:
+            return launch(
+                main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                dist_url=args.dist_url, args=(args,),
+            )
+        except ProcessRaisedException as e:  # a worker process stopped on bad input: its last line
+            last = str(e).strip().splitlines()[-1]
+            name, _, message = last.partition(": ")
+            if name.rsplit(".", 1)[-1] in _user_error_names():
+                raise ConfigError(message) from None
+            raise
+
+
+def _user_error_names(cls=UserError) -> set:
+    """The names of UserError and all its subclasses: a worker's traceback names the class only."""
+    return {cls.__name__}.union(*(_user_error_names(sub) for sub in cls.__subclasses__()))
+
+
+def setup(args):
+    """The checked config (see `checked_config`), frozen, with Detectron2's default_setup and logging."""
+    cfg = checked_config(args)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # default_setup logs "detectron2" and "fvcore"; the plugin's own messages (dropped boxes,
+    # skipped images, checkpoint and int8 notes) go to the same console and log.txt.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="retina_plugin", abbrev_name="retina")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        # --resume: the last checkpoint of OUTPUT_DIR, else MODEL.WEIGHTS (Detectron2's resume_or_load).
+        weights = last_checkpoint(cfg.OUTPUT_DIR) if args.resume else None
+        results = Trainer.test(cfg, load_model(cfg, weights))
+        if cfg.TEST.EXPECTED_RESULTS:
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def run(argv=None):
+    """tools/train_net.py: parse the command line, print it, launch."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    return launch_main(args)
