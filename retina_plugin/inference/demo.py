@@ -8,7 +8,7 @@ import time
 import cv2
 import torch
 
-from ..analysis.results.thresholds import ThresholdFileError, load_class_thresholds
+from ..analysis.detections.class_thresholds import ThresholdFileError, load_class_thresholds
 from ..config import ConfigError, load_config
 from ..engine.arguments import register_config_datasets
 from .predictor import (

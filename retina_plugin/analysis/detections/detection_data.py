@@ -2,18 +2,21 @@
 The two inputs of the error analysis as flat numpy arrays: a dataset's ground truth (a COCO
 dict: images, categories, annotations) and a COCO results file (a list of
 {"image_id", "category_id", "bbox": [x, y, w, h], "score"}). Boxes stay XYWH as in COCO.
+Every detection is kept: `evaluate` runs COCOeval with a maxDets covering the most detections
+of an image, so that a tiled image with thousands of detections is not cut at COCO's 100.
 """
 import json
 from dataclasses import dataclass
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
+from ...evaluation import CocoEvaluation, DetectedBoxes, GroundTruthBoxes, box_iou, evaluate_boxes
+
 __all__ = [
     "ResultsError", "GroundTruth", "Detections", "ground_truth_from_coco", "load_detections", "detections_from_list",
+    "image_slices", "image_ious", "evaluate",
 ]  # fmt: skip
-
-MAX_DETECTIONS = 100  # per image and class, as COCOeval's maxDets[-1]
 
 
 class ResultsError(ValueError):
@@ -85,7 +88,7 @@ def ground_truth_from_coco(coco: dict) -> GroundTruth:
 def detections_from_list(results: list, gt: GroundTruth, source: str = "predictions") -> Detections:
     """
     Detections of a COCO results list, checked against `gt` (a ResultsError naming `source` and
-    the first bad entry); like COCOeval, at most the MAX_DETECTIONS best per image and class.
+    the first bad entry), all of them.
     """
     if not isinstance(results, list):
         raise ResultsError(f"{source}: expected a list of COCO detections, got a {type(results).__name__}")
@@ -110,15 +113,7 @@ def detections_from_list(results: list, gt: GroundTruth, source: str = "predicti
     image, cls, scores = np.array(image, np.int64), np.array(cls, np.int64), np.array(scores, np.float64)
     boxes = np.array(boxes, np.float64).reshape(-1, 4)
     order = np.lexsort((np.arange(len(scores)), -scores, image))
-    image, cls, boxes, scores = image[order], cls[order], boxes[order], scores[order]
-    # Rank within (image, class): keep the MAX_DETECTIONS best, as COCOeval.
-    group = image * max(gt.num_classes, 1) + cls
-    by_group = np.lexsort((np.arange(len(group)), group))
-    starts = np.searchsorted(group[by_group], group[by_group], side="left")
-    rank = np.empty(len(group), np.int64)
-    rank[by_group] = np.arange(len(group)) - starts
-    keep = rank < MAX_DETECTIONS
-    return Detections(image[keep], cls[keep], boxes[keep], scores[keep])
+    return Detections(image[order], cls[order], boxes[order], scores[order])
 
 
 def load_detections(path: str, gt: GroundTruth) -> Detections:
@@ -135,3 +130,20 @@ def load_detections(path: str, gt: GroundTruth) -> Detections:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def image_ious(gt: GroundTruth, dets: Detections) -> List[np.ndarray]:
+    """Per image: the (D_i, G_i) IoU of its detections (rows) with its ground truth (columns), any class."""
+    num = len(gt.image_ids)
+    g, d = image_slices(gt.image, num), image_slices(dets.image, num)
+    return [
+        box_iou(dets.boxes[d[i] : d[i + 1]], gt.boxes[g[i] : g[i + 1]], gt.crowd[g[i] : g[i + 1]]) for i in range(num)
+    ]
+
+
+def evaluate(gt: GroundTruth, dets: Detections, iou_thresholds: Sequence[float]) -> CocoEvaluation:
+    """COCOeval (area 'all', every detection) of `dets` against `gt` at `iou_thresholds`."""
+    return evaluate_boxes(
+        GroundTruthBoxes(gt.image, gt.cls, gt.boxes, gt.crowd), DetectedBoxes(dets.image, dets.cls, dets.boxes, dets.scores),
+        len(gt.image_ids), gt.num_classes, iou_thresholds,
+    )  # fmt: skip

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from ...config import ConfigError, load_config
-from ...engine.arguments import (
+from ..config import ConfigError, load_config
+from ..engine.arguments import (
     OneLineParser,
     add_opts_argument,
     check_dataset_files,
@@ -20,10 +20,10 @@ from ...engine.arguments import (
     register_config_datasets,
     user_dataset_opts,
 )
-from .data import ResultsError, ground_truth_from_coco, load_detections
-from .plots import plot_confusion_matrix, plot_errors, plot_pr_curves
-from .report import analyse_results, format_table, write_tables
-from .worst import write_worst_images
+from ..analysis.detections.detection_data import ResultsError, ground_truth_from_coco, load_detections
+from ..analysis.detections.error_plots import plot_confusion_matrix, plot_errors, plot_pr_curves
+from ..analysis.detections.error_report import analyse_results, format_table, write_tables
+from ..analysis.detections.worst_images import write_worst_images
 
 __all__ = ["get_parser", "dataset_to_analyse", "run_model", "main"]
 
@@ -68,8 +68,8 @@ def run_model(cfg, name: str, output: str) -> str:
     """
     from detectron2.evaluation import COCOEvaluator
 
-    from ...engine.checkpoint import RetinaCheckpointer
-    from ...engine.trainer import Trainer
+    from ..engine.checkpoint import RetinaCheckpointer
+    from ..engine.trainer import Trainer
 
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("no --predictions and MODEL.WEIGHTS is empty: pass one (--opts MODEL.WEIGHTS FILE)")

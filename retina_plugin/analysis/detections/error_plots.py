@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .ap import RECALL_POINTS  # noqa: E402
+from ...evaluation.coco_matching import RECALL_POINTS  # noqa: E402
 
 __all__ = ["plot_pr_curves", "plot_confusion_matrix", "plot_errors"]
 

@@ -17,17 +17,18 @@ Fixing a type (each type on its own, from the original detections), as tidecv fi
   dupe, bkg, both   the detection is dropped;
   missed      the box leaves the ground-truth count of its class.
 The AP lost to a type = max(AP after fixing it - AP, 0) (tidecv clamps the same way), AP being
-COCO's AP at t_f (101 recall points, the mean over classes with ground truth) computed on
-COCOeval's matching, so the unfixed AP equals pycocotools' AP50.
+COCO's AP at t_f (the mean over the classes with ground truth), by COCOeval run on the fixed
+detections and ground truth, so the unfixed AP is pycocotools' AP50. A fixed loc / cls error
+takes its box's place (box and class), which COCOeval then matches to it at IoU 1; no other
+detection's match changes, since no detection matched that box.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional
 
 import numpy as np
 
-from .ap import average_precision, ranked
-from .data import Detections, GroundTruth, image_slices
-from .matching import Matches
+from ...evaluation import Matches
+from .detection_data import Detections, GroundTruth, evaluate, image_slices
 
 __all__ = ["ERROR_TYPES", "BACKGROUND_IOU", "Errors", "classify_errors", "fixed_ap", "error_summary"]
 
@@ -92,30 +93,26 @@ def classify_errors(
 
 def fixed_ap(gt: GroundTruth, dets: Detections, matches: Matches, errors: Errors, fix: Optional[str] = None) -> float:
     """Mean AP (0..1) at matches.iou over the classes with ground truth, with the errors of type `fix` fixed."""
-    keep = ~matches.det_ignored
-    cls, tp = dets.cls.copy(), matches.det_tp.copy()
-    num_gt = gt.num_gt()
-    classes = np.flatnonzero(num_gt > 0)
+    keep, gt_keep = np.ones(len(dets), bool), np.ones(len(gt.cls), bool)
+    cls, boxes = dets.cls.copy(), dets.boxes.copy()
     if fix in ("dupe", "bkg", "both"):
         keep &= errors.det_error != ERROR_TYPES.index(fix)
     elif fix in ("loc", "cls"):
         these = errors.det_error == ERROR_TYPES.index(fix)
         keep &= ~these | errors.det_fixable
         fixed = these & errors.det_fixable
-        tp[fixed] = True
-        cls[fixed] = gt.cls[errors.det_target[fixed]]
+        cls[fixed], boxes[fixed] = gt.cls[errors.det_target[fixed]], gt.boxes[errors.det_target[fixed]]
     elif fix == "missed":
-        num_gt = num_gt - np.bincount(gt.cls[errors.gt_missed], minlength=gt.num_classes)
+        gt_keep = ~errors.gt_missed
     elif fix is not None:
         raise ValueError(f"unknown error type {fix!r}; one of {ERROR_TYPES}")
+    classes = np.flatnonzero(gt.num_gt() > 0)
     if len(classes) == 0:
         return float("nan")
-    aps = []
-    for k in classes:
-        idx = np.flatnonzero(keep & (cls == k))
-        _, tps = ranked(dets.scores[idx], tp[idx], idx)
-        aps.append(average_precision(tps, num_gt[k]) if num_gt[k] > 0 else 0.0)
-    return float(np.mean(aps))
+    fixed_gt = replace(gt, image=gt.image[gt_keep], cls=gt.cls[gt_keep], boxes=gt.boxes[gt_keep], crowd=gt.crowd[gt_keep])
+    fixed_dets = Detections(dets.image[keep], cls[keep], boxes[keep], dets.scores[keep])
+    ap = evaluate(fixed_gt, fixed_dets, [matches.iou]).class_ap([matches.iou])
+    return float(np.mean(np.nan_to_num(ap[classes], nan=0.0)))  # a class whose boxes were all missed: 0
 
 
 def error_summary(gt: GroundTruth, dets: Detections, matches: Matches, errors: Errors) -> dict:

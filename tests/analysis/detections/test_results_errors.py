@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from retina_plugin.analysis.results import ERROR_TYPES, analyse_results, detections_from_list, ground_truth_from_coco
-from retina_plugin.analysis.results.confusion import confusion_matrix
-from retina_plugin.analysis.results.matching import image_ious, match_detections
-from retina_plugin.analysis.results.tide import classify_errors, fixed_ap
+from retina_plugin.analysis.detections import ERROR_TYPES, analyse_results, detections_from_list, ground_truth_from_coco
+from retina_plugin.analysis.detections.confusion import confusion_matrix
+from retina_plugin.analysis.detections.detection_data import evaluate, image_ious
+from retina_plugin.analysis.detections.tide import classify_errors, fixed_ap
 from test_results_case import (
     CONFUSION, DETECTIONS, ERROR_COUNTS, FIXED_AP50_SUMS, NUM_GT, THRESHOLDS, coco_gt, coco_results,
 )  # fmt: skip
@@ -16,7 +16,7 @@ def case():
     gt = ground_truth_from_coco(coco_gt())
     dets = detections_from_list(coco_results(), gt)
     ious = image_ious(gt, dets)
-    (matches,) = match_detections(gt, dets, ious, [0.5])
+    matches = evaluate(gt, dets, [0.5]).matches(0.5)
     return gt, dets, ious, matches, classify_errors(gt, dets, ious, matches)
 
 
@@ -53,7 +53,7 @@ def test_a_second_cls_error_on_the_same_box_is_dropped_when_fixed():
     results = coco_results() + [{"image_id": 1, "category_id": 3, "bbox": [100, 100, 40, 40], "score": 0.5}]
     dets = detections_from_list(results, gt)
     ious = image_ious(gt, dets)
-    (matches,) = match_detections(gt, dets, ious, [0.5])
+    matches = evaluate(gt, dets, [0.5]).matches(0.5)
     errors = classify_errors(gt, dets, ious, matches)
     cls_errors = np.flatnonzero(errors.det_error == ERROR_TYPES.index("cls"))
     assert dets.scores[cls_errors].tolist() == [0.9, 0.5]

@@ -7,8 +7,8 @@ from typing import List
 
 import numpy as np
 
-from .data import Detections, GroundTruth, image_slices
-from .matching import Matches
+from ...evaluation import Matches
+from .detection_data import Detections, GroundTruth, image_slices
 
 __all__ = ["confusion_matrix"]
 

@@ -1,7 +1,7 @@
 """thresholds.yaml: written by the analysis, validated by load_class_thresholds."""
 import pytest
 
-from retina_plugin.analysis.results import ThresholdFileError, load_class_thresholds, write_class_thresholds
+from retina_plugin.analysis.detections import ThresholdFileError, load_class_thresholds, write_class_thresholds
 
 NAMES = ["cat", "dog", "sea lion"]
 

@@ -9,8 +9,8 @@ import yaml
 from detectron2.modeling import build_model
 
 from retina_plugin import load_config
-from retina_plugin.analysis.results import ERROR_TYPES, load_class_thresholds
-from retina_plugin.analysis.results.cli import main
+from retina_plugin.analysis.detections import ERROR_TYPES, load_class_thresholds
+from retina_plugin.cli.analyze_results import main
 from test_results_case import CONFUSION, ERROR_COUNTS, NAMES, NUM_GT, THRESHOLDS, write_case
 from tool_runs import BASE_CONFIG, QUICK_OPTS, REPO, SMALL_MODEL_OPTS, run_tool
 

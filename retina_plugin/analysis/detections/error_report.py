@@ -11,16 +11,14 @@ from typing import List
 
 import numpy as np
 
-from .ap import average_precision, best_f1, interpolated_precision, ranked
+from ...evaluation import COCO_IOU_THRESHOLDS, Matches
+from .class_thresholds import best_f1, write_class_thresholds
 from .confusion import confusion_matrix
-from .data import Detections, GroundTruth
-from .matching import Matches, image_ious, match_detections
-from .thresholds import write_class_thresholds
+from .detection_data import Detections, GroundTruth, evaluate, image_ious
 from .tide import Errors, classify_errors, error_summary
 
-__all__ = ["IOU_THRESHOLDS", "ResultsAnalysis", "analyse_results", "format_table", "write_tables"]
+__all__ = ["ResultsAnalysis", "analyse_results", "format_table", "write_tables"]
 
-IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)  # COCOeval's
 CSV_COLUMNS = ("class", "AP", "AP50", "AP75", "precision", "recall", "f1", "threshold", "num_gt", "num_det")
 
 
@@ -34,7 +32,7 @@ class ResultsAnalysis:
     ap: np.ndarray  # (K,) AP at IoU .50:.95
     ap50: np.ndarray
     ap75: np.ndarray
-    pr50: np.ndarray  # (K, 101) interpolated precision at RECALL_POINTS, IoU 0.5
+    pr50: np.ndarray  # (K, 101) COCOeval's interpolated precision at RECALL_POINTS, IoU 0.5; 0 without ground truth
     pr75: np.ndarray
     threshold: np.ndarray  # (K,) best-F1 score threshold at `iou`
     precision: np.ndarray
@@ -46,6 +44,7 @@ class ResultsAnalysis:
     errors: Errors
     error_summary: dict
     confusion: np.ndarray  # (K + 1, K + 1)
+    max_dets: int  # COCOeval's maxDets: the most detections of an image, so none is cut
 
     @property
     def class_names(self) -> List[str]:
@@ -63,42 +62,27 @@ class ResultsAnalysis:
         return (self.ap, self.ap50, self.ap75, self.precision, self.recall, self.f1, self.threshold)
 
 
-def _class_aps(gt: GroundTruth, dets: Detections, m: Matches, num_gt: np.ndarray):
-    aps, curves = [], []
-    for k in range(gt.num_classes):
-        idx = np.flatnonzero((dets.cls == k) & ~m.det_ignored)
-        scores, tps = ranked(dets.scores[idx], m.det_tp[idx])
-        aps.append(average_precision(tps, num_gt[k]))
-        curves.append((scores, tps))
-    return np.array(aps), curves
-
-
 def analyse_results(gt: GroundTruth, dets: Detections, iou: float = 0.5) -> ResultsAnalysis:
-    """Match at COCO's IoUs and `iou`; the APs, curves, best-F1 thresholds, confusion matrix and TIDE errors."""
-    ious = image_ious(gt, dets)
-    thresholds = list(IOU_THRESHOLDS) + ([] if np.isclose(IOU_THRESHOLDS, iou).any() else [iou])
-    all_matches = match_detections(gt, dets, ious, thresholds)
+    """COCOeval at COCO's IoUs and `iou`; the APs, curves, best-F1 thresholds, confusion matrix and TIDE errors."""
+    iou = float(iou)
+    extra = [] if iou in COCO_IOU_THRESHOLDS else [iou]
+    ev = evaluate(gt, dets, np.concatenate([COCO_IOU_THRESHOLDS, extra]))
+    matches = ev.matches(iou)
     num_gt = gt.num_gt()
-    per_iou = [_class_aps(gt, dets, m, num_gt) for m in all_matches]
-    at = {t: i for i, t in enumerate(thresholds)}
-    i50, i75 = at[0.5], at[0.75]
-    i_iou = next(i for i, t in enumerate(thresholds) if np.isclose(t, iou))
-    matches = all_matches[i_iou]
-    best = np.array([best_f1(s, tps, num_gt[k]) for k, (s, tps) in enumerate(per_iou[i_iou][1])]).reshape(-1, 4)
+    best = np.array([best_f1(*ev.ranked_detections(k, iou), num_gt[k]) for k in range(gt.num_classes)]).reshape(-1, 4)
+    ious = image_ious(gt, dets)
     errors = classify_errors(gt, dets, ious, matches)
-    ap = 100 * np.stack([p[0] for p in per_iou[: len(IOU_THRESHOLDS)]]).mean(axis=0)  # NaN without ground truth
 
-    def curves(i):
-        curve = [interpolated_precision(tps, num_gt[k]) for k, (_, tps) in enumerate(per_iou[i][1])]
-        return np.array(curve).reshape(-1, 101)
+    def curves(at):  # (K, 101); a class without ground truth (COCOeval's -1) as zeros
+        return np.maximum(ev.precision[ev.threshold_index(at), :, :, 0].T, 0.0)
 
     return ResultsAnalysis(
-        gt=gt, dets=dets, iou=float(iou), ap=ap, ap50=100 * per_iou[i50][0], ap75=100 * per_iou[i75][0],
-        pr50=curves(i50), pr75=curves(i75),
+        gt=gt, dets=dets, iou=iou, ap=100 * ev.class_ap(), ap50=100 * ev.class_ap([0.5]),
+        ap75=100 * ev.class_ap([0.75]), pr50=curves(0.5), pr75=curves(0.75),
         threshold=best[:, 0], precision=best[:, 1], recall=best[:, 2], f1=best[:, 3],
         num_gt=num_gt, num_det=np.bincount(dets.cls, minlength=gt.num_classes), matches=matches, errors=errors,
         error_summary=error_summary(gt, dets, matches, errors),
-        confusion=confusion_matrix(gt, dets, ious, matches, best[:, 0]),
+        confusion=confusion_matrix(gt, dets, ious, matches, best[:, 0]), max_dets=ev.max_dets,
     )  # fmt: skip
 
 
@@ -145,7 +129,7 @@ def write_tables(a: ResultsAnalysis, out_dir: str) -> List[str]:
         writer.writerows(a.rows())
     header = (
         f"Per-class score thresholds: the F1-optimal one at IoU {a.iou:g} (tools/analyze_results.py).\n"
-        "A class without a true positive gets 1.0. Read by retina_plugin.analysis.results.load_class_thresholds."
+        "A class without a true positive gets 1.0. Read by retina_plugin.analysis.detections.load_class_thresholds."
     )
     write_class_thresholds(paths[1], a.class_names, a.threshold, header)
     labels = list(a.class_names)

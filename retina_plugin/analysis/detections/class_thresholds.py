@@ -1,13 +1,37 @@
 """
-Per-class score thresholds in a YAML file: a mapping class name -> threshold in [0, 1]
-(written by tools/analyze_results.py as thresholds.yaml, read by `load_class_thresholds`).
+Per-class score thresholds: the F1-optimal one of a class (`best_f1`), and the YAML file that
+holds them, a mapping class name -> threshold in [0, 1] (written by tools/analyze_results.py as
+thresholds.yaml, read by `load_class_thresholds`).
 """
 import math
 from typing import Sequence
 
+import numpy as np
 import yaml
 
-__all__ = ["ThresholdFileError", "write_class_thresholds", "load_class_thresholds"]
+__all__ = ["ThresholdFileError", "best_f1", "write_class_thresholds", "load_class_thresholds"]
+
+
+def best_f1(scores: np.ndarray, tps: np.ndarray, num_gt: int):
+    """
+    (threshold, precision, recall, f1) at the rank of the best F1 among ranked detections
+    (`scores` (N,) descending, `tps` (N,) bool, as `CocoEvaluation.ranked_detections` gives
+    them), the threshold being that detection's score (keep scores >= it). COCOeval's arrays
+    hold precision only at 101 recall points, not at every score, hence this walk over the
+    ranks. Without a true positive: threshold 1.0, precision, recall and F1 0.
+    """
+    tps = np.asarray(tps, bool)
+    if num_gt == 0 or not np.any(tps):
+        return 1.0, 0.0, 0.0, 0.0
+    tp = np.cumsum(tps, dtype=np.float64)
+    fp = np.cumsum(~tps, dtype=np.float64)
+    precision, recall = tp / (tp + fp + np.spacing(1)), tp / num_gt  # as COCOeval.accumulate
+    f1 = 2 * precision * recall / np.maximum(precision + recall, np.spacing(1))
+    # Among tied scores only the last rank of the tie is reachable by a threshold.
+    last_of_tie = np.append(scores[1:] != scores[:-1], True)
+    f1 = np.where(last_of_tie, f1, -1.0)
+    i = int(np.argmax(f1))
+    return float(scores[i]), float(precision[i]), float(recall[i]), float(f1[i])
 
 
 class ThresholdFileError(ValueError):

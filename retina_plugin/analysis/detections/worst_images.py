@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from detectron2.utils.visualizer import Visualizer
 
-from .data import ResultsError, image_slices
+from .detection_data import ResultsError, image_slices
 from .tide import ERROR_TYPES
 
 __all__ = ["COLORS", "image_errors", "worst_images", "draw_image_errors", "write_worst_images"]

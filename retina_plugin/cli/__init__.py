@@ -1,0 +1,1 @@
+"""The command-line tools' logic, one module per tool; tools/<name>.py runs its `main`."""
