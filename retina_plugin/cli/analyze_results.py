@@ -10,6 +10,10 @@ from types import SimpleNamespace
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 
+from ..analysis.detections.detection_data import ResultsError, ground_truth_from_coco, load_detections
+from ..analysis.detections.error_plots import plot_confusion_matrix, plot_errors, plot_pr_curves
+from ..analysis.detections.error_report import analyse_results, format_table, write_tables
+from ..analysis.detections.worst_images import write_worst_images
 from ..config import ConfigError, load_config
 from ..engine.arguments import (
     OneLineParser,
@@ -20,10 +24,6 @@ from ..engine.arguments import (
     register_config_datasets,
     user_dataset_opts,
 )
-from ..analysis.detections.detection_data import ResultsError, ground_truth_from_coco, load_detections
-from ..analysis.detections.error_plots import plot_confusion_matrix, plot_errors, plot_pr_curves
-from ..analysis.detections.error_report import analyse_results, format_table, write_tables
-from ..analysis.detections.worst_images import write_worst_images
 
 __all__ = ["get_parser", "dataset_to_analyse", "run_model", "main"]
 

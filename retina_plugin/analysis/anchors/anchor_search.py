@@ -1,6 +1,6 @@
 """
 The search for an anchor setting (MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS) that covers more
-boxes, on the closed-form best IoU of `anchors.best_iou_on_grid`.
+boxes, on the closed-form best IoU of `anchor_geometry`.
 """
 import math
 import time
@@ -10,7 +10,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from .anchors import AnchorSetting, _iou_at_distances, _nearest_centre_distances, _per_level, _round_significant
+from .anchor_geometry import iou_at_distances, nearest_centre_distances
+from .anchor_settings import AnchorSetting, per_level, round_significant
 
 __all__ = ["suggest_anchor_setting"]
 
@@ -48,7 +49,7 @@ def _aspect_ratio_sets(log_aspect: np.ndarray,
         median + offsets * math.log(2.0) / 2,
     ]
     for logs in sets:
-        ratios = (tuple(_round_significant(math.exp(v), 3) for v in logs),)
+        ratios = (tuple(round_significant(math.exp(v), 3) for v in logs),)
         if ratios not in candidates:
             candidates.append(ratios)
     return candidates
@@ -93,7 +94,7 @@ class _Factors:
 
     def setting(self) -> AnchorSetting:
         """The sizes base x scale, rounded to 0.01 px as they are printed."""
-        scales = _per_level(self.octave_scales, len(self.bases))
+        scales = per_level(self.octave_scales, len(self.bases))
         return AnchorSetting(
             tuple(tuple(round(b * s, 2) for s in level) for b, level in zip(self.bases, scales)), self.aspect_ratios
         )
@@ -106,11 +107,24 @@ class _Factors:
             if len(new) == len(old) == 1:
                 pairs.append((new[0], old[0]))
             else:
-                pairs += list(zip(_per_level(new, num_levels), _per_level(old, num_levels)))
+                pairs += list(zip(per_level(new, num_levels), per_level(old, num_levels)))
         return sum(
             float(np.abs(np.log2(np.asarray(new, dtype=np.float64) / np.asarray(old, dtype=np.float64))).sum())
             for new, old in pairs
         )
+
+
+def _neighbours(base: _Factors) -> List[_Factors]:
+    """The hill climb's steps from `base`: all sizes by 2^(j/16), j = -2, -1, 1, 2; each aspect ratio by 2^(+-1/8)."""
+    steps = [_Factors(_scaled_sizes(base.bases, 2.0 ** (j / 16)), base.octave_scales, base.aspect_ratios)
+             for j in (-2, -1, 1, 2)]  # fmt: skip
+    for level, level_ratios in enumerate(base.aspect_ratios):
+        for k in range(len(level_ratios)):
+            for step in (-1, 1):
+                ratios = [list(r) for r in base.aspect_ratios]
+                ratios[level][k] = round_significant(ratios[level][k] * 2.0 ** (step / 8), 3)
+                steps.append(_Factors(base.bases, base.octave_scales, tuple(tuple(r) for r in ratios)))
+    return steps
 
 
 def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, strides: Sequence[int], offset: float,
@@ -143,7 +157,7 @@ def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, stride
     if len(boxes) > SEARCH_MAX_BOXES:
         keep = torch.linspace(0, len(boxes) - 1, SEARCH_MAX_BOXES).round().long()
         boxes, grid_sizes = boxes[keep], grid_sizes[keep]
-    dx, dy = _nearest_centre_distances(boxes, grid_sizes, strides, offset)
+    dx, dy = nearest_centre_distances(boxes, grid_sizes, strides, offset)
     widths, heights = (boxes[:, 2] - boxes[:, 0]).double(), (boxes[:, 3] - boxes[:, 1]).double()
     log_aspect = torch.log(heights / widths).numpy()
     origin = _Factors.of(current)
@@ -155,7 +169,7 @@ def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, stride
     def score(factors: _Factors) -> Tuple[int, float]:
         if factors not in scores:
             cells = setting_of(factors).level_cell_anchors()
-            best = _iou_at_distances(widths, heights, dx, dy, cells).flatten(1).amax(1)
+            best = iou_at_distances(widths, heights, dx, dy, cells).flatten(1).amax(1)
             # More boxes covered first; between equals, the smaller change.
             scores[factors] = (int((best >= fg_threshold).sum()), -round(factors.change(origin), 9))
         return scores[factors]
@@ -174,15 +188,8 @@ def suggest_anchor_setting(boxes: torch.Tensor, grid_sizes: torch.Tensor, stride
 
     for _ in range(10):
         previous = best_factors
-        base = best_factors
-        for j in (-2, -1, 1, 2):
-            consider(_Factors(_scaled_sizes(base.bases, 2.0 ** (j / 16)), base.octave_scales, base.aspect_ratios))
-        for level, level_ratios in enumerate(base.aspect_ratios):
-            for k in range(len(level_ratios)):
-                for step in (-1, 1):
-                    ratios = [list(r) for r in base.aspect_ratios]
-                    ratios[level][k] = _round_significant(ratios[level][k] * 2.0 ** (step / 8), 3)
-                    consider(_Factors(base.bases, base.octave_scales, tuple(tuple(r) for r in ratios)))
+        for factors in _neighbours(best_factors):
+            consider(factors)
         if best_factors == previous:
             break
 

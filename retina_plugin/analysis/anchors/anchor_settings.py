@@ -4,8 +4,8 @@ The anchors: `AnchorSetting`, the values of MODEL.ANCHOR_GENERATOR.SIZES / ASPEC
 (MODEL.ANCHOR_GENERATOR), on the feature maps MODEL.RETINANET.IN_FEATURES of the backbone cfg
 builds, for the image alone padded to the backbone's size divisibility (in a batch, padding to
 the largest image adds anchors beyond the right and bottom edges, which only matter for boxes
-touching those edges). `best_iou_on_grid`: a box's best IoU with anchors of given shapes on
-that grid, in closed form.
+touching those edges). Also how settings print (`format_nested`, `round_significant`) and
+broadcast over levels (`per_level`), shared with the search and the report.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -14,10 +14,10 @@ import torch
 from detectron2.modeling import build_anchor_generator, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 
-from ..config import anchor_params_per_level, check_retina_plugin_config
-from .boxes import AnchorCoverageError
+from ...config import anchor_params_per_level, check_retina_plugin_config
+from .resized_boxes import AnchorCoverageError
 
-__all__ = ["AnchorGrid", "AnchorSetting", "best_iou_on_grid"]
+__all__ = ["AnchorGrid", "AnchorSetting", "format_nested", "per_level", "round_significant"]
 
 
 def _format_number(v) -> str:
@@ -29,11 +29,13 @@ def _format_list(values) -> str:
     return "[" + ", ".join(_format_number(v) for v in values) + "]"
 
 
-def _round_significant(x: float, digits: int) -> float:
+def round_significant(x: float, digits: int) -> float:
+    """`x` rounded to `digits` significant digits, as a setting prints it."""
     return float(f"{x:.{digits}g}")
 
 
-def _format_nested(values) -> str:
+def format_nested(values) -> str:
+    """Per-level values as a config writes them: [[32, 40.3], [64]]."""
     return "[" + ", ".join(_format_list(v) for v in values) + "]"
 
 
@@ -43,7 +45,8 @@ def _shared_or_per_level(values) -> Tuple[Tuple[float, ...], ...]:
     return values[:1] if all(v == values[0] for v in values) else values
 
 
-def _per_level(values: Tuple[Tuple[float, ...], ...], num_levels: int) -> Tuple[Tuple[float, ...], ...]:
+def per_level(values: Tuple[Tuple[float, ...], ...], num_levels: int) -> Tuple[Tuple[float, ...], ...]:
+    """One tuple per level: a single shared tuple repeated `num_levels` times, else `values`."""
     return values * num_levels if len(values) == 1 else values
 
 
@@ -83,13 +86,13 @@ class AnchorSetting:
         """KEY VALUE command-line opts."""
         opts = []
         for key, values in self._items():
-            opts += [f"MODEL.ANCHOR_GENERATOR.{key}", _format_nested(values)]
+            opts += [f"MODEL.ANCHOR_GENERATOR.{key}", format_nested(values)]
         return opts
 
     def config_yaml(self) -> str:
         """The same settings as YAML lines to paste into a config file."""
         lines = ["MODEL:", "  ANCHOR_GENERATOR:"]
-        lines += [f"    {key}: {_format_nested(values)}" for key, values in self._items()]
+        lines += [f"    {key}: {format_nested(values)}" for key, values in self._items()]
         return "\n".join(lines)
 
     def apply_to(self, cfg):
@@ -101,7 +104,6 @@ class AnchorSetting:
 
     def to_dict(self) -> Dict[str, list]:
         return {key: [[float(v) for v in level] for level in values] for key, values in self._items()}
-
 
 
 class AnchorGrid:
@@ -172,65 +174,10 @@ class AnchorGrid:
         features = [torch.empty((1, 0, h, w)) for h, w in sizes]
         level_anchors = [b.tensor for b in self.generator(features)]
         for (h, w), cells, anchors in zip(sizes, self.level_cell_anchors, level_anchors):
-            # match_boxes_to_anchors indexes anchors as (y * Wi + x) * A + a.
+            # anchor_coverage indexes anchors as (y * Wi + x) * A + a.
             if len(anchors) != h * w * len(cells):
                 raise AnchorCoverageError(
                     f"anchor generator {type(self.generator).__name__} gives {len(anchors)} anchors on a "
                     f"{h}x{w} map, not {h}x{w}x{len(cells)}"
                 )
         return level_anchors
-
-
-def _nearest_centre_distances(boxes: torch.Tensor, grid_sizes: torch.Tensor, strides: Sequence[int],
-                              offset: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(N, L) distances along x and along y from each box centre to the nearest anchor centre."""
-    centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).double()  # (N, 2) as (x, y)
-    distances = []
-    for level, stride in enumerate(strides):
-        i = torch.floor(centres / stride - offset).long()
-        limit = grid_sizes[:, level].flip(1)[:, :, None] - 1  # (N, 2, 1) as (Wi - 1, Hi - 1)
-        grid = (offset + torch.stack([i, i + 1], 2).clamp(min=0).minimum(limit)) * stride
-        distances.append((grid - centres[:, :, None]).abs().amin(2))
-    distances = torch.stack(distances, 1)  # (N, L, 2)
-    return distances[..., 0], distances[..., 1]
-
-
-def _iou_at_distances(widths, heights, dx, dy, level_cell_anchors) -> torch.Tensor:
-    """
-    widths, heights: (N,) box sizes; dx, dy: (N, L) distances along x and y from the box
-    centre to an anchor centre on each level. Returns (N, L, A) the IoU of the box with each
-    anchor of `level_cell_anchors` placed there.
-    """
-    cells = torch.stack([c.double() for c in level_cell_anchors])  # (L, A, 4)
-    anchor_w, anchor_h = cells[..., 2] - cells[..., 0], cells[..., 3] - cells[..., 1]
-    w, h = widths[:, None, None], heights[:, None, None]
-    # Overlap of two intervals of lengths a and b whose centres are d apart.
-    overlap_x = torch.minimum(torch.minimum(w, anchor_w), (w + anchor_w) / 2 - dx[..., None]).clamp(min=0)
-    overlap_y = torch.minimum(torch.minimum(h, anchor_h), (h + anchor_h) / 2 - dy[..., None]).clamp(min=0)
-    inter = overlap_x * overlap_y  # (N, L, A)
-    return inter / (w * h + anchor_w * anchor_h - inter)
-
-
-def best_iou_on_grid(boxes: torch.Tensor, grid_sizes: torch.Tensor, strides: Sequence[int], offset: float,
-                     level_cell_anchors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """
-    The best IoU of each box with anchors of the given shapes placed on the anchor grid of its
-    image, in closed form. For a box and one anchor shape, the intersection is the product of
-    the overlaps along x and along y; each depends only on the distance of the anchor centre
-    from the box centre on that axis and does not grow with it, so the best anchor of that
-    shape is the one at the grid point nearest the box centre, and the IoU grows with the
-    intersection. This is the search's fast path; the analysis itself matches boxes to the
-    generator's real anchors (`coverage.match_boxes_to_anchors`).
-
-    Args:
-        boxes: (N, 4) XYXY in resized pixels.
-        grid_sizes: (N, L, 2) the (Hi, Wi) of each level in each box's image.
-        strides: the L strides; offset: the anchor offset (centres at (offset + i) * stride).
-        level_cell_anchors: per level the (A, 4) anchors of one location, centred on (0, 0).
-    Returns:
-        (N,) float64.
-    """
-    dx, dy = _nearest_centre_distances(boxes, grid_sizes, strides, offset)
-    boxes = boxes.double()
-    iou = _iou_at_distances(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], dx, dy, level_cell_anchors)
-    return iou.flatten(1).amax(1)

@@ -1,16 +1,16 @@
 """
-retina_plugin.analysis.coverage: the pair-limited, chunked matching equals brute force, Detectron2's
-pairwise_iou on every anchor of the real model and retina_plugin.modeling.matching.label_anchors
-with the model's own Matcher.
+retina_plugin.analysis.anchors.anchor_coverage: the pair-limited, chunked matching equals brute
+force, Detectron2's pairwise_iou on every anchor of the real model and
+retina_plugin.modeling.matching.label_anchors with the model's own Matcher.
 """
 import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-import retina_plugin.analysis.coverage as coverage_module
+import retina_plugin.analysis.anchors.anchor_coverage as coverage_module
 from anchor_cases import analysis_cfg, model_anchors
-from retina_plugin.analysis import AnchorGrid, best_iou_on_grid, load_resized_boxes, measure_anchor_coverage
+from retina_plugin.analysis.anchors import AnchorGrid, best_iou_on_grid, load_resized_boxes, measure_anchor_coverage
 from retina_plugin.modeling.matching import label_anchors
 
 MATCHINGS = [  # IOU_THRESHOLDS, IOU_LABELS, then the foreground and background thresholds they give

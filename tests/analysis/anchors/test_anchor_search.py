@@ -1,10 +1,10 @@
-"""retina_plugin.analysis.search: a suggestion covering boxes the config's anchors miss, in Detectron2's keys."""
+"""retina_plugin.analysis.anchors.anchor_search: a suggestion covering boxes the config's anchors miss, in Detectron2's keys."""
 import torch
 from detectron2.modeling import build_model
 
 from anchor_cases import ANCHOR_KEYS, SHAPES_CONFIG, analysis_cfg
 from retina_plugin import load_config
-from retina_plugin.analysis import AnchorGrid, AnchorSetting, suggest_anchor_setting
+from retina_plugin.analysis.anchors import AnchorGrid, AnchorSetting, suggest_anchor_setting
 
 
 def test_suggestion_raises_coverage_of_tiny_elongated_boxes(elongated_report):

@@ -13,7 +13,7 @@ from detectron2.structures import ImageList
 from retina_plugin import load_config
 from retina_plugin.data import register_coco_json
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-RetinaNetPlugin.yaml")
 SHAPES_CONFIG = os.path.join(REPO_ROOT, "configs", "shapes_R18_cpu.yaml")
 ANCHOR_KEYS = ["MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS"]  # what a suggestion sets

@@ -1,4 +1,4 @@
-"""tools/analyze_anchors.py (retina_plugin.analysis.cli): the files it writes, the dataset it picks, its errors."""
+"""tools/analyze_anchors.py (retina_plugin.cli.analyze_anchors): the files it writes, the dataset it picks, its errors."""
 import importlib.util
 import json
 import os
@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from anchor_cases import ANCHOR_KEYS, BASE_CONFIG, REPO_ROOT, SMALL_OPTS, analysis_cfg
-from retina_plugin.analysis.cli import dataset_to_analyse, get_parser
+from retina_plugin.cli.analyze_anchors import dataset_to_analyse, get_parser
 from retina_plugin.engine import user_dataset_opts
 from tool_runs import run_tool
 

@@ -9,11 +9,11 @@ import os
 
 from detectron2.data import DatasetCatalog
 
+from ..analysis.anchors.coverage_plot import plot_anchor_coverage
+from ..analysis.anchors.coverage_report import analyze_anchor_coverage, format_anchor_coverage_report
+from ..analysis.anchors.resized_boxes import AnchorCoverageError
 from ..config import load_config
 from ..engine.arguments import OneLineParser, add_dataset_arguments, add_opts_argument, one_line_errors, register_config_datasets, user_dataset_opts
-from .boxes import AnchorCoverageError
-from .plot import plot_anchor_coverage
-from .report import analyze_anchor_coverage, format_anchor_coverage_report
 
 __all__ = ["get_parser", "dataset_to_analyse", "main"]
 

@@ -1,9 +1,9 @@
-"""retina_plugin.analysis.anchors: the anchor keys as Detectron2 reads them, and the model's own anchors."""
+"""retina_plugin.analysis.anchors.anchor_settings: the anchor keys as Detectron2 reads them, and the model's own anchors."""
 import pytest
 import torch
 
 from anchor_cases import analysis_cfg, model_anchors
-from retina_plugin.analysis import AnchorGrid, AnchorSetting
+from retina_plugin.analysis.anchors import AnchorGrid, AnchorSetting
 
 
 @pytest.mark.parametrize("sizes, expected", [

@@ -1,11 +1,11 @@
-"""retina_plugin.analysis.report: the analysis and its text and JSON."""
+"""retina_plugin.analysis.anchors.coverage_report: the analysis and its text and JSON."""
 import copy
 import shlex
 
 import pytest
 
 from anchor_cases import analysis_cfg
-from retina_plugin.analysis import (
+from retina_plugin.analysis.anchors import (
     AnchorCoverageError,
     AnchorGrid,
     AnchorSetting,

@@ -1,9 +1,9 @@
-"""retina_plugin.analysis.boxes: the dataset's boxes resized as Detectron2's DatasetMapper resizes them."""
+"""retina_plugin.analysis.anchors.resized_boxes: the dataset's boxes resized as Detectron2's DatasetMapper resizes them."""
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 
 from anchor_cases import analysis_cfg
-from retina_plugin.analysis import load_resized_boxes
+from retina_plugin.analysis.anchors import load_resized_boxes
 
 
 def test_boxes_are_resized_as_the_mapper_resizes_them(datasets):

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import torch
 
-from .report import AnchorCoverageReport
-from .statistics import IOU_HISTOGRAM_BINS, SIZE_CATEGORIES
+from .coverage_report import AnchorCoverageReport
+from .coverage_statistics import IOU_HISTOGRAM_BINS, SIZE_CATEGORIES
 
 __all__ = ["plot_anchor_coverage"]
 

@@ -1,6 +1,6 @@
-"""retina_plugin.analysis.statistics: coverage and positives per box, by size category."""
+"""retina_plugin.analysis.anchors.coverage_statistics: coverage and positives per box, by size category."""
 from anchor_cases import analysis_cfg
-from retina_plugin.analysis import AnchorGrid, load_resized_boxes, measure_anchor_coverage
+from retina_plugin.analysis.anchors import AnchorGrid, load_resized_boxes, measure_anchor_coverage
 
 
 def test_box_equal_to_an_anchor_is_covered_and_tiny_boxes_are_not(datasets):

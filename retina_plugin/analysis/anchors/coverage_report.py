@@ -8,11 +8,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .anchors import AnchorGrid, AnchorSetting, _format_nested
-from .boxes import AnchorCoverageError, ResizedBoxes, load_resized_boxes
-from .coverage import _iou_thresholds, measure_anchor_coverage
-from .search import suggest_anchor_setting
-from .statistics import IOU_HISTOGRAM_BINS, IOU_QUANTILES, SIZE_CATEGORIES, AnchorCoverage
+from .anchor_coverage import matcher_iou_thresholds, measure_anchor_coverage
+from .anchor_search import suggest_anchor_setting
+from .anchor_settings import AnchorGrid, AnchorSetting, format_nested
+from .coverage_statistics import IOU_HISTOGRAM_BINS, IOU_QUANTILES, SIZE_CATEGORIES, AnchorCoverage
+from .resized_boxes import AnchorCoverageError, ResizedBoxes, load_resized_boxes
 
 __all__ = ["AnchorCoverageReport", "analyze_anchor_coverage", "format_anchor_coverage_report"]
 
@@ -71,9 +71,9 @@ def analyze_anchor_coverage(cfg, dataset_name: str, split: str = "train", max_im
     "test") to the anchors of `cfg` (checked, as `retina_plugin.load_config` returns it) as
     training does, and, when `suggest`, search a better MODEL.ANCHOR_GENERATOR.SIZES and
     ASPECT_RATIOS and match the boxes to them too. What is modelled, and how: the docstrings of
-    `boxes`, `anchors` and `coverage`.
+    `resized_boxes`, `anchor_settings` and `anchor_coverage`.
     """
-    _iou_thresholds(cfg)  # a config without foreground fails before the dataset loads
+    matcher_iou_thresholds(cfg)  # a config without foreground fails before the dataset loads
     resized = load_resized_boxes(cfg, dataset_name, split, max_images)
     grid = AnchorGrid.from_config(cfg)
     current = measure_anchor_coverage(resized, grid, cfg)
@@ -137,8 +137,8 @@ def _coverage_rows(summary) -> List[List[str]]:
 
 
 def _describe_anchors(anchors: Dict[str, object]) -> str:
-    sizes = _format_nested([round(s, 2) for s in level] for level in anchors["SIZES"])
-    ratios = _format_nested([round(r, 3) for r in level] for level in anchors["ASPECT_RATIOS"])
+    sizes = format_nested([round(s, 2) for s in level] for level in anchors["SIZES"])
+    ratios = format_nested([round(r, 3) for r in level] for level in anchors["ASPECT_RATIOS"])
     return f"{anchors['generator']}: sizes per level {sizes}, aspect ratios (h/w) {ratios}"
 
 

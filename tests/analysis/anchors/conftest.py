@@ -44,7 +44,7 @@ def model():
 @pytest.fixture(scope="session")
 def elongated_report(datasets):
     """The analysis of analysis_elongated (thin boxes the default anchors miss) under `analysis_cfg()`."""
-    from retina_plugin.analysis import analyze_anchor_coverage
+    from retina_plugin.analysis.anchors import analyze_anchor_coverage
 
     with _one_thread():
         return analyze_anchor_coverage(analysis_cfg(), "analysis_elongated")
