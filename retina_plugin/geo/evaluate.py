@@ -164,11 +164,13 @@ def coco_evaluation(truths: Sequence[RasterTruth], class_names: Sequence[str], t
     def rows(boxes, labels):  # (image index, class index, XYWH box) of every raster's boxes
         image = np.repeat(np.arange(len(truths)), [len(getattr(t, labels)) for t in truths])
         label = np.array([category[n] for t in truths for n in getattr(t, labels)], np.int64)
-        return image, label, _xywh(np.concatenate([np.asarray(getattr(t, boxes), np.float64).reshape(-1, 4) for t in truths]))
+        xyxy = np.concatenate([np.asarray(getattr(t, boxes), np.float64).reshape(-1, 4) for t in truths])
+        return image, label, _xywh(xyxy)
 
     gt_image, gt_label, gt_boxes = rows("gt_boxes", "gt_labels")
     gt = GroundTruthBoxes(gt_image, gt_label, gt_boxes, np.zeros(len(gt_image), bool))
-    dets = DetectedBoxes(*rows("det_boxes", "det_labels"), np.concatenate([t.det_scores for t in truths]).astype(np.float64))
+    scores = np.concatenate([t.det_scores for t in truths]).astype(np.float64)
+    dets = DetectedBoxes(*rows("det_boxes", "det_labels"), scores)
     extra = [t for t in dict.fromkeys(float(t) for t in thresholds) if t not in COCO_IOU_THRESHOLDS]
     max_dets = max([100] + [len(t.det_boxes) for t in truths])
     return evaluate_boxes(gt, dets, len(truths), len(class_names), np.concatenate([COCO_IOU_THRESHOLDS, extra]),
@@ -193,7 +195,9 @@ def _counts(det_tp, gt_matched) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall}
 
 
-def coco_ap(truths: Sequence[RasterTruth], class_names: Sequence[str], evaluation: Optional[CocoEvaluation] = None) -> dict:
+def coco_ap(
+    truths: Sequence[RasterTruth], class_names: Sequence[str], evaluation: Optional[CocoEvaluation] = None
+) -> dict:
     """
     pycocotools' bbox AP of `truths` (`evaluation`: their `coco_evaluation`, made here when not given).
 

@@ -12,11 +12,7 @@ checks the result against `label_anchors` on every anchor. Calling `label_anchor
 anchor of an 800x1333 image measured 5-14x slower (7 to 1000 boxes) with up to 14x the memory
 (4.6 GB for 1000 boxes); on the embedded dataset's 256 px images it was ~10% faster.
 
-`match_boxes_to_anchors` runs in named phases: `anchor_layout` (the image's anchors, flat),
-`candidate_windows` (per box and level the anchor locations that can matter), `chunk_sizes`
-(boxes per chunk), `chunk_pairs` (the chunk's box-anchor pairs), `MatchTotals.add` (per box and
-per anchor maxima over the pairs), `matcher_positives` (the Matcher's foreground labels) and
-`positives_per_box`.
+`match_boxes_to_anchors` runs in phases, each a function below (its docstring says "Phase n").
 """
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -175,7 +171,9 @@ class MatchTotals:
         # Matcher; a later chunk (later boxes) wins only when higher.
         chunk_max = torch.zeros(num_anchors).scatter_reduce(0, anchor_idx, iou, "amax")
         at_max = iou == chunk_max[anchor_idx]
-        chunk_match = torch.full((num_anchors,), num_boxes).scatter_reduce(0, anchor_idx[at_max], box_idx[at_max], "amin")
+        chunk_match = torch.full((num_anchors,), num_boxes).scatter_reduce(
+            0, anchor_idx[at_max], box_idx[at_max], "amin"
+        )
         higher = chunk_max > self.anchor_max
         self.anchor_max = torch.where(higher, chunk_max, self.anchor_max)
         self.anchor_match = torch.where(higher, chunk_match, self.anchor_match)
@@ -231,8 +229,8 @@ def match_boxes_to_anchors(boxes: torch.Tensor, grid: AnchorGrid, image_size: Tu
     num_levels, num_boxes = len(grid.strides), len(boxes)
     if num_boxes == 0:
         return {
-            "best_iou": torch.zeros(0), "best_anchor": torch.zeros(0, 4), "best_level": torch.zeros(0, dtype=torch.int64),
-            "num_fg": torch.zeros(0, num_levels, dtype=torch.int64),
+            "best_iou": torch.zeros(0), "best_anchor": torch.zeros(0, 4),
+            "best_level": torch.zeros(0, dtype=torch.int64), "num_fg": torch.zeros(0, num_levels, dtype=torch.int64),
             "num_positive": torch.zeros(0, num_levels, dtype=torch.int64), "every_anchor_positive": torch.tensor(False),
         }  # fmt: skip
     layout = anchor_layout(grid, image_size)

@@ -143,7 +143,6 @@ def image_ious(gt: GroundTruth, dets: Detections) -> List[np.ndarray]:
 
 def evaluate(gt: GroundTruth, dets: Detections, iou_thresholds: Sequence[float]) -> CocoEvaluation:
     """COCOeval (area 'all', every detection) of `dets` against `gt` at `iou_thresholds`."""
-    return evaluate_boxes(
-        GroundTruthBoxes(gt.image, gt.cls, gt.boxes, gt.crowd), DetectedBoxes(dets.image, dets.cls, dets.boxes, dets.scores),
-        len(gt.image_ids), gt.num_classes, iou_thresholds,
-    )  # fmt: skip
+    boxes = GroundTruthBoxes(gt.image, gt.cls, gt.boxes, gt.crowd)
+    detected = DetectedBoxes(dets.image, dets.cls, dets.boxes, dets.scores)
+    return evaluate_boxes(boxes, detected, len(gt.image_ids), gt.num_classes, iou_thresholds)

@@ -109,7 +109,8 @@ def fixed_ap(gt: GroundTruth, dets: Detections, matches: Matches, errors: Errors
     classes = np.flatnonzero(gt.num_gt() > 0)
     if len(classes) == 0:
         return float("nan")
-    fixed_gt = replace(gt, image=gt.image[gt_keep], cls=gt.cls[gt_keep], boxes=gt.boxes[gt_keep], crowd=gt.crowd[gt_keep])
+    kept = {key: getattr(gt, key)[gt_keep] for key in ("image", "cls", "boxes", "crowd")}
+    fixed_gt = replace(gt, **kept)
     fixed_dets = Detections(dets.image[keep], cls[keep], boxes[keep], dets.scores[keep])
     ap = evaluate(fixed_gt, fixed_dets, [matches.iou]).class_ap([matches.iou])
     return float(np.mean(np.nan_to_num(ap[classes], nan=0.0)))  # a class whose boxes were all missed: 0
