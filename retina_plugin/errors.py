@@ -5,8 +5,12 @@ and exits with status 2 (`retina_plugin.cli.arguments.one_line_errors`). Anythin
 escapes is a bug, and keeps its traceback.
 """
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "InputFileError"]
 
 
 class UserError(ValueError):
     """Bad input the user can fix; str(error) names the file, key or value, on one line."""
+
+
+class InputFileError(UserError):
+    """A file or path the user gave cannot be read or used (an image, a results or thresholds file, metrics); the message names it."""

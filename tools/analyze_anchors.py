@@ -20,10 +20,10 @@ dataset: the config's first DATASETS.TRAIN, or DATASETS.TEST.
 Prints the report and the lines to paste into a config, and writes anchor_coverage.png and
 anchor_coverage.json (every number) into --output (default: the config's OUTPUT_DIR). An error
 ends with one line `analyze_anchors: error: ...` and exit status 2. The logic is in
-retina_plugin.analysis.cli.
+retina_plugin.cli.analyze_anchors (the analysis itself in retina_plugin.analysis.anchors).
 """
 import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.analysis.cli import main
+from retina_plugin.cli.analyze_anchors import main
 
 if __name__ == "__main__":
     main()

@@ -16,10 +16,11 @@ Prints the per-class table and writes into --output (default: OUTPUT_DIR/error_a
 per_class.csv, pr_curves.png, thresholds.yaml (the F1-optimal score threshold per class),
 confusion_matrix.csv/.png, errors.json/errors.png (AP lost to each TIDE error type) and worst/
 (the images with most errors). See docs/error_analysis.md. An error ends with one line
-`analyze_results: error: ...` and exit status 2. The logic is in retina_plugin.analysis.results.
+`analyze_results: error: ...` and exit status 2. The logic is in retina_plugin.cli.analyze_results
+(the analysis itself in retina_plugin.analysis.detections).
 """
 import retina_plugin  # noqa: F401  (registers the components)
-from retina_plugin.analysis.results.cli import main
+from retina_plugin.cli.analyze_results import main
 
 if __name__ == "__main__":
     main()

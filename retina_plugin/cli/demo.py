@@ -22,7 +22,7 @@ import cv2
 import torch
 from detectron2.utils.logger import setup_logger
 
-from ..analysis.results.thresholds import load_class_thresholds
+from ..analysis.detections.class_thresholds import load_class_thresholds
 from ..config import load_config
 from ..data.catalog import register_config_datasets
 from ..inference.media import (

@@ -17,12 +17,11 @@ from typing import Dict, List, Tuple
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import UserError
+from ..errors import InputFileError
 
 __all__ = [
     "METRICS_FILE_NAME",
     "AP_KEYS",
-    "MetricsError",
     "MetricsLog",
     "find_metrics_file",
     "load_metrics",
@@ -35,9 +34,6 @@ LOSS_PREFIX = "loss_"
 LR_KEY = "lr"
 AP_KEYS = ("bbox/AP", "bbox/AP50", "bbox/AP75")
 
-
-class MetricsError(UserError):
-    """A metrics file has nothing to plot; the message names the file."""
 
 
 @dataclass
@@ -73,11 +69,11 @@ def find_metrics_file(path: str) -> str:
     OUTPUT_DIR), else `path` itself.
 
     Raises:
-        MetricsError: naming the file if it does not exist.
+        InputFileError: naming the file if it does not exist.
     """
     metrics_path = os.path.join(path, METRICS_FILE_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(metrics_path):
-        raise MetricsError(f"Metrics file not found: {metrics_path}")
+        raise InputFileError(f"Metrics file not found: {metrics_path}")
     return metrics_path
 
 
@@ -105,8 +101,8 @@ def load_metrics(path: str) -> MetricsLog:
     Read a metrics.json (or the one in directory `path`), skipping and counting malformed lines.
 
     Raises:
-        MetricsError: naming the file if it does not exist.
-        MetricsError: naming the file if no line has an iteration and a loss, "lr" or box AP.
+        InputFileError: naming the file if it does not exist.
+        InputFileError: naming the file if no line has an iteration and a loss, "lr" or box AP.
     """
     metrics_path = find_metrics_file(path)
     log = MetricsLog(path=metrics_path)
@@ -126,7 +122,7 @@ def load_metrics(path: str) -> MetricsLog:
                     points.setdefault(key, {})[iteration] = float(value)
     log.series = {k: sorted(v.items()) for k, v in points.items()}
     if not (log.loss_keys() or LR_KEY in log.series or log.ap_keys()):
-        raise MetricsError(
+        raise InputFileError(
             f"No usable lines in {metrics_path}: {log.num_lines} well-formed and "
             f"{log.num_skipped} malformed lines, none with an iteration and a loss, "
             f"'{LR_KEY}' or {', '.join(AP_KEYS)}"

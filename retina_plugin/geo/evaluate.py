@@ -8,12 +8,11 @@ A raster's ground truth is the ground-truth features inside its footprint, repro
 CRS and clipped to it; its detections are the predictions naming it in their `source` column
 (all predictions when there is one raster), clipped the same way. Predictions and ground truth
 are matched within a class when both layers have a `label` column, else class-agnostically.
-Matching is one-to-one and greedy by score (COCOeval's `match_boxes`), so that precision and
-recall count the same pairs as the AP does; Hungarian matching (DeepForest) differs only where
-one detection overlaps two features above the threshold.
+Matching is COCOeval's, one-to-one and greedy by score (read from its per-image results by
+`retina_plugin.evaluation`), so that precision and recall count the same pairs as the AP does;
+Hungarian matching (DeepForest) differs only where one detection overlaps two features above
+the threshold.
 """
-import contextlib
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -22,20 +21,19 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import shapely
 from affine import Affine
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from ..analysis.results.matching import box_iou, match_boxes
 from ..data.raster import RasterError, RasterSource
+from ..evaluation import COCO_IOU_THRESHOLDS, CocoEvaluation, DetectedBoxes, GroundTruthBoxes, evaluate_boxes
 from .vectors import VectorError, boxes_to_polygons, polygons_to_boxes, read_vectors
 
 __all__ = [
     "AGNOSTIC_LABEL", "RasterTruth", "load_predictions", "load_ground_truth", "raster_paths", "raster_truth",
-    "match_raster", "coco_ap", "evaluate_rasters", "format_table",
+    "coco_evaluation", "match_raster", "coco_ap", "evaluate_rasters", "format_table",
 ]  # fmt: skip
 
 AGNOSTIC_LABEL = "object"  # the one class of a class-agnostic evaluation
 POLYGON_TYPES = ("Polygon", "MultiPolygon")
+AREA_RANGES = ("all", "small", "medium", "large")  # COCOeval's, for AP / APs / APm / APl
 
 
 @dataclass
@@ -155,21 +153,39 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def match_raster(truth: RasterTruth, thresholds: Sequence[float]):
-    """Per threshold: (det_tp (D,) bool, gt_matched (G,) bool), matched one-to-one within a label, greedy by score."""
-    out = [(np.zeros(len(truth.det_boxes), bool), np.zeros(len(truth.gt_boxes), bool)) for _ in thresholds]
-    order = np.argsort(-truth.det_scores, kind="mergesort")
-    for label in np.intersect1d(truth.det_labels.astype(str), truth.gt_labels.astype(str)):
-        rows = order[truth.det_labels[order] == label]
-        cols = np.flatnonzero(truth.gt_labels == label)
-        crowd = np.zeros(len(cols), bool)
-        ious = box_iou(_xywh(truth.det_boxes[rows]), _xywh(truth.gt_boxes[cols]), crowd)
-        for (det_tp, gt_matched), threshold in zip(out, thresholds):
-            det_gt, _ = match_boxes(ious, crowd, threshold)
-            hit = det_gt >= 0
-            det_tp[rows[hit]] = True
-            gt_matched[cols[det_gt[hit]]] = True
-    return out
+def coco_evaluation(truths: Sequence[RasterTruth], class_names: Sequence[str], thresholds: Sequence[float] = ()):
+    """
+    COCOeval (bbox) of `truths`, each raster one image, at COCO's IoUs and `thresholds`, with
+    maxDets N at least the most detections of a raster (COCOeval's default 100 would cut a
+    raster's detections); N is never below COCO's 100, the figure the table reports.
+    """
+    category = {name: k for k, name in enumerate(class_names)}
+
+    def rows(boxes, labels):  # (image index, class index, XYWH box) of every raster's boxes
+        image = np.repeat(np.arange(len(truths)), [len(getattr(t, labels)) for t in truths])
+        label = np.array([category[n] for t in truths for n in getattr(t, labels)], np.int64)
+        xyxy = np.concatenate([np.asarray(getattr(t, boxes), np.float64).reshape(-1, 4) for t in truths])
+        return image, label, _xywh(xyxy)
+
+    gt_image, gt_label, gt_boxes = rows("gt_boxes", "gt_labels")
+    gt = GroundTruthBoxes(gt_image, gt_label, gt_boxes, np.zeros(len(gt_image), bool))
+    scores = np.concatenate([t.det_scores for t in truths]).astype(np.float64)
+    dets = DetectedBoxes(*rows("det_boxes", "det_labels"), scores)
+    extra = [t for t in dict.fromkeys(float(t) for t in thresholds) if t not in COCO_IOU_THRESHOLDS]
+    max_dets = max([100] + [len(t.det_boxes) for t in truths])
+    return evaluate_boxes(gt, dets, len(truths), len(class_names), np.concatenate([COCO_IOU_THRESHOLDS, extra]),
+                          max_dets, AREA_RANGES)  # fmt: skip
+
+
+def match_raster(truth: RasterTruth, thresholds: Sequence[float], evaluation: Optional[CocoEvaluation] = None):
+    """
+    Per threshold: (det_tp (D,) bool, gt_matched (G,) bool), COCOeval's matches within a label
+    (`evaluation`: `coco_evaluation([truth], ...)` at these thresholds, made here when not given).
+    """
+    if evaluation is None:
+        labels = sorted({*truth.gt_labels, *truth.det_labels})
+        evaluation = coco_evaluation([truth], labels, thresholds)
+    return [(evaluation.matches(float(t)).det_tp, evaluation.matches(float(t)).gt_matched) for t in thresholds]
 
 
 def _counts(det_tp, gt_matched) -> dict:
@@ -179,54 +195,29 @@ def _counts(det_tp, gt_matched) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall}
 
 
-def coco_ap(truths: Sequence[RasterTruth], class_names: Sequence[str]) -> dict:
+def coco_ap(
+    truths: Sequence[RasterTruth], class_names: Sequence[str], evaluation: Optional[CocoEvaluation] = None
+) -> dict:
     """
-    pycocotools' bbox AP, each raster one image, maxDets [1, 10, N] with N at least the most
-    detections of a raster (COCOeval's default 100 would cut a raster's detections).
+    pycocotools' bbox AP of `truths` (`evaluation`: their `coco_evaluation`, made here when not given).
 
     Returns: {"AP", "AP50", "AP75", "APs", "APm", "APl" (0..1, None where COCOeval has -1),
     "max_dets", "per_class": {name: AP or None}}.
     """
-    category = {name: k + 1 for k, name in enumerate(class_names)}
-    images, annotations, results = [], [], []
-    for i, t in enumerate(truths):
-        images.append({"id": i + 1, "width": t.width, "height": t.height, "file_name": t.path})
-        for box, label in zip(_xywh(t.gt_boxes).tolist(), t.gt_labels):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category[label],
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
-        for box, label, score in zip(_xywh(t.det_boxes).tolist(), t.det_labels, t.det_scores.tolist()):
-            results.append({"image_id": i + 1, "category_id": category[label], "bbox": box, "score": score})
-    max_dets = max([100] + [len(t.det_boxes) for t in truths])
     keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    has_gt = {label for t in truths for label in t.gt_labels}
-    if not results:
-        return {**dict.fromkeys(keys, 0.0), "max_dets": max_dets,
+    if not any(len(t.det_boxes) for t in truths):
+        has_gt = {label for t in truths for label in t.gt_labels}
+        return {**dict.fromkeys(keys, 0.0), "max_dets": 100,
                 "per_class": {n: 0.0 if n in has_gt else None for n in class_names}}  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": k, "name": n} for n, k in category.items()]}  # fmt: skip
-        gt.createIndex()
-        evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
-        evaluation.params.maxDets = [1, 10, max_dets]
-        evaluation.evaluate()
-        evaluation.accumulate()
-    # As COCOeval.summarize averages, which would take maxDets 100 for "AP" whatever maxDets is.
-    precision = evaluation.eval["precision"][..., -1]  # (T, R, K, A) at maxDets N; A: all, small, medium, large
-    at = {iou: int(np.argmin(np.abs(evaluation.params.iouThrs - iou))) for iou in (0.5, 0.75)}
-    parts = (precision[..., 0], precision[at[0.5], ..., 0], precision[at[0.75], ..., 0],
-             precision[..., 1], precision[..., 2], precision[..., 3])  # fmt: skip
-    per_class = {name: _mean(precision[:, :, k - 1, 0]) for name, k in category.items()}
-    return {**{key: _mean(p) for key, p in zip(keys, parts)}, "max_dets": max_dets, "per_class": per_class}
+    ev = evaluation if evaluation is not None else coco_evaluation(truths, class_names)
+    # As COCOeval.summarize averages, at maxDets N (its stats[0] would take maxDets 100 whatever maxDets is).
+    values = (ev.mean_ap(), ev.mean_ap([0.5]), ev.mean_ap([0.75]),
+              ev.mean_ap(area="small"), ev.mean_ap(area="medium"), ev.mean_ap(area="large"))  # fmt: skip
+    per_class = {name: None if math.isnan(ap) else float(ap) for name, ap in zip(class_names, ev.class_ap())}
+    return {**dict(zip(keys, values)), "max_dets": ev.max_dets, "per_class": per_class}
 
 
-def _mean(precision: np.ndarray) -> Optional[float]:
-    """The mean of COCOeval's precision entries, -1 (no ground truth) left out; None when all are."""
-    valid = precision[precision > -1]
-    return float(valid.mean()) if valid.size else None
-
-
-def _summary(truths: Sequence[RasterTruth], matches, thresholds, class_names) -> dict:
+def _summary(truths: Sequence[RasterTruth], matches, thresholds, class_names, evaluation: CocoEvaluation) -> dict:
     det_labels = np.concatenate([t.det_labels for t in truths])
     gt_labels = np.concatenate([t.gt_labels for t in truths])
     by_iou = {}
@@ -240,7 +231,7 @@ def _summary(truths: Sequence[RasterTruth], matches, thresholds, class_names) ->
             }
         by_iou[f"{threshold:g}"] = counts
     return {"detections": len(det_labels), "ground_truth": len(gt_labels), "iou": by_iou,
-            "coco": coco_ap(truths, class_names)}  # fmt: skip
+            "coco": coco_ap(truths, class_names, evaluation)}  # fmt: skip
 
 
 def evaluate_rasters(truths: Sequence[RasterTruth], thresholds: Sequence[float]):
@@ -251,13 +242,15 @@ def evaluate_rasters(truths: Sequence[RasterTruth], thresholds: Sequence[float])
         "overall": the same over all rasters}; matches: per raster, `match_raster`'s list.
     """
     class_names = sorted({label for t in truths for label in [*t.gt_labels, *t.det_labels]})
-    matches = [match_raster(t, thresholds) for t in truths]
+    evaluations = [coco_evaluation([t], class_names, thresholds) for t in truths]
+    matches = [match_raster(t, thresholds, ev) for t, ev in zip(truths, evaluations)]
     rasters = [
         {"raster": t.path, "width": t.width, "height": t.height, "crs": t.crs,
-         **_summary([t], [m], thresholds, class_names)}
-        for t, m in zip(truths, matches)
+         **_summary([t], [m], thresholds, class_names, ev)}
+        for t, m, ev in zip(truths, matches, evaluations)
     ]  # fmt: skip
-    overall = _summary(truths, matches, thresholds, class_names)
+    overall_evaluation = evaluations[0] if len(truths) == 1 else coco_evaluation(truths, class_names)
+    overall = _summary(truths, matches, thresholds, class_names, overall_evaluation)
     return {"class_names": class_names, "rasters": rasters, "overall": overall}, matches
 
 

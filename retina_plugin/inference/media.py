@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from detectron2.data.detection_utils import read_image
 
-from ..errors import UserError
+from ..errors import InputFileError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -32,10 +32,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Codec and file ending of the annotated video (OpenCV's FFmpeg build always has mp4v).
 VIDEO_FOURCC = "mp4v"
 VIDEO_EXTENSION = ".mp4"
-
-
-class InputFileError(UserError):
-    """An input or output path cannot be used; the message names the path."""
 
 
 def _images_in_directory(directory: str) -> List[str]:

@@ -6,7 +6,8 @@ import json
 import cv2
 import pytest
 
-from retina_plugin.engine.plot import MetricsError, load_metrics
+from retina_plugin.engine.plot import load_metrics
+from retina_plugin.errors import InputFileError
 from tool_runs import run_tool
 
 
@@ -86,7 +87,7 @@ def test_load_metrics_rejects_file_without_usable_lines(tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text('not json\n{"no_iteration": 1}\n[1, 2]\n{"iteration": 5, "time": 0.2}\n')
     expected = "No usable lines in .*metrics.json: 1 well-formed and 3 malformed"
-    with pytest.raises(MetricsError, match=expected):
+    with pytest.raises(InputFileError, match=expected):
         load_metrics(str(metrics))
-    with pytest.raises(MetricsError, match="nothing.json"):
+    with pytest.raises(InputFileError, match="nothing.json"):
         load_metrics(str(tmp_path / "nothing.json"))

@@ -20,7 +20,7 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from retina_plugin.cli.predict_raster import raster_config
 from retina_plugin.geo.predict import RasterPredictor, predict_rasters
-from retina_plugin.analysis.results.thresholds import ThresholdFileError
+from retina_plugin.errors import InputFileError
 from retina_plugin.data.raster import RasterError, RasterSource
 from retina_plugin.geo.scenes import SCENE_CRS, write_shapes_scene
 from retina_plugin.geo.vectors import boxes_to_polygons
@@ -217,7 +217,7 @@ def test_per_class_thresholds_file_of_analyze_results(trained, scene, tmp_path, 
     low = RasterPredictor(config(trained)).predict(scene.path, progress=False)
     assert len(high.scores) and (high.scores >= 0.9).all()
     assert len(high.scores) == (low.scores >= 0.9).sum() < len(low.scores)
-    with pytest.raises(ThresholdFileError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
+    with pytest.raises(InputFileError, match=r"thresholds.yaml: 'tree' is not a class of the model \(classes: shape\)"):
         thresholds.write_text("tree: 0.5\n")
         raster_config(trained.config_file, [], str(thresholds), class_names=["shape"])
 
