@@ -22,7 +22,6 @@ anchor_coverage.json (every number) into --output (default: the config's OUTPUT_
 ends with one line `analyze_anchors: error: ...` and exit status 2. The logic is in
 retina_plugin.cli.analyze_anchors (the analysis itself in retina_plugin.analysis.anchors).
 """
-import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin.cli.analyze_anchors import main
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ confusion_matrix.csv/.png, errors.json/errors.png (AP lost to each TIDE error ty
 `analyze_results: error: ...` and exit status 2. The logic is in retina_plugin.cli.analyze_results
 (the analysis itself in retina_plugin.analysis.detections).
 """
-import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin.cli.analyze_results import main
 
 if __name__ == "__main__":

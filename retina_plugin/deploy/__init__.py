@@ -1,4 +1,1 @@
-"""
-Deployment: TorchScript / ONNX export by tracing (`export`) and int8 inference on the CPU
-(`quantization`).
-"""
+"""Deployment: TorchScript / ONNX export by tracing (`export`)."""

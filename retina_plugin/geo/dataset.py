@@ -18,7 +18,7 @@ one Detectron2 dataset dict that names its window of the raster ("raster_window"
 import copy
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import shapely
@@ -26,7 +26,7 @@ from affine import Affine
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..inference.tiling import tile_grid
+from ..inference.tiles import tile_grid
 from ..data.raster import RasterSource
 from .vectors import VectorError, polygons_to_boxes, read_vectors
 
@@ -171,7 +171,7 @@ def raster_dataset_dicts(
 
     Args:
         raster: GeoTIFF (anything GDAL reads); vectors: its objects (.gpkg, .geojson, .shp ...).
-        tile_size, overlap: the tiles, as `retina_plugin.inference.tiling.tile_grid` cuts them.
+        tile_size, overlap: the tiles, as `retina_plugin.inference.tiles.tile_grid` cuts them.
         bands, input_format, num_channels: as `RasterSource` takes them (cfg.MODEL.RETINA_PLUGIN.RASTER_BANDS,
             cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)); checked against the raster here.
         label_column: the vectors' class column (default "label" where there is one).

@@ -27,6 +27,8 @@ def test_train_checkpoint_evaluate_resume(tiny_shapes, tmp_path):
     checkpoint = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["iteration"] == 3
     assert "head.cls_score.weight" in checkpoint["model"]
+    categories = json.loads((tiny_shapes / "annotations" / "instances_train.json").read_text())["categories"]
+    assert checkpoint["class_names"] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
 
     # --resume continues from the saved iteration, not from 0.
     run_tool("tools/train_net.py", "--resume", *common, *QUICK_OPTS, "SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(out))

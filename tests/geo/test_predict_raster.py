@@ -24,7 +24,7 @@ from retina_plugin.errors import InputFileError
 from retina_plugin.data.raster import RasterError, RasterSource
 from retina_plugin.geo.scenes import SCENE_CRS, write_shapes_scene
 from retina_plugin.geo.vectors import boxes_to_polygons
-from retina_plugin.inference.tiling import tile_grid
+from retina_plugin.inference.tiles import tile_grid
 from tool_runs import REPO, logging_restored, run_tool
 
 PREDICT_RASTER_MAIN = runpy.run_path(str(REPO / "tools" / "predict_raster.py"))["main"]
@@ -175,7 +175,7 @@ def test_bad_input_is_one_line_naming_it(trained, tmp_path, case, expected, caps
     output = str(tmp_path / ("dets.csv" if case == "output" else "dets.gpkg"))
     argv = [
         "--config-file", trained.config_file, "--input", inputs, "--output", output,
-        "--bands", bands, "--no-progress", "--opts", "MODEL.WEIGHTS", trained.weights,
+        "--bands", bands, "--no-progress", "MODEL.WEIGHTS", trained.weights,
     ]  # fmt: skip
     if case == "band":  # one of them as a user runs it, in its own process
         proc = run_tool("tools/predict_raster.py", *argv, check=False)

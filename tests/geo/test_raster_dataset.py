@@ -24,7 +24,7 @@ from retina_plugin.geo.dataset import raster_dataset_dicts
 from retina_plugin.data.raster import RasterError
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.geo.vectors import VectorError, boxes_to_polygons
-from retina_plugin.inference.tiling import tile_grid
+from retina_plugin.inference.tiles import tile_grid
 from tool_runs import BASE_CONFIG, QUICK_OPTS, SMALL_MODEL_OPTS, read_metrics, run_tool
 
 # 640 px, a 128 px nodata frame, 3 x 3 blocks of 128 px holding the objects, 4 bands (R, G, B, NIR).

@@ -32,10 +32,9 @@ from retina_plugin.engine import Trainer
 from retina_plugin.inference.evaluation import UNCAPPED_TILED_DETECTIONS, evaluation_max_detections
 from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.predictor import TiledPredictor
-from retina_plugin.inference.tiling import (
+from retina_plugin.inference.tiling import TiledInference, check_tiled_evaluation
+from retina_plugin.inference.tiles import (
     EDGE_MARGIN,
-    TiledInference,
-    check_tiled_evaluation,
     keep_tile_detections,
     merge_tile_detections,
     reaches_other_tiles,
