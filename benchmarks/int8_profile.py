@@ -9,20 +9,18 @@ Ours: wall time of the call, and per part the time inside its Int8Conv2d modules
 a convolution's input quantization included). OpenVINO: its own per-node counters
 (`PERF_COUNT`, `get_profiling_info`), summed per part by node name. "outside the convolutions"
 is the rest of ours' wall time, and OpenVINO's nodes of no part (transposes, reorders).
-Needs the bench extra (openvino, nncf). `--workdir` keeps runtimes.py's exported and quantized
-files (about 2 minutes to make) for the next run.
+Needs the bench extra (openvino, nncf). `--workdir` keeps the exported and quantized files
+(runtime_export.prepare, as runtimes.py; about 2 minutes to make) for the next run.
 """
 import argparse
 import collections
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from runtimes import Ours, openvino_config, prepare, timed_image
+import harness
+from runners import WEIGHTS_FILE, Ours, openvino_config, timed_image
+from runtime_export import prepare
 
 PARTS = ("stem", "res2", "res3", "res4", "res5", "fpn_lateral", "fpn_output", "top_block",
          "cls_subnet", "bbox_subnet", "cls_score", "bbox_pred")  # fmt: skip
@@ -75,27 +73,18 @@ def profile_openvino(workdir, threads):
 WORKERS = {"ours": profile_ours, "openvino": profile_openvino}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workdir", help="keep the exported and quantized files here (made when missing)")
-    parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(WORKERS[args.worker](args.workdir, args.threads)))
-        return
+def run_worker(args):
+    return WORKERS[args.worker](args.workdir, args.threads)
+
+
+def run_driver(args):
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir or tmp)
+        workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        if not (workdir / "network_int8.xml").exists() or not (workdir / "weights.pth").exists():
+        if not (workdir / "network_int8.xml").exists() or not (workdir / WEIGHTS_FILE).exists():
             prepare(workdir, lambda s: print(s, flush=True))
-        results = {}
-        for worker in WORKERS:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, "--workdir", str(workdir), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-            if proc.returncode != 0:
-                sys.exit(f"int8_profile: worker {worker} failed:\n{proc.stderr[-2000:]}")
-            results[worker] = json.loads(proc.stdout.strip().splitlines()[-1])
+        worker_args = ["--workdir", workdir, "--threads", args.threads]
+        results = {w: harness.spawn_worker(__file__, w, worker_args, workdir / f"profile_{w}.json") for w in WORKERS}
     ours, openvino = results["ours"], results["openvino"]
     print(f"{args.threads} threads; one int8 network call each (ms)")
     print("| part | ours | OpenVINO |\n|---|---|---|")
@@ -104,5 +93,13 @@ def main():
     print(f"| wall time of the call | {ours['wall'] * 1e3:.1f} | {openvino['wall'] * 1e3:.1f} |")
 
 
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", help="keep the exported and quantized files here (made when missing)")
+    harness.add_worker_arguments(parser, list(WORKERS))
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    main()
+    harness.main(parse_args(), run_worker, run_driver)

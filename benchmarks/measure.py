@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from harness import proc_status_mib, reset_peak_rss
 from inputs import INFER_SIZE, SEED
 
 
@@ -34,14 +35,6 @@ def time_calls(fn, repeats, warmup, device):
     return times, first
 
 
-def _proc_status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 class PeakMemory:
     """
     Peak memory growth inside the `with` block, in MiB. CUDA: max_memory_allocated over
@@ -63,12 +56,11 @@ class PeakMemory:
             self.method = "torch.cuda.max_memory_allocated - memory_allocated at start"
         else:
             try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # resets VmHWM to the current RSS
-                self.base = _proc_status_kib("VmRSS") * 1024
+                reset_peak_rss()
+                self.base = proc_status_mib("VmRSS") * 2**20
                 self.method = "VmHWM (reset via /proc/self/clear_refs) - VmRSS at start"
             except OSError:
-                self.base = _proc_status_kib("VmHWM") * 1024
+                self.base = proc_status_mib("VmHWM") * 2**20
                 self.method = "VmHWM growth (HWM not resettable: a lower bound)"
         return self
 
@@ -77,7 +69,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         else:
-            peak = _proc_status_kib("VmHWM") * 1024
+            peak = proc_status_mib("VmHWM") * 2**20
         self.mib = (peak - self.base) / 2**20
         return False
 

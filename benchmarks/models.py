@@ -88,16 +88,22 @@ def build_detectron2(device):
     return model
 
 
+def ours_config(device, opts=()):
+    """Ours' config: the benchmark's (detectron2_cfgs) with config keys `opts` (a list as on the command line) on top."""
+    _, ours_cfg = detectron2_cfgs(device)
+    ours_cfg.merge_from_list(list(opts))
+    return ours_cfg
+
+
 def build_ours(device, state_dict=None, opts=()):
     """
     RetinaNetPlugin holding the (perturbed) weights of `build_detectron2` (or `state_dict`, its),
-    with config keys `opts` (a list as on the command line) on top of the benchmark's.
+    with the config of `ours_config(device, opts)`.
     """
     import retina_plugin  # noqa: F401  (registers the plugin)
     from detectron2.modeling import build_model
 
-    _, ours_cfg = detectron2_cfgs(device)
-    ours_cfg.merge_from_list(list(opts))
+    ours_cfg = ours_config(device, opts)
     if state_dict is None:
         state_dict = build_detectron2(device).state_dict()
     torch.manual_seed(SEED + 1)

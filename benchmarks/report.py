@@ -1,15 +1,11 @@
 """
-The report: machine info and name, the correctness of ours against Detectron2 (detections as
+The report: the correctness of ours against Detectron2 (detections as
 sets with retina_plugin.compare, losses), medians and ratios, and the README-ready markdown
 (table and notes).
 """
-import os
-import platform
-import re
-import statistics
-
 import torch
 
+from harness import machine_name, stats
 from inputs import INFER_SIZE
 from models import MODELS
 from tasks import MEASUREMENTS
@@ -27,46 +23,6 @@ TITLES = {
 DETECTIONS_MIN_IOU = 0.999
 DETECTIONS_SCORE_ATOL = 1e-4
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(args):
-    import detectron2
-    import torchvision
-
-    info = {
-        "node": platform.node(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "device": args.device,
-        "threads": args.threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "detectron2": detectron2.__version__,
-    }
-    if args.device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def machine_name(info):
-    def clean(s):
-        s = re.sub(r"\((r|tm)\)", "", s.lower())
-        return re.sub(r"[^a-z0-9]+", "-", s).strip("-")
-
-    if info["device"].startswith("cuda"):
-        return f"{clean(info['gpu'])}_cuda"
-    return f"{clean(info['cpu_model'])}_cpu-{info['threads']}t"
 
 def detection_tensors(detections):
     """(boxes (R, 4), scores (R,), classes (R,)) from an adapter's `detections` (lists)."""
@@ -102,7 +58,8 @@ def summarize(results, limit, info, args, wall_s):
     for model in MODELS:
         for measure in results[model]:
             r = results[model][measure]
-            r["median_s"], r["min_s"] = statistics.median(r["times"]), min(r["times"])
+            t = stats(r["times"])
+            r["median_s"], r["min_s"] = t["median"], t["min"]
         inference = results[model]["inference"]
         inference["percent_of_limit"] = 100 * inference["network_gflop"] / inference["median_s"] / limit["gflop_per_s"]
     summary["flops_note"] = (
