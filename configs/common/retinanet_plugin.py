@@ -6,7 +6,7 @@ paper's values (LR 0.01, batch 16, 90k iterations with steps at 60k/80k, smooth-
 
     from .common.retinanet_plugin import dataloader, lr_multiplier, model, optimizer, train
 
-Every value equals what the YAML configs build (tests/test_lazyconfig.py checks it). The ResNet is
+Every value equals what the YAML configs build (tests/engine/test_lazy.py checks it). The ResNet is
 wrapped in `fold_frozen_batchnorm` as the YAML backbone builder does, so its options are under
 `model.backbone.bottom_up.module` (e.g. `.freeze_at`, `.stages.depth`, `.stages.norm`).
 """

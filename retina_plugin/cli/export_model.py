@@ -66,7 +66,7 @@ def main(argv=None):
     setup_logger(name="retina_plugin")
     logger = setup_logger(name="export")
     # Tracing warns about every assert in Detectron2's structures that it records as constant;
-    # that the graph still generalizes is what tests/test_export.py checks.
+    # that the graph still generalizes is what tests/deploy/test_export.py checks.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     # The ONNX exporter's caveat for negative indices: the graph indexes with nonzero / topk output.
     warnings.filterwarnings("ignore", message="Exporting aten::index operator")

@@ -4,7 +4,7 @@
 - Grayscale, palette, RGBA, CMYK, 16-bit and 32-bit images become 8-bit images in the
   model's `INPUT.FORMAT` (`read_image`).
 - A dict with "raster_window" (a tile of a raster dataset, `retina_plugin.geo.dataset`) is
-  that window of the raster, read with `retina_plugin.geo.raster.RasterSource` in the model's
+  that window of the raster, read with `retina_plugin.data.raster.RasterSource` in the model's
   channel order (`read_raster_window`); each loader process opens a raster once.
 - A missing or unreadable image raises `ImageReadError` naming the file and the dataset; with
   `DATALOADER.SKIP_UNREADABLE_IMAGES` the training loader logs it, counts it and goes on.
