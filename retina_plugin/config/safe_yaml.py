@@ -13,8 +13,10 @@ from .arithmetic import evaluate_arithmetic
 
 __all__ = ["ConfigError", "ConfigYamlLoader", "MAX_YAML_BYTES", "parse_yaml", "read_config_text"]
 
-# A config is a few kilobytes; the bound keeps a device (/dev/zero) or a huge file from filling memory.
+# A config is a few kilobytes; the bounds keep a device (/dev/zero), a huge file or YAML aliases
+# that expand exponentially ("billion laughs") from filling memory when the config is built.
 MAX_YAML_BYTES = 16 * 2**20
+MAX_EXPANDED_VALUES = 1_000_000
 _EVAL_TAG = "tag:yaml.org,2002:python/object/apply:eval"
 
 
@@ -60,7 +62,9 @@ def parse_yaml(text: str, source: str):
     loader = ConfigYamlLoader(text)
     loader.source = source
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
+        _expanded_size(data, {}, source)
+        return data
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {source}: not valid YAML: {_yaml_problem(e)}") from None
     except RecursionError:
@@ -87,6 +91,24 @@ def decode_config_bytes(data: bytes, source: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {source}: not UTF-8 text (byte {e.start})") from None
+
+
+def _expanded_size(value, sizes: dict, source: str) -> int:
+    """How many values `value` holds once every alias is a copy (as the config node tree makes it)."""
+    if not isinstance(value, (dict, list, tuple)):
+        return 1
+    known = sizes.get(id(value))
+    if known is None and id(value) in sizes:
+        raise ConfigError(f"config file {source}: a YAML alias refers to a node that holds it; a config is a tree")
+    if known is not None:
+        return known
+    sizes[id(value)] = None  # being counted: meeting it again below is a cycle
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    total = 1 + sum(_expanded_size(child, sizes, source) for child in children)
+    if total > MAX_EXPANDED_VALUES:
+        raise ConfigError(f"config file {source}: its YAML aliases expand to more than {MAX_EXPANDED_VALUES} values")
+    sizes[id(value)] = total
+    return total
 
 
 def _short(tag: str) -> str:

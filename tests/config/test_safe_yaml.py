@@ -210,3 +210,17 @@ def test_the_plugins_configs_load_as_detectron2_loads_them():
         expected = get_retina_plugin_cfg()
         expected.merge_from_file(str(path))
         assert load_config(str(path)).dump() == expected.dump(), path
+
+
+def test_aliases_that_expand_exponentially_or_refer_to_themselves_are_one_line(tmp_path):
+    levels = ["a0: &a0 {x: 1, y: [1, 2, 3, 4, 5, 6, 7, 8, 9]}"]
+    levels += [f"a{i}: &a{i} {{{', '.join(f'k{j}: *a{i - 1}' for j in range(10))}}}" for i in range(1, 6)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    assert f"config file {bomb}: its YAML aliases expand to more than 1000000 values" == _one_line_config_error(bomb)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("MODEL:\n  PIXEL_MEAN: &m [1, *m]\n")
+    assert "a YAML alias refers to a node that holds it" in _one_line_config_error(loop)
+    shared = tmp_path / "shared.yaml"  # an alias used a few times is fine
+    shared.write_text("MODEL:\n  PIXEL_MEAN: &m [1.0, 2.0, 3.0]\n  PIXEL_STD: *m\n")
+    assert load_config(str(shared)).MODEL.PIXEL_STD == [1.0, 2.0, 3.0]
