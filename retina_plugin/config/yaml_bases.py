@@ -6,10 +6,11 @@
 A `_BASE_` (one name or a list) is a file, relative to the config that names it (or absolute, or
 `~/...`), else a Detectron2 model-zoo config ("COCO-Detection/retinanet_R_50_FPN_1x.yaml", as
 `detectron2.model_zoo.get_config_file` finds it). An `http://` or `https://` base is fetched only
-when it starts with one of the URL prefixes in the environment variable TRUSTED_URLS_ENV
-(space-separated), and is then parsed as data like any file. A cycle of bases, a base that is
-not a mapping, a file that cannot be read, is not UTF-8 or is larger than MAX_YAML_BYTES raise
-ConfigError naming the file.
+when it starts with one of the URL prefixes in the environment variable
+RETINA_PLUGIN_TRUSTED_CONFIG_URLS (space-separated; a prefix matches up to a "/"), and is then
+parsed as data like any file; its own relative bases resolve against its URL. A cycle of bases,
+a base that is not a mapping, a file that cannot be read, is not UTF-8 or is larger than
+MAX_YAML_BYTES raise ConfigError naming the file.
 """
 import os
 import urllib.error
