@@ -1,19 +1,18 @@
 """
 `load_config`, the config every tool uses: Detectron2's defaults with the plugin's keys, a file,
 KEY VALUE options, checked before anything is built; `ConfigError` names the key and the file.
+The file and its `_BASE_` configs are read as data (`yaml_bases`, `safe_yaml`), never with the
+`yaml.unsafe_load` that Detectron2's `CfgNode.merge_from_file` falls back to.
 """
 import os
 from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
-from ..errors import UserError
 from .checks import check_retina_plugin_config
 from .keys import add_retina_plugin_config
-
-
-class ConfigError(UserError):
-    """A config file or KEY VALUE option that cannot be used; the message names the file and key."""
+from .safe_yaml import ConfigError
+from .yaml_bases import load_yaml_with_bases
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence = ()) -> CN:
@@ -27,8 +26,9 @@ def load_config(config_file: Optional[str] = None, opts: Sequence = ()) -> CN:
     if config_file:
         if not os.path.isfile(config_file):
             raise ConfigError(f"config file not found: {config_file}")
+        loaded = load_yaml_with_bases(config_file)
         try:
-            cfg.merge_from_file(config_file)
+            merge_config_mapping(cfg, loaded, config_file)
         except (KeyError, ValueError, TypeError, AssertionError, OSError) as e:
             raise ConfigError(f"config file {config_file}: {_reason(e)}") from None
     try:
@@ -38,6 +38,29 @@ def load_config(config_file: Optional[str] = None, opts: Sequence = ()) -> CN:
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         raise ConfigError(f"config {config_file or '(defaults)'} with options {list(opts)}: {_reason(e)}") from None
     return cfg
+
+
+def merge_config_mapping(cfg: CN, loaded: dict, filename: str) -> None:
+    """
+    Merge the mapping of a config file into `cfg` as `CfgNode.merge_from_file` merges the mapping
+    it loads: an older config VERSION is upgraded with Detectron2's compat rules.
+    """
+    from detectron2.config.compat import downgrade_config, guess_version, upgrade_config
+
+    loaded_cfg = type(cfg)(loaded)
+    version = loaded_cfg.get("VERSION", None)
+    if version is None:
+        version = guess_version(loaded_cfg, filename)
+    if version > cfg.VERSION:
+        raise ValueError(f"VERSION {version} is newer than this Detectron2's {cfg.VERSION}")
+    if version == cfg.VERSION:
+        cfg.merge_from_other_cfg(loaded_cfg)
+        return
+    old = downgrade_config(cfg, to_version=version)
+    old.merge_from_other_cfg(loaded_cfg)
+    upgraded = upgrade_config(old)
+    cfg.clear()
+    cfg.update(upgraded)
 
 
 def _reason(error: Exception) -> str:

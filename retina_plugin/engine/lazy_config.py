@@ -8,6 +8,10 @@ raise ConfigError naming the file, the override and the key.
 A config holds `model`, `dataloader.{train,test,evaluator}`, `optimizer`, `lr_multiplier` and
 `train` (Detectron2's configs/common/train.py keys), and optionally `inference`
 (retina_plugin.inference.model.InferenceSettings: int8 calibration, tiling, test-time augmentation).
+
+A `.py` LazyConfig is Python: loading it runs its code, by design. A `.yaml` LazyConfig is data,
+parsed with the config's safe loader (retina_plugin.config.safe_yaml), never with the
+`yaml.unsafe_load` of Detectron2's `LazyConfig.load`.
 """
 import inspect
 import os
@@ -18,12 +22,12 @@ from detectron2.config import LazyConfig, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..config import ConfigError
+from ..config.safe_yaml import parse_yaml, read_config_text
 from ..inference.model import lazy_inference_settings
 
 # The parts of a config that training instantiates; evaluation needs model, train, dataloader.test.
 TRAINING_KEYS = ("model", "dataloader", "optimizer", "lr_multiplier", "train")
 EVALUATION_KEYS = ("model", "dataloader", "train")
-
 
 
 def load_lazy_config(config_file: str, overrides: List[str] = (), *, eval_only: bool = False, dataset_opts: Sequence = ()):
@@ -40,7 +44,9 @@ def load_lazy_config(config_file: str, overrides: List[str] = (), *, eval_only: 
     if os.path.splitext(config_file)[1] not in (".py", ".yaml", ".yml"):
         raise ConfigError(f"config file {config_file}: a LazyConfig is a .py (or .yaml) file; for the YAML configs use tools/train_net.py")
     try:
-        cfg = LazyConfig.load(config_file)
+        cfg = _load_yaml(config_file) if config_file.endswith((".yaml", ".yml")) else LazyConfig.load(config_file)
+    except ConfigError:
+        raise
     except Exception as e:  # SyntaxError, ImportError, anything its code raises
         raise ConfigError(f"config file {config_file}: {type(e).__name__}: {one_line(e)}") from None
     if not isinstance(cfg, DictConfig):
@@ -61,6 +67,12 @@ def load_lazy_config(config_file: str, overrides: List[str] = (), *, eval_only: 
     for item in overrides:
         _apply_override(cfg, item)
     return cfg
+
+
+def _load_yaml(config_file: str):
+    """A `.yaml` LazyConfig as `LazyConfig.load` makes it (objects allowed in the nodes), read as data."""
+    data = parse_yaml(read_config_text(config_file), config_file)
+    return OmegaConf.create(data, flags={"allow_objects": True}) if isinstance(data, dict) else data
 
 
 def one_line(error) -> str:

@@ -2,14 +2,18 @@
 `RetinaCheckpointer`: Detectron2's `DetectionCheckpointer` made safe for untrusted files and
 for runs that get killed.
 
-- `.pth` files are read with `torch.load(weights_only=True)`: tensors, numbers, strings and
-  containers only, so a file cannot run code when it is loaded.
+- `.pth` files, and pycls' `.pyth`, are read with `torch.load(weights_only=True)`: tensors,
+  numbers, strings and containers only, so a file cannot run code when it is loaded. The
+  argument is explicit, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which only changes torch.load's
+  default) cannot turn it off.
 - `.pkl` files (Detectron2's model zoo and ImageNet-pretrained backbones) are plain pickles,
   which can run any code; they are read with an unpickler that only builds dicts, lists and
   numpy arrays and refuses anything else, naming the file and what it asked for.
 - A checkpoint is written to a temporary file in the same folder and renamed over its final
   name (atomic on POSIX), and so is `last_checkpoint`: a run killed mid-write leaves the
-  previous good checkpoint in place and tagged.
+  previous good checkpoint in place and tagged. The temporary's name holds the writer's pid
+  (`model_0000019.pth.<pid>.<random>.tmp`); a checkpointer with a save_dir removes the
+  temporaries there whose writer is no longer running.
 - Loading weights trained with another NUM_CLASSES keeps everything but the class-score layer
   and says so.
 - Loading 3-channel (RGB) weights into a model of another number of input channels
@@ -19,7 +23,9 @@ import io
 import logging
 import os
 import pickle
+import re
 import tempfile
+import time
 from typing import Optional, Sequence
 
 import torch
@@ -43,6 +49,12 @@ _PKL_ALLOWED_GLOBALS = {
 }
 
 CLASS_SCORE_PREFIX = "head.cls_score."
+
+# `_atomic_write`'s temporaries: "<final name>.<pid>.<random>.tmp"; without the pid, those of
+# writers that did not record it.
+_TEMPORARY = re.compile(r"^(?:.+\.pth|last_checkpoint)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]+\.tmp$")
+# Temporaries without a pid are removed only when last written before this process started.
+_PROCESS_START = time.time()
 
 
 class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
@@ -81,6 +93,8 @@ class RetinaCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, class_names: Optional[Sequence[str]] = None, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         self.class_names = list(class_names) if class_names else None
+        if save_dir and self.save_to_disk:
+            remove_stale_temporaries(save_dir, self.logger)
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -92,14 +106,22 @@ class RetinaCheckpointer(DetectionCheckpointer):
                 data = data["blobs"]
             data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
             return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):
+            # Detectron2 reads pycls' .pyth with a bare torch.load, which the environment can make unsafe.
+            with PathManager.open(filename, "rb") as f:
+                data = self._torch_load(f, filename)
+            if not isinstance(data, dict) or "model_state" not in data:
+                raise UnsafeCheckpointError(f"{filename}: a .pyth (pycls) checkpoint holds 'model_state'; this one does not")
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         return super()._load_file(filename)
 
-    def _torch_load(self, f):
+    def _torch_load(self, f, filename: Optional[str] = None):
         try:
             return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         except pickle.UnpicklingError as e:
             raise UnsafeCheckpointError(
-                f"{f}: not loadable with torch.load(weights_only=True): {str(e).splitlines()[0]}"
+                f"{filename or f}: not loadable with torch.load(weights_only=True): {str(e).splitlines()[0]}"
             ) from None
 
     def _load_model(self, checkpoint):
@@ -147,7 +169,7 @@ def _atomic_write(path: str, write) -> None:
     """Write a file through `write(binary_file)` into a temporary file, then rename it to `path`."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -158,3 +180,40 @@ def _atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str, logger: logging.Logger) -> None:
+    """Remove the checkpoint temporaries in `folder` of writers that were killed (see `_TEMPORARY`)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:  # not there yet: nothing was written to it
+        return
+    for name in names:
+        match = _TEMPORARY.match(name)
+        path = os.path.join(folder, name)
+        if match is None or not _is_stale(path, match.group("pid")):
+            continue
+        try:
+            os.remove(path)
+        except OSError:  # removed by another process meanwhile
+            continue
+        logger.info(f"Removed {path}, left by a checkpoint write that did not finish")
+
+
+def _is_stale(path: str, pid: Optional[str]) -> bool:
+    if pid is None:
+        try:
+            return os.path.getmtime(path) < _PROCESS_START
+        except OSError:
+            return False
+    return not _process_is_running(int(pid))
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
