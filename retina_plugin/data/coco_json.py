@@ -1,11 +1,15 @@
 """Register a user's COCO-format detection dataset, checking its json when it is registered."""
 import json
+import logging
 import numbers
 import os
 
 from ..errors import UserError
+from .image_sizes import image_problems, summarize_problems
 
-__all__ = ["DatasetError", "register_coco_json", "validate_coco_json"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["DatasetError", "check_image_sizes", "register_coco_json", "validate_coco_json"]
 
 
 def _short(entry, limit=200):
@@ -84,7 +88,27 @@ def validate_coco_json(json_file):
     return data
 
 
-def register_coco_json(name, json_file, image_root):
+def check_image_sizes(dataset: dict, json_file: str, image_root: str, *, skip_bad_images: bool = False):
+    """
+    Every image of the parsed json `dataset` has the json's width and height in its file
+    (read from the header, after EXIF orientation, in parallel and cached:
+    `image_sizes.image_sizes`), or a DatasetError naming the first that does not, with the
+    json's size and the file's. With `skip_bad_images` they are counted in one warning instead,
+    and the training loader drops them. Missing or unreadable files are left to the loader,
+    which skips them under DATALOADER.SKIP_UNREADABLE_IMAGES.
+    """
+    dicts = [{"file_name": os.path.join(image_root, im["file_name"]), "width": im["width"], "height": im["height"]}
+             for im in dataset["images"]]  # fmt: skip
+    problems = [p for p in image_problems(dicts, json_file=json_file) if p.kind == "size"]
+    if not problems:
+        return
+    summary = summarize_problems(problems, len(dicts))
+    if not skip_bad_images:
+        raise DatasetError(f"{json_file}: {summary}")
+    logger.warning(f"{json_file}: {summary}; the training loader skips them")
+
+
+def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
     """
     Register the COCO-format dataset `json_file` (images under `image_root`) as `name` in
     Detectron2's DatasetCatalog and MetadataCatalog, through `register_coco_instances`
@@ -92,8 +116,9 @@ def register_coco_json(name, json_file, image_root):
     contiguous ids 0..K-1 are set when the dataset is first loaded).
 
     The json is validated now (`validate_coco_json`), so a malformed file fails here with a
-    ValueError naming the file and entry rather than later inside data loading. A `name`
-    registered before is replaced.
+    DatasetError naming the file and entry rather than later inside data loading, and so are
+    the images' sizes against the json's (`check_image_sizes`; with `skip_bad_images` a
+    warning). A `name` registered before is replaced.
 
     Returns:
         detectron2.data.Metadata: the dataset's metadata.
@@ -103,6 +128,7 @@ def register_coco_json(name, json_file, image_root):
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     dataset = validate_coco_json(json_file)
+    check_image_sizes(dataset, json_file, image_root, skip_bad_images=skip_bad_images)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():

@@ -4,8 +4,10 @@ is reported before training starts and a resumed run sees exactly the batches an
 run would have seen.
 
 - `load_dataset_dicts`: the registered datasets' dicts, each tagged with its dataset name,
-  boxes clipped or dropped (`sanitize_dataset_dicts`), missing image files reported at once
-  (or dropped with `DATALOADER.SKIP_UNREADABLE_IMAGES`).
+  boxes clipped or dropped (`sanitize_dataset_dicts`), images that are missing, unreadable,
+  of another size than the json says or resized to 0 px reported at once, naming the file
+  (`image_sizes.image_problems`; dropped and counted in one line with
+  `DATALOADER.SKIP_UNREADABLE_IMAGES`). The training loader checks the evaluation datasets too.
 - `ResumableTrainLoader`: batches as Detectron2's `build_detection_train_loader` forms them
   (its samplers, grouping by aspect ratio w > h / w <= h), but the batches are formed from
   the index stream in the main process, each sample's augmentation is seeded by its position
@@ -16,7 +18,7 @@ run would have seen.
 import logging
 import os
 import random
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch.utils.data as torchdata
@@ -33,21 +35,39 @@ from detectron2.utils import comm
 
 from .boxes import sanitize_dataset_dicts
 from .coco_json import DatasetError
+from .image_sizes import Resize, image_problems, summarize_problems
 from .mapper import ImageReadError
 
-__all__ = ["load_dataset_dicts", "ResumableTrainLoader", "build_resumable_train_loader"]
+__all__ = ["load_dataset_dicts", "check_evaluation_images", "ResumableTrainLoader", "build_resumable_train_loader"]
 
 logger = logging.getLogger(__name__)
 
 
-def load_dataset_dicts(names: Sequence[str], *, skip_missing: bool = False, filter_empty: bool = False) -> List[dict]:
+def _checked_images(name: str, dicts: List[dict], resize: Optional[Resize], skip: bool) -> List[dict]:
+    """`dicts` without the images of `image_problems`, counted in one log line, or an error naming the first."""
+    problems = image_problems(dicts, json_file=MetadataCatalog.get(name).get("json_file", "the dataset's dicts"), resize=resize)
+    if not problems:
+        return dicts
+    summary = f"dataset {name!r}: {summarize_problems(problems, len(dicts))}"
+    if not skip:
+        error = ImageReadError if problems[0].kind in ("missing", "unreadable") else DatasetError
+        raise error(summary + " (set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them)")
+    logger.warning(summary + "; skipped")
+    bad = {p.file_name for p in problems}
+    return [d for d in dicts if d["file_name"] not in bad]
+
+
+def load_dataset_dicts(names: Sequence[str], *, skip_bad_images: bool = False, filter_empty: bool = False,
+                       resize: Optional[Resize] = None) -> List[dict]:
     """
     Args:
         names: registered dataset names.
-        skip_missing: drop entries whose image file does not exist (logged with a count)
-            instead of raising ImageReadError naming them.
+        skip_bad_images: drop the images `image_sizes.image_problems` finds (missing,
+            unreadable header, size not the json's, resized to 0 px), counted in one log line
+            per dataset, instead of raising ImageReadError / DatasetError naming the first.
         filter_empty: drop images without (non-crowd) annotations, like Detectron2's
             DATALOADER.FILTER_EMPTY_ANNOTATIONS; done after bad boxes are dropped.
+        resize: (INPUT.MIN_SIZE_*, INPUT.MAX_SIZE_*) of the loader, for the 0 px check.
     Returns:
         the concatenated dataset dicts, each with "dataset_name".
     """
@@ -62,14 +82,7 @@ def load_dataset_dicts(names: Sequence[str], *, skip_missing: bool = False, filt
             raise DatasetError(f"dataset {name!r} is empty")
         for d in dicts:
             d["dataset_name"] = name
-        missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
-        if missing:
-            summary = f"dataset {name!r}: {len(missing)} of {len(dicts)} image files do not exist, e.g. {', '.join(missing[:3])}"
-            if not skip_missing:
-                raise ImageReadError(summary + " (set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them)")
-            logger.warning(summary + "; skipped")
-            missing = set(missing)
-            dicts = [d for d in dicts if d["file_name"] not in missing]
+        dicts = _checked_images(name, dicts, resize, skip_bad_images)
         sanitize_dataset_dicts(dicts, name)
         all_dicts.extend(dicts)
     if filter_empty:
@@ -82,6 +95,21 @@ def load_dataset_dicts(names: Sequence[str], *, skip_missing: bool = False, filt
         except AttributeError:  # no class names registered
             pass
     return all_dicts
+
+
+def check_evaluation_images(cfg):
+    """
+    The images of cfg.DATASETS.TEST, checked as `load_dataset_dicts` does with the test resize
+    (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST): evaluation always stops at a bad image, so a run
+    learns of it before training rather than after.
+    """
+    for name in cfg.DATASETS.TEST:
+        # An unregistered dataset or a missing json is `catalog.check_dataset_files`'s to report.
+        if name not in DatasetCatalog.list():
+            continue
+        json_file = MetadataCatalog.get(name).get("json_file", None)
+        if json_file is None or os.path.isfile(json_file):
+            _checked_images(name, DatasetCatalog.get(name), ((cfg.INPUT.MIN_SIZE_TEST,), cfg.INPUT.MAX_SIZE_TEST), skip=False)
 
 
 class _SeededMappedSamples(torchdata.Dataset):
@@ -168,12 +196,15 @@ class ResumableTrainLoader:
 def build_resumable_train_loader(cfg, mapper) -> ResumableTrainLoader:
     """
     The training loader for cfg.DATASETS.TRAIN: Detectron2's sampler (cfg.DATALOADER.SAMPLER_TRAIN;
-    TrainingSampler seeded by cfg.SEED when it is >= 0), batch and grouping settings.
+    TrainingSampler seeded by cfg.SEED when it is >= 0), batch and grouping settings; the
+    images of the training and evaluation datasets checked first.
     """
+    check_evaluation_images(cfg)
     dicts = load_dataset_dicts(
         cfg.DATASETS.TRAIN,
-        skip_missing=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES,
+        skip_bad_images=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        resize=(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN),
     )
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":

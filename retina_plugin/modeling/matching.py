@@ -2,7 +2,11 @@
 Anchor matching (paper section 4): every anchor gets the class of the ground-truth box it
 overlaps with IoU >= the foreground threshold, background below the background threshold,
 and is ignored in between; each box also keeps its best anchor(s) (low-quality matches).
-Detectron2's `Matcher` does the labelling; this module gives it clean boxes.
+Detectron2's `Matcher` rules label the anchors (`match_anchors`), on clean boxes.
+
+The box x anchor IoU matrix is never held whole: an image with many boxes would need
+G x R x ~28 bytes (20,000 boxes on a 256 px image: 6.7 GB), so the anchors are taken in
+chunks of about PAIRS_PER_CHUNK (box, anchor) pairs and peak memory grows with G + R.
 """
 import logging
 from typing import Dict, List, Tuple
@@ -11,6 +15,9 @@ import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.logger import log_every_n_seconds
+
+# (box, anchor) IoUs computed at once: pairwise_iou's temporaries take ~28 bytes a pair, so ~120 MB.
+PAIRS_PER_CHUNK = 1 << 22
 
 # What happened to a box, in the order it is checked.
 BAD_BOX_KINDS = ("non-finite", "degenerate", "outside image", "clipped")
@@ -61,13 +68,80 @@ def sanitized_ground_truth(gt: Instances) -> Instances:
     return gt
 
 
+def _anchor_chunks(num_boxes: int, num_anchors: int, pairs_per_chunk: int):
+    """(start, stop) of consecutive anchor ranges holding at most about `pairs_per_chunk` pairs each."""
+    step = max(1, pairs_per_chunk // max(num_boxes, 1))
+    return [(start, min(start + step, num_anchors)) for start in range(0, num_anchors, step)]
+
+
+def _boxes_overlapping(gt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """
+    (g,) ascending indices of the boxes `gt` (G, 4) that overlap the extent of `anchors` (C, 4)
+    with positive area; every other box has IoU exactly 0 with every anchor of the chunk.
+    """
+    x0, y0 = anchors[:, 0].min(), anchors[:, 1].min()
+    x1, y1 = anchors[:, 2].max(), anchors[:, 3].max()
+    return ((gt[:, 0] < x1) & (gt[:, 2] > x0) & (gt[:, 1] < y1) & (gt[:, 3] > y0)).nonzero().squeeze(1)
+
+
+@torch.no_grad()
+def match_anchors(gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, pairs_per_chunk: int = PAIRS_PER_CHUNK):
+    """
+    `matcher(pairwise_iou(gt_boxes, anchors))`, equal to it (labels, matched boxes, ties,
+    low-quality matches), without the (G, R) IoU matrix: consecutive anchors (neighbours on one
+    level) are taken in chunks, each against the boxes overlapping the chunk's extent.
+
+    A box left out has IoU 0 with the chunk, so an anchor's highest IoU and its first box of
+    that IoU (`max(dim=0)` picks the first of a tie) are the Matcher's: the first overlapping
+    box when the IoU is > 0, box 0 when every IoU is 0. Low-quality matches need each box's
+    best IoU over all anchors, known after a first pass; a second pass marks the anchors that
+    reach it (a box of best IoU 0 ties with every anchor it misses, as in the Matcher).
+
+    Args:
+        gt_boxes: G boxes (G >= 1); anchors: R anchors.
+    Returns:
+        matches: (R,) int64, the box each anchor is matched to;
+        match_labels: (R,) int8, the matcher's labels (1 foreground, 0 background, -1 ignored).
+    """
+    chunks = _anchor_chunks(len(gt_boxes), len(anchors), pairs_per_chunk)
+    if len(chunks) <= 1:
+        return matcher(pairwise_iou(gt_boxes, anchors))
+    gt = gt_boxes.tensor
+    matched_vals = anchors.tensor.new_zeros(len(anchors))
+    matches = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
+    best_per_box = gt.new_zeros(len(gt))  # IoUs are >= 0
+    for start, stop in chunks:
+        near = _boxes_overlapping(gt, anchors.tensor[start:stop])
+        if len(near):
+            iou = pairwise_iou(gt_boxes[near], anchors[start:stop])  # (g, C)
+            vals, first = iou.max(dim=0)
+            matched_vals[start:stop] = vals
+            matches[start:stop] = torch.where(vals > 0, near[first], 0)
+            best_per_box[near] = torch.maximum(best_per_box[near], iou.max(dim=1).values)
+    match_labels = matches.new_full(matches.size(), 1, dtype=torch.int8)
+    for label, low, high in zip(matcher.labels, matcher.thresholds[:-1], matcher.thresholds[1:]):
+        match_labels[(matched_vals >= low) & (matched_vals < high)] = label
+    if matcher.allow_low_quality_matches:
+        zero_best = best_per_box == 0
+        num_zero_best = int(zero_best.sum())
+        for start, stop in chunks:
+            near = _boxes_overlapping(gt, anchors.tensor[start:stop])
+            if num_zero_best > int(zero_best[near].sum()):  # a box of best IoU 0 misses this chunk
+                match_labels[start:stop] = 1
+            elif len(near):
+                iou = pairwise_iou(gt_boxes[near], anchors[start:stop])
+                match_labels[start:stop][(iou == best_per_box[near][:, None]).any(dim=0)] = 1
+    return matches, match_labels
+
+
 @torch.no_grad()
 def label_anchors(anchors: torch.Tensor, gt_instances: List[Instances], matcher: Matcher, num_classes: int):
     """
     Args:
         anchors: (R, 4) anchors of all levels.
         gt_instances: per image, Instances with gt_boxes and gt_classes.
-        matcher: Detectron2's Matcher (labels 1 foreground, 0 background, -1 ignored).
+        matcher: Detectron2's Matcher (labels 1 foreground, 0 background, -1 ignored), applied
+            by `match_anchors` in chunks of anchors.
         num_classes: K; the background label.
     Returns:
         gt_labels: (N, R) in {-1 ignored, 0..K-1 class, K background};
@@ -81,7 +155,7 @@ def label_anchors(anchors: torch.Tensor, gt_instances: List[Instances], matcher:
             labels.append(torch.full((len(anchors),), num_classes, dtype=torch.int64, device=anchors.device))
             boxes.append(torch.zeros_like(anchors))
             continue
-        matched_idxs, match_labels = matcher(pairwise_iou(gt.gt_boxes, anchor_boxes))
+        matched_idxs, match_labels = match_anchors(gt.gt_boxes, anchor_boxes, matcher)
         labels_i = gt.gt_classes[matched_idxs]
         labels_i[match_labels == 0] = num_classes
         labels_i[match_labels == -1] = -1

@@ -72,13 +72,22 @@ def test_missing_image_is_named_with_its_dataset_or_skipped(tmp_path, dataset_na
     assert "SKIP_UNREADABLE_IMAGES" in str(e.value)
 
     with caplog.at_level(logging.WARNING):
-        dicts = load_dataset_dicts([dataset_name], skip_missing=True)
+        dicts = load_dataset_dicts([dataset_name], skip_bad_images=True)
     assert [os.path.basename(d["file_name"]) for d in dicts] == ["a.png", "b.png"]
-    assert "1 of 3 image files do not exist" in caplog.text and "skipped" in caplog.text
+    assert "1 of 3 images: 1 missing" in caplog.text and "skipped" in caplog.text
+
+
+def _truncated_png(w=40, h=30):
+    """A PNG whose header reads (40x30) but whose pixels do not: only the mapper finds it out."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
 
 
 def test_unreadable_image_is_named_with_its_dataset_or_skipped(tmp_path, dataset_name, small_cfg, caplog):
-    _coco_dataset(tmp_path, dataset_name, {"a.png": _rgb(value=10), "broken.png": b"\x89PNG\r\n\x1a\n not really", "b.png": _rgb(value=200)})
+    _coco_dataset(tmp_path, dataset_name, {"a.png": _rgb(value=10), "broken.png": _truncated_png(), "b.png": _rgb(value=200)})
     dicts = load_dataset_dicts([dataset_name])
     mapper = RetinaDatasetMapper(_train_cfg(small_cfg, dataset_name), is_train=True)
     with pytest.raises(ImageReadError) as e:
