@@ -93,10 +93,12 @@ def add_raster_dataset_arguments(parser):
     return parser
 
 
-def user_dataset_opts(args) -> list:
+def user_dataset_opts(args, skip_bad_images: bool = False) -> list:
     """
     Register --train-json/--test-json or --train-raster/--test-raster; the opts pointing
-    DATASETS.TRAIN/TEST and NUM_CLASSES at them.
+    DATASETS.TRAIN/TEST and NUM_CLASSES at them. `skip_bad_images` (the config's
+    DATALOADER.SKIP_UNREADABLE_IMAGES) lets the training json register with images of another
+    size than it says, counted in one line (the loader then leaves them out); a test json never.
     """
     from ..data import register_coco_json
 
@@ -110,7 +112,7 @@ def user_dataset_opts(args) -> list:
         if getattr(args, f"{split}_raster", None) is not None:
             raise ConfigError(f"--{split}-json and --{split}-raster: one {split} dataset, not both")
         name = f"user_{split}_{Path(json_file).stem}"
-        metadata = register_coco_json(name, json_file, image_root)
+        metadata = register_coco_json(name, json_file, image_root, skip_bad_images=skip_bad_images and split == "train")
         opts += [key, (name,)]
         if split == "train":
             opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]

@@ -32,7 +32,10 @@ def checked_config(args):
     a CUDA device the machine lacks, or a dataset whose files are not there raises ConfigError
     saying what to do.
     """
-    cfg = load_config(args.config_file, user_dataset_opts(args) + list(args.opts))
+    # The dataset flags register their files before the config is whole: it is read once
+    # without them for the one key registration needs.
+    skip = load_config(args.config_file, list(args.opts)).DATALOADER.SKIP_UNREADABLE_IMAGES
+    cfg = load_config(args.config_file, user_dataset_opts(args, skip_bad_images=skip) + list(args.opts))
     if len(cfg.DATASETS.TEST):
         check_tiled_evaluation(cfg)  # before training, not when evaluating after it
     if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:

@@ -21,8 +21,9 @@ UNCAPPED_TILED_DETECTIONS = 10**6
 
 def build_test_loader(cfg, dataset_name: str):
     """Detectron2's test loader over `dataset_name`, mapped by RetinaDatasetMapper (test-time resize)."""
+    resize = ((cfg.INPUT.MIN_SIZE_TEST,), cfg.INPUT.MAX_SIZE_TEST) if cfg.INPUT.MIN_SIZE_TEST > 0 else None
     return build_detection_test_loader(
-        load_dataset_dicts([dataset_name]),
+        load_dataset_dicts([dataset_name], resize=resize),
         mapper=RetinaDatasetMapper(cfg, is_train=False, dataset_name=dataset_name),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )

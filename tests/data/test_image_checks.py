@@ -145,3 +145,20 @@ def test_sizes_are_cached_beside_the_images_by_size_and_mtime(tmp_path):
     (unwritable / CACHE_NAME).mkdir(parents=True)
     _rgb(20, 10).save(unwritable / "b.png")
     assert image_sizes([str(unwritable / "b.png")]) == {str(unwritable / "b.png"): (20, 10)}
+
+
+def test_train_net_with_skipping_trains_past_an_image_of_another_size(tmp_path):
+    """The --train-json route: registration honours DATALOADER.SKIP_UNREADABLE_IMAGES of the config."""
+    from tool_runs import CONFIG, QUICK_OPTS, run_tool
+
+    for name in ("a.png", "b.png", "c.png"):
+        _rgb(64, 48).save(tmp_path / name)
+    json_file = _write_json(tmp_path, "train", {"a.png": (64, 48), "b.png": (64, 48), "c.png": (48, 64)})
+    common = ["--config-file", str(CONFIG), "--train-json", str(json_file), "--train-images", str(tmp_path),
+              *QUICK_OPTS, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "out")]  # fmt: skip
+    refused = run_tool("tools/train_net.py", *common, check=False)
+    assert refused.returncode == 2 and "train_net: error: " in refused.stderr
+    assert str(tmp_path / "c.png") in refused.stderr and "48x64" in refused.stderr
+    trained = run_tool("tools/train_net.py", *common, "DATALOADER.SKIP_UNREADABLE_IMAGES", "True")
+    assert "1 of 3 images: 1 of another size than the json says" in trained.stdout + trained.stderr
+    assert (tmp_path / "out" / "model_final.pth").is_file()
