@@ -14,6 +14,8 @@ system calls) leaves the new side files beside the previous main file. For a Sha
 that died are removed by the next run that takes the lock. A lock whose pid has been reused by
 an unrelated process reads as held: the error names the lock, for the user to remove.
 """
+import contextlib
+import errno
 import glob
 import logging
 import os
@@ -50,12 +52,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_owner(lock: str):
+    """The pid in `lock`; None when there is no lock or it is still empty (being created), -1 for garbage."""
     try:
         with open(lock) as f:
-            return int(f.read().strip())
+            text = f.read().strip()
     except FileNotFoundError:
         return None
-    except ValueError:  # unreadable content: no writer of this module left it, so no live one
+    try:
+        return int(text) if text else None
+    except ValueError:  # no writer of this module left it, so no live one
         return -1
 
 
@@ -64,14 +69,25 @@ def _create_lock(lock: str) -> bool:
     # Written under a private name, then linked: the lock appears with its pid already in it,
     # so a reader never sees an empty lock. link, like O_CREAT|O_EXCL, fails when the name exists.
     mine = f"{lock}.{os.getpid()}"
-    fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(mine)  # left by a dead process that had our pid
+    with open(mine, "x") as f:
+        f.write(f"{os.getpid()}\n")
     try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
         os.link(mine, lock)
         return True
     except FileExistsError:
         return False
+    except OSError as e:  # a file system without hard links: created in place, empty for an instant
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return True
     finally:
         os.remove(mine)
 
@@ -84,6 +100,7 @@ def acquire_lock(output: str) -> str:
             return lock
         owner = _lock_owner(lock)
         if owner is None:
+            time.sleep(0.1)
             continue
         if owner > 0 and _pid_alive(owner):
             raise OutputBusyError(f"{output} is being written by process {owner} (lock {lock})")
@@ -94,12 +111,14 @@ def acquire_lock(output: str) -> str:
         except FileNotFoundError:
             continue
         if _lock_owner(stale) != owner:  # a live run took it over between our read and our move: give it back
-            os.link(stale, lock)
+            with contextlib.suppress(FileExistsError):
+                os.link(stale, lock)
             os.remove(stale)
             continue
         os.remove(stale)
-        logger.warning(f"{lock}: taking over the lock of process {owner}, which is no longer running")
-    raise OutputBusyError(f"{output}: cannot take the lock {lock} (other runs keep taking it)")
+        whose = f"of process {owner}, which is no longer running" if owner > 0 else "that holds no pid"
+        logger.warning(f"{lock}: taking over the lock {whose}")
+    raise OutputBusyError(f"{output}: cannot take the lock {lock}; remove it if no run is writing {output}")
 
 
 def release_lock(lock: str) -> None:
@@ -125,6 +144,9 @@ class OutputSet:
     def __init__(self, main: str, *side: str):
         self.main = os.path.abspath(main)
         self.side = [os.path.abspath(p) for p in side if p]
+        for i, output in enumerate(self.outputs):
+            if output in self.outputs[:i]:
+                raise UserError(f"{output}: the same file is given for two outputs")
         self.locks: List[str] = []
         self._committed = False
 
@@ -139,7 +161,7 @@ class OutputSet:
 
     def __enter__(self) -> "OutputSet":
         try:
-            for output in sorted(set(self.outputs)):
+            for output in sorted(self.outputs):  # one order for every run
                 os.makedirs(os.path.dirname(output), exist_ok=True)
                 self.locks.append(acquire_lock(output))
                 self._remove_temporaries(output, any_pid=True)  # those of dead runs: we hold the lock

@@ -17,6 +17,7 @@ import geopandas as gpd
 import pytest
 
 from retina_plugin.cli.predict_raster import raster_config
+from retina_plugin.errors import UserError
 from retina_plugin.geo.predict import predict_rasters
 from retina_plugin.geo.scenes import write_shapes_scene
 from tool_runs import REPO, run_tool
@@ -135,3 +136,11 @@ def test_lock_of_a_dead_process_is_taken_over(trained, runs, tmp_path, caplog):
         _predict(trained, scene, out, tmp_path / "dets.json", NEW_SCORE)
     assert f"taking over the lock of process {gone.pid}, which is no longer running" in caplog.text
     assert _features(out) == new and not (tmp_path / "dets.geojson.lock").exists()
+
+
+def test_one_file_named_for_both_outputs_is_refused_before_the_run(trained, runs, tmp_path):
+    scene, _, _, _ = runs
+    out = tmp_path / "dets.json"  # GeoJSON by its ending, and asked for as the COCO results too
+    with pytest.raises(UserError, match=r"dets\.json: the same file is given for two outputs"):
+        _predict(trained, scene, out, out, NEW_SCORE)
+    assert list(tmp_path.iterdir()) == []
