@@ -17,6 +17,7 @@ from detectron2.utils import comm
 from ..inference.model import inference_model, lazy_inference_settings, load_lazy_model, with_precision
 from ..weights.checkpoint import RetinaCheckpointer
 from .lazy_config import dataset_names
+from .metrics_file import drop_metrics_after, metrics_path
 from .trainer import _ddp_without_device_ids, _unwrap, last_checkpoint, training_class_names
 
 logger = logging.getLogger("detectron2")
@@ -106,6 +107,8 @@ def do_train(args, cfg) -> Optional[dict]:
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # The checkpoint holds the iteration that just finished: start at the next one.
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter > 0 and comm.is_main_process():
+        drop_metrics_after(metrics_path(cfg.train.output_dir), start_iter - 1)
     trainer.train(start_iter, cfg.train.max_iter)
     return results
 

@@ -17,6 +17,7 @@ from ..inference.evaluation import build_evaluator, build_test_loader
 from ..inference.model import InferenceSettings, inference_model, with_precision
 from ..inference.tiling import check_tiled_evaluation
 from ..weights.checkpoint import RetinaCheckpointer
+from .metrics_file import drop_metrics_after, metrics_path
 from .throughput import TimedInference
 
 
@@ -25,7 +26,7 @@ class Trainer(DefaultTrainer):
     DefaultTrainer with COCO evaluation, multi-process training on the CPU (GLOO), loaders
     that report bad input (`retina_plugin.data.loader`), and exact resumption: checkpoints are
     written atomically, hold the focal loss's normaliser, and a resumed run continues the
-    data stream where the checkpoint left it.
+    data stream where the checkpoint left it, its metrics.json cut to the checkpoint's iteration.
     """
 
     def __init__(self, cfg):
@@ -43,6 +44,8 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
         self._trainer.data_loader.start_iter = self.start_iter
+        if self.start_iter > 0 and comm.is_main_process():
+            drop_metrics_after(metrics_path(self.cfg.OUTPUT_DIR), self.start_iter - 1)
 
     def state_dict(self):
         ret = super().state_dict()

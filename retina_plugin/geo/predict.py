@@ -18,9 +18,10 @@ import torch
 from affine import Affine
 from tqdm import tqdm
 
-from ..inference.predictor import TiledPredictor, dataset_metadata
+from ..data.output_files import OutputSet
 from ..data.raster import RasterSource, resolve_raster_inputs
-from .vectors import detections_frame, vector_driver, write_detections
+from ..inference.predictor import TiledPredictor, dataset_metadata
+from .vectors import detections_frame, detections_layer, vector_driver, write_layer
 
 __all__ = ["DEFAULT_RASTER_TILE", "RasterPredictor", "raster_detections_frame", "predict_rasters", "coco_results"]
 
@@ -119,28 +120,33 @@ def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class
     Detect in every raster of `inputs` (files or folders) and write one vector layer to
     `output` (.gpkg, .geojson, .shp): one polygon per detection in the first raster's CRS,
     with score, label, class_id and source; with `coco_json`, also COCO results there.
+    The outputs are locked while the run lasts (a second run on them is refused) and replace
+    the previous ones only once all are written (retina_plugin.data.output_files).
     Returns the per-raster detection namespaces.
     """
     vector_driver(output)  # a bad output name fails before the model is built
     paths = resolve_raster_inputs(inputs)
-    predictor = RasterPredictor(cfg, class_thresholds)
-    for path in paths:  # bad bands or an unreadable file fail before the first raster runs
-        predictor.open(path).close()
-    metadata = dataset_metadata(cfg, predictor.model.class_names)
-    names = list(class_names or metadata.get("thing_classes", None) or [])
-    detections, frames = [], []
-    for path in paths:
-        d = predictor.predict(path, progress)
-        detections.append(d)
-        frames.append(detections_to_frame(d, names))
-    frame = write_detections(frames, output)
+    with OutputSet(output, coco_json) as out:
+        predictor = RasterPredictor(cfg, class_thresholds)
+        for path in paths:  # bad bands or an unreadable file fail before the first raster runs
+            predictor.open(path).close()
+        metadata = dataset_metadata(cfg, predictor.model.class_names)
+        names = list(class_names or metadata.get("thing_classes", None) or [])
+        detections, frames = [], []
+        for path in paths:
+            d = predictor.predict(path, progress)
+            detections.append(d)
+            frames.append(detections_to_frame(d, names))
+        frame = detections_layer(frames)
+        write_layer(frame, out.temp(output), output)
+        out.pause("vector-written")
+        if coco_json:
+            reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
+            class_ids = {v: k for k, v in reverse.items()} if reverse else None
+            with open(out.temp(coco_json), "w") as f:
+                json.dump(coco_results(detections, class_ids), f)
+        out.commit()
     logger.info(f"wrote {len(frame)} detections to {output} (CRS {frame.crs.to_string() if frame.crs else 'none: pixel coordinates'})")
     if coco_json:
-        reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
-        class_ids = {v: k for k, v in reverse.items()} if reverse else None
-        os.makedirs(os.path.dirname(os.path.abspath(coco_json)), exist_ok=True)
-        with open(coco_json, "w") as f:
-            json.dump(coco_results(detections, class_ids), f)
         logger.info(f"wrote {sum(len(d.boxes) for d in detections)} detections in COCO results format to {coco_json}")
     return detections
-

@@ -16,6 +16,7 @@ import shapely
 from affine import Affine
 
 from ..config import ConfigError
+from ..data.output_files import OutputSet
 
 __all__ = [
     "VECTOR_DRIVERS",
@@ -25,6 +26,8 @@ __all__ = [
     "boxes_to_polygons",
     "polygons_to_boxes",
     "detections_frame",
+    "detections_layer",
+    "write_layer",
     "write_detections",
     "read_vectors",
 ]
@@ -105,24 +108,42 @@ def detections_frame(boxes, scores, classes, class_names: Sequence[str], transfo
     )
 
 
-def write_detections(frames: List[gpd.GeoDataFrame], path: str) -> gpd.GeoDataFrame:
+def detections_layer(frames: List[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """
-    Write the detections of one or more rasters to one layer at `path`. Frames in another
-    CRS than the first one's are reprojected to it (one layer has one CRS). Returns the frame
-    written.
+    The detections of one or more rasters as one layer: frames in another CRS than the first
+    one's are reprojected to it (one layer has one CRS).
     """
-    driver = vector_driver(path)
     crs = frames[0].crs if frames else None
     frames = [f if f.crs == crs or f.crs is None or crs is None else f.to_crs(crs) for f in frames]
-    frame = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         gpd.pd.concat(frames, ignore_index=True) if frames else {c: [] for c in DETECTION_COLUMNS},
         geometry="geometry" if frames else gpd.GeoSeries([], crs=crs),
         crs=crs,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path) and driver != "ESRI Shapefile":
-        os.remove(path)  # a GeoPackage would otherwise gain a second layer beside the old one
-    frame.to_file(path, driver=driver, engine="pyogrio")
+
+
+def write_layer(frame: gpd.GeoDataFrame, path: str, output: str) -> None:
+    """
+    Write `frame` to `path` as its ending says, named as `output` would name it (its stem):
+    callers pass an OutputSet's temporary path for `output`.
+    """
+    driver = vector_driver(path)
+    # A Shapefile's layer is its file; the others store the name, which the temporary's would spoil.
+    layer = None if driver == "ESRI Shapefile" else os.path.splitext(os.path.basename(output))[0]
+    frame.to_file(path, driver=driver, layer=layer, engine="pyogrio")
+
+
+def write_detections(frames: List[gpd.GeoDataFrame], path: str) -> gpd.GeoDataFrame:
+    """
+    Write the detections of one or more rasters to one layer at `path` (detections_layer),
+    whole or not at all and by one process at a time (retina_plugin.data.output_files).
+    Returns the frame written.
+    """
+    vector_driver(path)
+    frame = detections_layer(frames)
+    with OutputSet(path) as out:
+        write_layer(frame, out.temp(path), path)
+        out.commit()
     return frame
 
 
