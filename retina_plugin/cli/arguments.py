@@ -36,37 +36,36 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 class ToolParser(OneLineParser):
     """
     The parser of a tool: one-line errors, and config options as Detectron2's tools take them,
-    trailing `KEY VALUE` pairs, also accepted after `--opts` (Detectron2's demo spelling);
-    both end up in `args.opts`, `--opts`'s first. A flag of several values (`--input a b`) ends
-    where a config key begins: `--input a.png b.png MODEL.WEIGHTS w.pth` gives the two images and
-    the option.
+    `KEY VALUE` pairs, also after `--opts` (Detectron2's demo spelling), anywhere on the line:
+    a run of options starts at a config key (`MODEL.WEIGHTS`) or `--opts` and ends at the tool's
+    next flag, so `--input a.png b.png MODEL.WEIGHTS w.pth --tile 512` gives the two images, the
+    option and the tile size. All of them end up in `args.opts`, in the order given.
     """
 
     def __init__(self, *args, opts_example="MODEL.WEIGHTS model.pth", **kwargs):
         super().__init__(*args, **kwargs)
         self.add_argument(
-            "--opts", dest="flag_opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
-            help=f"config options as KEY VALUE pairs, merged last (the same as trailing ones), e.g. {opts_example}",
+            "--opts", dest="opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+            help=f"config options as KEY VALUE pairs, merged last (the same as KEY VALUE without --opts), e.g. {opts_example}",
         )  # fmt: skip
-        self.add_argument("opts", default=[], nargs=argparse.REMAINDER, help="config options as trailing KEY VALUE pairs")
 
     def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        trailing = []
-        for action in self._actions:
-            values = getattr(parsed, action.dest, None)
-            if action.option_strings and action.nargs in ("+", "*") and isinstance(values, list) and action.dest != "flag_opts":
-                first_key = next((i for i, v in enumerate(values) if CONFIG_KEY.match(str(v))), None)
-                if first_key is not None:
-                    values, trailing = values[:first_key], values[first_key:] + trailing
-                    if not values and action.nargs == "+":
-                        self.error(f"argument {'/'.join(action.option_strings)}: expected at least one argument")
-                    setattr(parsed, action.dest, values)
-        # A trailing positional takes the rest of the line, "--opts" included: drop that word.
-        rest = [v for v in parsed.opts if v != "--opts"]
-        parsed.opts = list(parsed.flag_opts) + trailing + rest
-        del parsed.flag_opts
-        return parsed
+        flags, opts = self._config_options(list(sys.argv[1:] if args is None else args))
+        return super().parse_args(flags + (["--opts", *opts] if opts else []), namespace)
+
+    def _config_options(self, argv):
+        """(the tool's own arguments, the config's KEY VALUE options) of a command line."""
+        flags, opts, in_options = [], [], False
+        for token in argv:
+            if token == "--opts":
+                in_options = True
+                continue
+            if token.split("=", 1)[0] in self._option_string_actions:
+                in_options = False
+            elif CONFIG_KEY.match(token):
+                in_options = True
+            (opts if in_options else flags).append(token)
+        return flags, opts
 
 
 def argument_parser(epilog=None):

@@ -15,7 +15,7 @@ from detectron2.utils.logger import setup_logger
 from torch.multiprocessing.spawn import ProcessRaisedException
 
 from ..config import ConfigError, load_config
-from ..data.catalog import check_dataset_files, register_config_datasets
+from ..data.catalog import check_class_names, check_dataset_files, register_config_datasets
 from ..engine.trainer import Trainer, last_checkpoint
 from ..errors import UserError
 from ..inference.model import load_model
@@ -46,6 +46,7 @@ def checked_config(args):
     check_device(cfg.MODEL.DEVICE, args.num_gpus)
     register_config_datasets(cfg)
     check_dataset_files(list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN)))
+    check_class_names([] if args.eval_only else list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.TEST), cfg.MODEL.RETINANET.NUM_CLASSES)
     return cfg
 
 

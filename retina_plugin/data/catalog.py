@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from ..config import ConfigError
 from .shapes import register_shapes_dataset
 
-__all__ = ["register_config_datasets", "check_dataset_files"]
+__all__ = ["register_config_datasets", "check_dataset_files", "check_class_names"]
 
 
 def register_config_datasets(cfg):
@@ -38,3 +38,34 @@ def check_dataset_files(names):
                     "coco/train2017/, coco/val2017/; set it to the folder holding them, or pass your own "
                     "data with --train-json/--train-images --test-json/--test-images"
                 )
+
+
+def check_class_names(train_names, test_names, num_classes: int) -> None:
+    """
+    Every test dataset names the classes the model predicts: the training dataset's classes, in
+    its order (when training), and at least MODEL.RETINANET.NUM_CLASSES of them. Otherwise a
+    ConfigError naming both class lists, before training rather than at its final evaluation.
+    """
+    train_classes = _thing_classes(train_names[0]) if len(train_names) else None
+    for name in test_names:
+        classes = _thing_classes(name)
+        if classes is None:
+            continue
+        if train_classes is not None and classes != train_classes:
+            raise ConfigError(
+                f"dataset {name!r} has classes {classes} but the training dataset {train_names[0]!r} has {train_classes}: "
+                "evaluate on a dataset of the same categories (the same names, in the same order of category id)"
+            )
+        if len(classes) < num_classes:
+            raise ConfigError(
+                f"dataset {name!r} has {len(classes)} class(es) {classes} but MODEL.RETINANET.NUM_CLASSES is {num_classes}"
+            )
+
+
+def _thing_classes(name):
+    """The class names a registered dataset's metadata holds, or None where it holds none yet."""
+    if name not in DatasetCatalog.list():
+        return None
+    classes = MetadataCatalog.get(name).get("thing_classes", None)
+    return list(classes) if classes is not None else None
+

@@ -65,6 +65,13 @@ def resolve_raster_inputs(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
+def _first_cause(error: Exception) -> str:
+    """The innermost message of a rasterio error chain, on one line (GDAL's own reason sits in __cause__)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class RasterSource:
     """
     An open raster read window by window in a model's channel order.
@@ -97,7 +104,7 @@ class RasterSource:
                 self.close()
                 raise RasterError(
                     f"{path}: has {count} band(s) but the model takes {num_channels} channels "
-                    "(len(MODEL.PIXEL_MEAN)); choose the bands with --bands"
+                    "(len(MODEL.PIXEL_MEAN)); choose them with MODEL.RETINA_PLUGIN.RASTER_BANDS (predict_raster: --bands)"
                 )
             bands = list(range(1, (num_channels or count) + 1))
         bands = [int(b) for b in bands]
@@ -126,7 +133,10 @@ class RasterSource:
             (C, y1 - y0, x1 - x0) array of the raster's dtype, channels in the model's order,
             or None when every pixel of the window is nodata in every chosen band.
         """
-        data = self.dataset.read(self.channel_order, window=Window(x0, y0, x1 - x0, y1 - y0))
+        try:
+            data = self.dataset.read(self.channel_order, window=Window(x0, y0, x1 - x0, y1 - y0))
+        except RasterioError as e:  # a truncated or corrupt file: its header read, its blocks not
+            raise RasterError(f"{self.path}: cannot read the window x {x0}..{x1}, y {y0}..{y1}: {_first_cause(e)}") from None
         if self.nodata is not None:
             nodata = np.isnan(data) if np.isnan(self.nodata) else data == self.nodata
             if nodata.all():

@@ -18,6 +18,7 @@ import torch
 from affine import Affine
 from tqdm import tqdm
 
+from ..config import ConfigError
 from ..data.output_files import OutputSet
 from ..data.raster import RasterSource, resolve_raster_inputs
 from ..inference.predictor import TiledPredictor, dataset_metadata
@@ -125,13 +126,19 @@ def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class
     Returns the per-raster detection namespaces.
     """
     vector_driver(output)  # a bad output name fails before the model is built
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    if class_names is not None and len(class_names) != num_classes:
+        raise ConfigError(f"--classes names {len(class_names)} class(es) {list(class_names)} but the model has {num_classes} (MODEL.RETINANET.NUM_CLASSES)")
     paths = resolve_raster_inputs(inputs)
     with OutputSet(output, coco_json) as out:
         predictor = RasterPredictor(cfg, class_thresholds)
         for path in paths:  # bad bands or an unreadable file fail before the first raster runs
             predictor.open(path).close()
-        metadata = dataset_metadata(cfg, predictor.model.class_names)
-        names = list(class_names or metadata.get("thing_classes", None) or [])
+        own = predictor.model.class_names
+        if class_names is not None and own and list(class_names) != list(own):
+            logger.warning(f"--classes {list(class_names)} relabel the classes the checkpoint names {list(own)}")
+        metadata = dataset_metadata(cfg, class_names or own)
+        names = list(metadata.get("thing_classes", None) or [])
         detections, frames = [], []
         for path in paths:
             d = predictor.predict(path, progress)

@@ -1,6 +1,7 @@
 """
-One command-line layer: every tool with a config takes Detectron2's trailing KEY VALUE options
-and `--opts KEY VALUE` (Detectron2's demo spelling) alike, also after a flag of several values;
+One command-line layer: every tool with a config takes Detectron2's KEY VALUE options and
+`--opts KEY VALUE` (Detectron2's demo spelling) alike, also after a flag of several values and
+before the tool's own flags;
 `train_net` and `lazyconfig_train_net` are Detectron2's own parser. Bad input is one line.
 """
 import importlib
@@ -36,6 +37,10 @@ def test_trailing_options_and_the_opts_flag_are_the_same(tool):
     if many is not None:
         early = parser.parse_args(required[: many + 3] + OPTS + required[many + 3 :])
         assert early.input == required[many + 1 : many + 3] and early.opts == OPTS
+    # and the tool's own flags still count after the options
+    if tool in ("demo", "predict_raster"):
+        after = parser.parse_args(required + OPTS + ["--tile", "512"])
+        assert after.tile == 512 and after.opts == OPTS
 
 
 def test_one_line_errors_print_a_user_error_and_exit_2(capsys):

@@ -132,3 +132,19 @@ def test_missing_image_stops_training_with_one_line_naming_it(tiny_shapes, tmp_p
     )
     line = _one_error_line(proc)
     assert missing in line and "user_train_instances_train" in line
+
+
+def test_test_json_of_other_categories_fails_before_training(tiny_shapes, tmp_path):
+    val = json.loads((tiny_shapes / "annotations" / "instances_val.json").read_text())
+    val["categories"] = [{**c, "name": f"other_{c['name']}"} for c in val["categories"]]
+    other = tmp_path / "other_val.json"
+    other.write_text(json.dumps(val))
+    proc = run_tool(
+        "tools/train_net.py", "--config-file", str(CONFIG),
+        "--train-json", str(tiny_shapes / "annotations" / "instances_train.json"), "--train-images", str(tiny_shapes / "train"),
+        "--test-json", str(other), "--test-images", str(tiny_shapes / "val"),
+        *QUICK_OPTS, "SOLVER.MAX_ITER", "20", "OUTPUT_DIR", str(tmp_path / "out"), check=False,
+    )  # fmt: skip
+    line = _one_error_line(proc)
+    assert "dataset 'user_test_other_val' has classes ['other_" in line and "but the training dataset 'user_train_instances_train' has [" in line
+    assert not (tmp_path / "out" / "model_final.pth").exists() and not (tmp_path / "out" / "metrics.json").exists()

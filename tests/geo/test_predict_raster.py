@@ -8,6 +8,7 @@ ordered as asked, and bad input is one line naming the file or value.
 import json
 import re
 import runpy
+from pathlib import Path
 
 import cv2
 import geopandas as gpd
@@ -165,18 +166,25 @@ def test_raster_without_crs_gives_pixel_coordinates_and_a_warning(trained, tmp_p
         ("missing", r"predict_raster: error: .*nothere\.tif: no such raster file or folder"),
         ("bands_text", r"predict_raster: error: --bands '1,x': expected 1-based band indices"),
         ("output", r"predict_raster: error: .*dets\.csv: unknown vector format '\.csv'"),
+        # its header reads, its blocks half do not (GDAL's own reason follows)
+        ("truncated", r"predict_raster: error: .*truncated\.tif: cannot read the window x \d+\.\.\d+, y \d+\.\.\d+: \S"),
+        ("classes", r"predict_raster: error: --classes names 2 class\(es\) \['shape', 'tree'\] but the model has 1 "),
     ],
 )
 def test_bad_input_is_one_line_naming_it(trained, tmp_path, case, expected, capsys):
     scene4 = write_shapes_scene(str(tmp_path / "scene4.tif"), 128, bands=4)
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not a tiff at all")
-    inputs = {"unreadable": str(tmp_path / "broken.tif"), "missing": str(tmp_path / "nothere.tif")}.get(case, scene4.path)
+    if case == "truncated":
+        whole = Path(write_shapes_scene(str(tmp_path / "whole.tif"), 1024, seed=3).path).read_bytes()
+        (tmp_path / "truncated.tif").write_bytes(whole[: len(whole) // 2])
+    inputs = {"unreadable": str(tmp_path / "broken.tif"), "missing": str(tmp_path / "nothere.tif"),
+              "truncated": str(tmp_path / "truncated.tif")}.get(case, scene4.path)  # fmt: skip
     bands = {"band": "1,2,5", "bands_text": "1,x"}.get(case, "1,2,3")
     output = str(tmp_path / ("dets.csv" if case == "output" else "dets.gpkg"))
     argv = [
         "--config-file", trained.config_file, "--input", inputs, "--output", output,
         "--bands", bands, "--no-progress", "MODEL.WEIGHTS", trained.weights,
-    ]  # fmt: skip
+    ] + (["--classes", "shape,tree"] if case == "classes" else [])  # fmt: skip
     if case == "band":  # one of them as a user runs it, in its own process
         proc = run_tool("tools/predict_raster.py", *argv, check=False)
         code, err = proc.returncode, proc.stderr
