@@ -23,12 +23,14 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.structures import Instances
 
-from .config import ConfigError, load_config
+from .config import load_config
 from .data.catalog import register_config_datasets
 from .data.coco_json import register_coco_json
 from .inference.evaluation import evaluate
 from .inference.media import read_bgr_image
+from .inference.model import inference_model
 from .inference.predictor import RetinaPredictor, TiledPredictor, dataset_metadata
+from .inference.tiling import check_tiled_evaluation
 
 __all__ = ["Detector"]
 
@@ -53,6 +55,7 @@ class Detector:
         tiled = self.cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0
         self.predictor = TiledPredictor(self.cfg) if tiled else RetinaPredictor(self.cfg)
         self.class_names = dataset_metadata(self.cfg, self.model.class_names).get("thing_classes", None)
+        self._raster_predictor = None
 
     @classmethod
     def from_config(cls, config: Union[str, os.PathLike, CfgNode], weights: Optional[str] = None, opts: Sequence = ()) -> "Detector":
@@ -111,16 +114,12 @@ class Detector:
         the raster's CRS (score, label, class_id, source); with `output` (.gpkg, .geojson,
         .shp), also written there. Needs the geo extra.
         """
-        from .geo.predict import DEFAULT_RASTER_TILE, RasterPredictor, raster_detections_frame
+        from .geo.predict import RasterPredictor, raster_detections_frame, with_raster_tile
         from .geo.vectors import write_detections
 
-        cfg = self.cfg
-        if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = DEFAULT_RASTER_TILE
-        predictor = RasterPredictor(cfg)
-        frame = raster_detections_frame(predictor, os.fspath(path), self.class_names or [], progress)
+        if self._raster_predictor is None:  # built once: it loads the weights again
+            self._raster_predictor = RasterPredictor(with_raster_tile(self.cfg))
+        frame = raster_detections_frame(self._raster_predictor, os.fspath(path), self.class_names or [], progress)
         return write_detections([frame], output) if output else frame
 
     def evaluate(self, dataset: Union[str, Tuple[str, str]], output_folder: Optional[str] = None) -> dict:
@@ -134,8 +133,7 @@ class Detector:
             register_coco_json(name, json_file, image_root)
         else:
             name = dataset
-        if self.cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 and self.cfg.INPUT.MIN_SIZE_TEST != 0:
-            raise ConfigError("tiled evaluation feeds tiles at the image's own resolution: set INPUT.MIN_SIZE_TEST 0")
-        runner = self.predictor.tiled if hasattr(self.predictor, "tiled") else (self.predictor.tta or self.model)
+        check_tiled_evaluation(self.cfg)
+        runner = inference_model(self.model, self.predictor.settings)
         folder = output_folder or os.path.join(self.cfg.OUTPUT_DIR, "inference", name)
         return evaluate(self.cfg, runner, name, folder)

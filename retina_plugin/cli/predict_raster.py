@@ -15,7 +15,7 @@ is set. See docs/geospatial.md.
 """
 from detectron2.utils.logger import setup_logger
 
-from ..geo.predict import DEFAULT_RASTER_TILE, predict_rasters
+from ..geo.predict import predict_rasters, with_raster_tile
 from ..data.raster import parse_bands
 from .arguments import ToolParser, one_line_errors
 from .demo import demo_config
@@ -26,17 +26,12 @@ PROG = "predict_raster"
 def raster_config(config_file, opts, confidence_threshold=None, tile=None, overlap=None, tile_batch=None, bands=None, tta=False, class_names=None):
     """
     The config of tools/predict_raster.py: as the demo's (`demo_config`), with `bands` setting
-    MODEL.RETINA_PLUGIN.RASTER_BANDS and TILE_SIZE DEFAULT_RASTER_TILE where nothing sets one.
+    MODEL.RETINA_PLUGIN.RASTER_BANDS and TILE_SIZE 512 where nothing sets one (`with_raster_tile`).
     Returns (cfg, per-class thresholds or None).
     """
     extra = [("MODEL.RETINA_PLUGIN.RASTER_BANDS", list(bands) if bands else None)]
     cfg, thresholds = demo_config(config_file, opts, confidence_threshold, tile, overlap, tile_batch, tta, extra, class_names)
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE == 0:
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = DEFAULT_RASTER_TILE
-        cfg.freeze()
-    return cfg, thresholds
+    return with_raster_tile(cfg), thresholds
 
 
 def get_parser():

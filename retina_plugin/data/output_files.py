@@ -41,7 +41,8 @@ class OutputBusyError(UserError):
     """Another running process holds the lock of an output; the message names the output, the pid and the lock."""
 
 
-def _pid_alive(pid: int) -> bool:
+def process_is_running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (locks and temporaries name their writer's pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,7 +103,7 @@ def acquire_lock(output: str) -> str:
         if owner is None:
             time.sleep(0.1)
             continue
-        if owner > 0 and _pid_alive(owner):
+        if owner > 0 and process_is_running(owner):
             raise OutputBusyError(f"{output} is being written by process {owner} (lock {lock})")
         # Moved aside, not removed: of two runs taking over the same stale lock, only one moves it.
         stale = f"{lock}.stale-{os.getpid()}"

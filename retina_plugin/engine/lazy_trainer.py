@@ -14,11 +14,11 @@ from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from ..inference.model import inference_model, lazy_inference_settings, load_lazy_model, with_precision
+from ..inference.model import inference_model, lazy_inference_settings, load_lazy_model, unwrap, with_precision
 from ..weights.checkpoint import RetinaCheckpointer
 from .lazy_config import dataset_names
 from .metrics_file import drop_metrics_after, metrics_path
-from .trainer import _ddp_without_device_ids, _unwrap, last_checkpoint, training_class_names
+from .trainer import _ddp_without_device_ids, last_checkpoint, training_class_names
 
 logger = logging.getLogger("detectron2")
 
@@ -29,7 +29,7 @@ class _LossNormalizerState:
 
     def state_dict(self):
         ret = super().state_dict()
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         if hasattr(model, "loss_normalizer"):
             ret["loss_normalizer"] = model.loss_normalizer
         return ret
@@ -37,7 +37,7 @@ class _LossNormalizerState:
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         if "loss_normalizer" in state_dict:
-            _unwrap(self.model).loss_normalizer = state_dict["loss_normalizer"]
+            unwrap(self.model).loss_normalizer = state_dict["loss_normalizer"]
 
 
 class LazySimpleTrainer(_LossNormalizerState, SimpleTrainer):

@@ -14,7 +14,7 @@ from detectron2.utils import comm
 from ..data.loader import build_resumable_train_loader
 from ..data.mapper import RetinaDatasetMapper
 from ..inference.evaluation import build_evaluator, build_test_loader
-from ..inference.model import InferenceSettings, inference_model, with_precision
+from ..inference.model import InferenceSettings, inference_model, unwrap, with_precision
 from ..inference.tiling import check_tiled_evaluation
 from ..weights.checkpoint import RetinaCheckpointer
 from .metrics_file import drop_metrics_after, metrics_path
@@ -49,13 +49,13 @@ class Trainer(DefaultTrainer):
 
     def state_dict(self):
         ret = super().state_dict()
-        ret["loss_normalizer"] = _unwrap(self._trainer.model).loss_normalizer
+        ret["loss_normalizer"] = unwrap(self._trainer.model).loss_normalizer
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         if "loss_normalizer" in state_dict:
-            _unwrap(self._trainer.model).loss_normalizer = state_dict["loss_normalizer"]
+            unwrap(self._trainer.model).loss_normalizer = state_dict["loss_normalizer"]
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -116,10 +116,6 @@ def last_checkpoint(output_dir: str):
     """The checkpoint `last_checkpoint` of `output_dir` names, or None (then MODEL.WEIGHTS is loaded)."""
     checkpointer = RetinaCheckpointer(None, save_dir=output_dir)
     return checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 @contextlib.contextmanager

@@ -24,12 +24,25 @@ from ..data.raster import RasterSource, resolve_raster_inputs
 from ..inference.predictor import TiledPredictor, dataset_metadata
 from .vectors import detections_frame, detections_layer, vector_driver, write_layer
 
-__all__ = ["DEFAULT_RASTER_TILE", "RasterPredictor", "raster_detections_frame", "predict_rasters", "coco_results"]
+__all__ = ["DEFAULT_RASTER_TILE", "with_raster_tile", "RasterPredictor", "raster_detections_frame", "predict_rasters", "coco_results"]
 
 logger = logging.getLogger("predict_raster")
 
 # Window side when neither the config (MODEL.RETINA_PLUGIN.TILE_SIZE) nor --tile sets one.
 DEFAULT_RASTER_TILE = 512
+
+
+def with_raster_tile(cfg):
+    """`cfg`, or a copy with TILE_SIZE DEFAULT_RASTER_TILE where it sets none: a raster is read window by window."""
+    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0:
+        return cfg
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RETINA_PLUGIN.TILE_SIZE = DEFAULT_RASTER_TILE
+    if frozen:
+        cfg.freeze()
+    return cfg
 
 class RasterPredictor(TiledPredictor):
     """

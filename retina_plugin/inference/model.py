@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from detectron2.modeling import build_model
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
 
@@ -166,4 +165,4 @@ def inference_model(model: nn.Module, settings: InferenceSettings, tta: bool = N
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel (or any wrapper with `.module`)."""
-    return model.module if isinstance(model, DistributedDataParallel) or hasattr(model, "module") else model
+    return model.module if hasattr(model, "module") else model

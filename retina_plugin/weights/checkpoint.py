@@ -32,6 +32,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from ..data.output_files import process_is_running
 from ..errors import UserError
 from .band_weights import adapt_checkpoint_stem
 
@@ -206,14 +207,4 @@ def _is_stale(path: str, pid: Optional[str]) -> bool:
             return os.path.getmtime(path) < _PROCESS_START
         except OSError:
             return False
-    return not _process_is_running(int(pid))
-
-
-def _process_is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
+    return not process_is_running(int(pid))

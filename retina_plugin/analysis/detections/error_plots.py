@@ -28,10 +28,7 @@ def plot_pr_curves(a, path: str) -> str:
             ax.legend(loc="lower left", fontsize=8)
     axes[0].set_ylabel("precision")
     fig.suptitle("Precision-recall per class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion_matrix(a, path: str) -> str:
@@ -53,10 +50,7 @@ def plot_confusion_matrix(a, path: str) -> str:
     ax.set_ylabel("ground truth")
     ax.set_title(f"Confusion matrix (IoU {a.iou:g}, per-class thresholds)")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_errors(a, path: str) -> str:
@@ -72,6 +66,11 @@ def plot_errors(a, path: str) -> str:
     ax.set_ylabel(f"AP{round(100 * s['iou'])} lost (points)")
     ax.set_title(f"AP{round(100 * s['iou'])} {s['ap']:.1f}: AP gained by fixing each error type (count on the bars)")
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    """Lay out, write and close `fig`; returns `path`."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
