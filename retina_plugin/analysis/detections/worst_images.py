@@ -1,23 +1,40 @@
 """
 The images with the most errors at the per-class thresholds, drawn with Detectron2's
 Visualizer: true positives, false positives (labelled with their TIDE type) and missed
-ground-truth boxes in three colours, with a legend below the image.
+ground-truth boxes in three colours. Dense images stay readable (`inference.dense_drawing`):
+labels only where they fit, then the window with most errors enlarged below the whole view,
+and a legend with the counts in a strip of its own below everything.
 """
 import os
-from typing import List
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import cv2
 import numpy as np
 from detectron2.utils.visualizer import Visualizer
 
 from ...errors import InputFileError
+from ...inference.dense_drawing import busiest_window, labels_fit, legend_strip
 from .detection_data import image_slices
 from .tide import ERROR_TYPES
 
 __all__ = ["COLORS", "image_errors", "worst_images", "draw_image_errors", "write_worst_images"]
 
 COLORS = {"true positive": (0.1, 0.8, 0.1), "false positive": (0.95, 0.15, 0.1), "missed": (0.15, 0.55, 1.0)}
+WINDOW_COLOR = (1.0, 0.85, 0.0)  # the outline of the zoomed window on the whole view
 MIN_SIDE = 512  # small images are drawn enlarged to at least this size
+FONT_SIZE = 0.024 * MIN_SIDE  # labels and legend, in pixels of the picture
+ZOOMS = range(2, 9)  # the zoomed window's side is the image's long side / one of these, the largest that fits
+
+
+@dataclass
+class Mark:
+    """One box to draw: its kind (a COLORS key), XYXY box in image pixels, label, and error type ("" if none)."""
+
+    kind: str
+    box: Tuple[float, float, float, float]
+    label: str
+    error: str
 
 
 def image_errors(a):
@@ -44,39 +61,82 @@ def _xyxy(box):
     return x, y, x + w, y + h
 
 
-def draw_image_errors(a, i: int, rgb: np.ndarray) -> np.ndarray:
-    """The RGB drawing of image i's true positives, false positives and misses, a legend strip below it."""
+def image_marks(a, i: int) -> List[Mark]:
+    """Image i's missed boxes, then its kept true and false positives (labelled with their TIDE type)."""
     _, tp, fp, missed, _ = image_errors(a)
-    h, w = rgb.shape[:2]
-    scale = max(1.0, MIN_SIDE / max(h, w))
-    strip = int(np.ceil(0.1 * max(h, w))) + 4
-    canvas = np.concatenate([rgb, np.full((strip, w, 3), 255, np.uint8)], axis=0)
-    vis = Visualizer(canvas, metadata=None, scale=scale)
-    font = max(6.0, 0.024 * max(h, w))
     names = a.class_names
     g, d = image_slices(a.gt.image, len(a.gt.image_ids)), image_slices(a.dets.image, len(a.gt.image_ids))
-    for j in range(g[i], g[i + 1]):
-        if missed[j]:
-            vis.draw_box(_xyxy(a.gt.boxes[j]), alpha=1.0, edge_color=COLORS["missed"], line_style="--")
-            x0, _, _, y1 = _xyxy(a.gt.boxes[j])
-            label = f"missed {names[a.gt.cls[j]]}"
-            vis.draw_text(label, (x0, y1), font_size=font, color=COLORS["missed"], horizontal_alignment="left")
+    marks = [Mark("missed", _xyxy(a.gt.boxes[j]), f"missed {names[a.gt.cls[j]]}", "missed")
+             for j in range(g[i], g[i + 1]) if missed[j]]  # fmt: skip
     for r in range(d[i], d[i + 1]):
-        if not (tp[r] or fp[r]):
-            continue
-        kind = "true positive" if tp[r] else "false positive"
-        label = f"{names[a.dets.cls[r]]} {a.dets.scores[r]:.2f}"
-        if fp[r]:
-            label = f"{ERROR_TYPES[a.errors.det_error[r]]}: {label}"
-        x0, y0, _, _ = _xyxy(a.dets.boxes[r])
-        vis.draw_box(_xyxy(a.dets.boxes[r]), alpha=1.0, edge_color=COLORS[kind])
-        vis.draw_text(label, (x0, y0), font_size=font, color=COLORS[kind], horizontal_alignment="left")
-    for n, (kind, color) in enumerate(COLORS.items()):
-        x = 4 + n * w / 3
-        vis.draw_box((x, h + strip * 0.3, x + 0.04 * w, h + strip * 0.7), alpha=1.0, edge_color=color,
-                     line_style="--" if kind == "missed" else "-")  # fmt: skip
-        vis.draw_text(kind, (x + 0.05 * w, h + strip * 0.25), font_size=font, color=color, horizontal_alignment="left")
-    return vis.output.get_image()
+        if tp[r] or fp[r]:
+            error = ERROR_TYPES[a.errors.det_error[r]] if fp[r] else ""
+            label = f"{names[a.dets.cls[r]]} {a.dets.scores[r]:.2f}"
+            label = f"{error}: {label}" if error else label
+            marks.append(Mark("true positive" if tp[r] else "false positive", _xyxy(a.dets.boxes[r]), label, error))
+    return marks
+
+
+def _draw(rgb: np.ndarray, marks: List[Mark], scale: float, labels: bool, origin=(0.0, 0.0)) -> Visualizer:
+    """Visualizer with `marks` (shifted by -origin) drawn on `rgb` at `scale`, with their labels or without."""
+    vis = Visualizer(rgb, metadata=None, scale=scale)
+    ox, oy = origin
+    for m in marks:
+        x0, y0, x1, y1 = m.box[0] - ox, m.box[1] - oy, m.box[2] - ox, m.box[3] - oy
+        vis.draw_box((x0, y0, x1, y1), alpha=1.0, edge_color=COLORS[m.kind], line_style="--" if m.kind == "missed" else "-")
+        if labels:
+            y = y1 if m.kind == "missed" else y0
+            vis.draw_text(m.label, (x0, y), font_size=FONT_SIZE / scale, color=COLORS[m.kind], horizontal_alignment="left")
+    return vis
+
+
+def _zoom(rgb: np.ndarray, marks: List[Mark], out_side: int):
+    """(window XYXY, its drawing out_side wide, whether it has labels): the largest window with most errors whose labels fit."""
+    h, w = rgb.shape[:2]
+    centres = np.array([[(m.box[0] + m.box[2]) / 2, (m.box[1] + m.box[3]) / 2] for m in marks if m.error]).reshape(-1, 2)
+    for zoom in ZOOMS:
+        x0, y0, x1, y1 = busiest_window(centres, h, w, int(np.ceil(max(h, w) / zoom)))
+        inside = [m for m in marks if m.box[0] < x1 and m.box[2] > x0 and m.box[1] < y1 and m.box[3] > y0]
+        scale = out_side / (x1 - x0)
+        labels = labels_fit([m.label for m in inside], FONT_SIZE / scale, y1 - y0, x1 - x0)
+        if labels or zoom == ZOOMS[-1]:
+            vis = _draw(rgb[y0:y1, x0:x1], inside, scale, labels, origin=(x0, y0))
+            return (x0, y0, x1, y1), vis.output.get_image(), labels
+
+
+def _legend(marks: List[Mark], window) -> list:
+    """The legend's items: each kind with its count (false positives per TIDE type), and the zoomed window."""
+    count = {kind: sum(m.kind == kind for m in marks) for kind in COLORS}
+    fp_types = [m.error for m in marks if m.kind == "false positive"]
+    types = ", ".join(f"{t} {fp_types.count(t)}" for t in ERROR_TYPES if t in fp_types)
+    items = [(f"{kind} {count[kind]}" + (f" ({types})" if kind == "false positive" and types else ""), color,
+              "--" if kind == "missed" else "-") for kind, color in COLORS.items()]  # fmt: skip
+    if window is not None:
+        x0, y0, x1, y1 = window
+        items.append((f"enlarged below: x {x0}-{x1}, y {y0}-{y1} (most errors)", WINDOW_COLOR, "-"))
+    return items
+
+
+def draw_image_errors(a, i: int, rgb: np.ndarray) -> np.ndarray:
+    """
+    The RGB drawing of image i (rgb (H, W, 3) uint8): its true positives, false positives and
+    misses, with labels while they fit (`labels_fit`); without them, the window with most
+    errors enlarged below; then the legend strip. Returns (H', W', 3) uint8, W' = W x scale.
+    """
+    marks = image_marks(a, i)
+    h, w = rgb.shape[:2]
+    scale = max(1.0, MIN_SIDE / max(h, w))
+    labels = labels_fit([m.label for m in marks], FONT_SIZE / scale, h, w)
+    whole = _draw(rgb, marks, scale, labels)
+    parts, window = [], None
+    if not labels:
+        width = whole.output.get_image().shape[1]
+        window, zoomed, _ = _zoom(rgb, marks, min(width, max(MIN_SIDE, round(h * scale))))
+        whole.draw_box(window, alpha=1.0, edge_color=WINDOW_COLOR)
+        parts.append(np.pad(zoomed, ((0, 0), (0, width - zoomed.shape[1]), (0, 0)), constant_values=255))
+    parts.insert(0, whole.output.get_image())
+    parts.append(legend_strip(_legend(marks, window), parts[0].shape[1], FONT_SIZE))
+    return np.concatenate(parts, axis=0)
 
 
 def write_worst_images(a, out_dir: str, count: int) -> List[str]:
