@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from retina_plugin.geo.evaluate import RasterTruth, coco_ap, match_raster
-from retina_plugin.geo.evaluate_plot import COLOURS, plot_evaluation
+from retina_plugin.geo.evaluate_plot import COLOURS, display_image, plot_evaluation
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.geo.vectors import boxes_to_polygons, detections_frame, write_detections
 from tool_runs import REPO, run_tool
@@ -132,9 +132,9 @@ def test_known_counts_and_coco_ap_by_the_tool(case):
     assert set(raster["coco"]["per_class"]) == set(scene.class_names)
     assert "scene.tif   0.4" in proc.stdout and "COCO AP per class:" in proc.stdout
     image = cv2.imread(str(root / "tool" / "scene_evaluation.png"))[:, :, ::-1]
-    assert image.shape == (scene.size, scene.size, 3)
+    assert image.shape[1] == scene.size and scene.size < image.shape[0] < 1.2 * scene.size  # the legend strip below
     for colour in COLOURS.values():
-        assert (image == colour).all(axis=2).sum() > 20, colour
+        assert (image[: scene.size] == colour).all(axis=2).sum() > 20, colour
 
 
 def test_perfect_predictions_give_ap_1(case, tmp_path):
@@ -201,8 +201,10 @@ def test_png_is_a_decimated_read(case, tmp_path):
     (det_tp, gt_matched), = match_raster(truth, [0.5])
     path = plot_evaluation(truth, det_tp, gt_matched, 0.5, str(tmp_path / "small.png"), max_side=96)
     image = cv2.imread(path)[:, :, ::-1]
-    assert image.shape == (96, 96, 3)
-    assert (image == COLOURS["TP"]).all(axis=2).any() and (image == COLOURS["missed"]).all(axis=2).any()
+    assert display_image(scene.path, 96)[0].shape == (96, 96, 3)
+    assert image.shape[1] == 96 and image.shape[0] > 96  # the raster, then the legend strip below it
+    raster = image[:96]
+    assert (raster == COLOURS["TP"]).all(axis=2).any() and (raster == COLOURS["missed"]).all(axis=2).any()
 
 
 def _shifted_gt(case, path, crs=None, dx=0.0):
