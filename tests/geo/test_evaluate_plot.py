@@ -72,3 +72,25 @@ def test_a_mask_makes_its_pixels_black(tmp_path):
     assert (image[:, 150:] == 0).all() and (image[:, :150] == BACKGROUND).all()
     with rasterio.open(tmp_path / "masked.tif") as src:
         assert src.nodata is None and src.count == 3  # the mask is GDAL's internal mask, not a band
+
+
+def test_a_shrunk_raster_has_its_worst_window_enlarged_below(tmp_path):
+    """900 objects of 20 px on a 1200 px raster shown at 400 px; the errors are all in the bottom-right corner."""
+    size, view = 1200, 400
+    path = write_raster(tmp_path / "dense.tif", flat_bands(size))
+    xy = 10 + 40 * np.stack(np.meshgrid(np.arange(30), np.arange(30)), -1).reshape(-1, 2).astype(np.float64)
+    gt = np.concatenate([xy, xy + 20], 1)
+    in_corner = (xy >= 900).all(axis=1)
+    det = gt + np.where(in_corner, 12, 0)[:, None] * np.array([1, 0, 1, 0])  # shifted: IoU 0.25, an FP and a miss
+    labels = np.array(["a"] * len(gt), object)
+    truth = RasterTruth(path, size, size, "EPSG:32633", gt, labels, det, np.ones(len(det)), labels)
+    det_tp = gt_matched = ~in_corner  # 7 x 7 objects in the corner (match_raster's COCOeval takes 20 s on 900)
+    picture = cv2.imread(plot_evaluation(truth, det_tp, gt_matched, 0.5, str(tmp_path / "dense.png"), view))[:, :, ::-1]
+    assert picture.shape[1] == view and picture.shape[0] > 2 * view
+    whole, zoomed = picture[:view], picture[view : 2 * view]
+    outline = (whole == (255, 255, 255)).all(axis=2)
+    ys, xs = np.nonzero(outline)
+    assert outline.sum() > 100 and xs.min() >= 900 / 3 - 20 and ys.min() >= 900 / 3 - 20  # around the corner
+    red, yellow = ((zoomed == COLOURS[k]).all(axis=2).sum() for k in ("FP", "missed"))
+    assert red > 2000 and yellow > 2000  # the corner's errors at twice the raster's resolution
+    assert (zoomed == BACKGROUND).all(axis=2).mean() > 0.5
