@@ -2,18 +2,63 @@
 Detections drawn on images and video frames, as Detectron2's `demo/predictor.py`
 (VisualizationDemo) draws them: `RetinaPredictor` (or `TiledPredictor` when
 MODEL.RETINA_PLUGIN.TILE_SIZE > 0) and Detectron2's `Visualizer` / `VideoVisualizer`.
+An image too dense for its labels (`dense_drawing.labels_fit`) gets its boxes in one colour
+per class, without text, at its own size.
 """
+import logging
 from typing import Iterator, Tuple
 
 import cv2
 import numpy as np
 import torch
+from detectron2.structures import Instances
+from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
+from .dense_drawing import labels_fit
 from .predictor import RetinaPredictor, TiledPredictor, dataset_metadata
 
-__all__ = ["DetectionVisualizer"]
+__all__ = ["DetectionVisualizer", "draw_detections"]
+
+logger = logging.getLogger(__name__)
+
+
+def _label_font_sizes(boxes: np.ndarray, height: int, width: int, default: float) -> np.ndarray:
+    """(N,) the font size Visualizer.overlay_instances gives the label of each XYXY box (N, 4)."""
+    height_ratio = (boxes[:, 3] - boxes[:, 1]) / np.sqrt(height * width)
+    return np.clip((height_ratio - 0.02) / 0.08 + 1, 1.2, 2) * 0.5 * default
+
+
+def draw_detections(rgb: np.ndarray, instances: Instances, metadata, instance_mode: ColorMode = ColorMode.IMAGE) -> VisImage:
+    """
+    Args:
+        rgb (np.ndarray): (H, W, 3) uint8 RGB image; instances: its detections (pred_boxes,
+            scores, pred_classes), on the CPU; metadata: thing_classes (and thing_colors).
+
+    Returns:
+        VisImage (H, W): Detectron2's `draw_instance_predictions` while the labels fit
+        (`labels_fit`, at the font sizes Visualizer gives them); above that density, the boxes
+        without labels, one colour per class (thing_colors, or else Detectron2's colormap),
+        the key of colours logged. The picture keeps the image's size, as Detectron2's demo.
+    """
+    visualizer = Visualizer(rgb, metadata, instance_mode=instance_mode)
+    h, w = rgb.shape[:2]
+    boxes = instances.pred_boxes.tensor.numpy() if instances.has("pred_boxes") else np.zeros((0, 4))
+    classes = instances.pred_classes.numpy() if instances.has("pred_classes") else np.zeros(len(boxes), np.int64)
+    names = metadata.get("thing_classes", None) or [str(c) for c in range(int(classes.max(initial=-1)) + 1)]
+    scores = instances.scores.numpy() if instances.has("scores") else np.ones(len(boxes))
+    labels = [f"{names[c]} {s * 100:.0f}%" for c, s in zip(classes, scores)]  # Detectron2's labels
+    if labels_fit(labels, _label_font_sizes(boxes, h, w, visualizer._default_font_size), h, w):
+        return visualizer.draw_instance_predictions(predictions=instances)
+    thing_colors = metadata.get("thing_colors", None)
+    palette = np.array(thing_colors, np.float64) / 255 if thing_colors else colormap(rgb=True, maximum=1)
+    colours = [tuple(palette[c % len(palette)]) for c in range(len(names))]
+    counts = np.bincount(classes, minlength=len(names))
+    key = ", ".join(f"{names[c]} {counts[c]} in RGB {tuple(round(255 * v) for v in colours[c])}"
+                    for c in range(len(names)) if counts[c])  # fmt: skip
+    logger.info(f"{len(boxes)} detections, too dense for labels on {w}x{h}: boxes coloured by class ({key})")
+    return visualizer.overlay_instances(boxes=boxes, assigned_colors=[colours[c] for c in classes])
 
 
 class DetectionVisualizer:
@@ -48,12 +93,12 @@ class DetectionVisualizer:
 
         Returns:
             predictions (dict): the model's output for the image, {"instances": Instances}.
-            vis_output (VisImage): the image (same size) with the detections drawn.
+            vis_output (VisImage): the image (same size) with the detections drawn
+                (`draw_detections`: without labels when too dense for them).
         """
         predictions = self._kept(self.predictor(image))
-        visualizer = Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode)
         instances = predictions["instances"].to(self.cpu_device)
-        vis_output = visualizer.draw_instance_predictions(predictions=instances)
+        vis_output = draw_detections(image[:, :, ::-1], instances, self.metadata, self.instance_mode)
         return predictions, vis_output
 
     def _kept(self, predictions: dict) -> dict:
