@@ -33,8 +33,9 @@ def labels_fit(labels: Sequence[str], font_size, height: float, width: float) ->
     (`label_area`) is at most LABEL_SHARE of the image's area height x width, i.e. while the
     image holds at most LABEL_SHARE * h * w / (1.2 (c + 1) f^2) labelled objects (c characters
     at font size f, both in image pixels). Above that density the boxes are drawn without text
-    and the legend carries their counts. With Detectron2's default font (the image's diagonal
-    / 90 or so), that is about 180 labels of 10 characters, whatever the image size.
+    and the legend carries their counts. With the demo's labels (about 10 characters, at the
+    font Detectron2 gives a small box, which grows with the image), that is about 140 objects
+    per image of 1000 px or more, whatever its size.
     """
     return label_area(labels, font_size) <= LABEL_SHARE * height * width
 
