@@ -91,7 +91,7 @@ def _draw(rgb: np.ndarray, marks: List[Mark], scale: float, labels: bool, origin
 
 
 def _zoom(rgb: np.ndarray, marks: List[Mark], out_side: int):
-    """(window XYXY, its drawing out_side wide, whether it has labels): the largest window with most errors whose labels fit."""
+    """(window XYXY, its drawing out_side wide): the window with most errors, the largest whose labels fit (else unlabelled)."""
     h, w = rgb.shape[:2]
     centres = np.array([[(m.box[0] + m.box[2]) / 2, (m.box[1] + m.box[3]) / 2] for m in marks if m.error]).reshape(-1, 2)
     for zoom in ZOOMS:
@@ -101,7 +101,7 @@ def _zoom(rgb: np.ndarray, marks: List[Mark], out_side: int):
         labels = labels_fit([m.label for m in inside], FONT_SIZE / scale, y1 - y0, x1 - x0)
         if labels or zoom == ZOOMS[-1]:
             vis = _draw(rgb[y0:y1, x0:x1], inside, scale, labels, origin=(x0, y0))
-            return (x0, y0, x1, y1), vis.output.get_image(), labels
+            return (x0, y0, x1, y1), vis.output.get_image()
 
 
 def _legend(marks: List[Mark], window) -> list:
@@ -131,7 +131,7 @@ def draw_image_errors(a, i: int, rgb: np.ndarray) -> np.ndarray:
     parts, window = [], None
     if not labels:
         width = whole.output.get_image().shape[1]
-        window, zoomed, _ = _zoom(rgb, marks, min(width, max(MIN_SIDE, round(h * scale))))
+        window, zoomed = _zoom(rgb, marks, min(width, max(MIN_SIDE, round(h * scale))))
         whole.draw_box(window, alpha=1.0, edge_color=WINDOW_COLOR)
         parts.append(np.pad(zoomed, ((0, 0), (0, width - zoomed.shape[1]), (0, 0)), constant_values=255))
     parts.insert(0, whole.output.get_image())
