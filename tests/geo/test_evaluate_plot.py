@@ -1,7 +1,8 @@
 """
 evaluate_raster's PNG on small generated rasters: the legend in a strip below the raster, never
 over its boxes; nodata black only where every band is nodata (GDAL's per-dataset reading),
-and black where the raster's own mask says so.
+and black where the raster's own mask or alpha band says so; a raster shown shrunk more than
+twice gets its worst window enlarged below.
 """
 import cv2
 import numpy as np
@@ -72,6 +73,17 @@ def test_a_mask_makes_its_pixels_black(tmp_path):
     assert (image[:, 150:] == 0).all() and (image[:, :150] == BACKGROUND).all()
     with rasterio.open(tmp_path / "masked.tif") as src:
         assert src.nodata is None and src.count == 3  # the mask is GDAL's internal mask, not a band
+
+
+def test_an_alpha_band_makes_its_pixels_black(tmp_path):
+    alpha = np.full((1, SIZE, SIZE), 255, np.uint8)
+    alpha[0, 150:] = 0
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=4, dtype="uint8", photometric="RGB",
+                       alpha="YES", crs="EPSG:32633", transform=Affine(0.1, 0, 500000, 0, -0.1, 4000000)) as dst:  # fmt: skip
+        dst.write(np.concatenate([flat_bands(), alpha]))
+    image, _ = display_image(str(path))
+    assert (image[150:] == 0).all() and (image[:150] == BACKGROUND).all()
 
 
 def test_a_shrunk_raster_has_its_worst_window_enlarged_below(tmp_path):
