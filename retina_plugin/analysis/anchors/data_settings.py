@@ -59,12 +59,32 @@ def is_tiled(cfg, dataset_name: str) -> bool:
     return bool(records) and "raster_window" in records[0]
 
 
+def _whole_raster_boxes(records: List[dict], image_boxes) -> np.ndarray:
+    """
+    The boxes of a raster dataset's tiles (dicts with a `raster_window`) in the raster's pixels,
+    each once: a box that overlapping tiles hold whole is one box, and a box on a tile edge
+    inside the raster (the piece of a box the tile cut) is left out, since the tile beside holds
+    it whole when the overlap is larger than the boxes.
+    """
+    rasters = sorted({r["file_name"] for r in records})
+    extent = {name: np.max([r["raster_window"][2:] for r in records if r["file_name"] == name], axis=0) for name in rasters}
+    rows = []
+    for record, boxes in zip(records, image_boxes):
+        x0, y0, x1, y1 = record["raster_window"]
+        width, height = extent[record["file_name"]]
+        b = boxes.numpy().astype(np.float64)
+        cut = (((b[:, 0] <= 0) & (x0 > 0)) | ((b[:, 1] <= 0) & (y0 > 0))
+               | ((b[:, 2] >= x1 - x0) & (x1 < width)) | ((b[:, 3] >= y1 - y0) & (y1 < height)))
+        b = b[~cut] + np.array([x0, y0, x0, y0], np.float64)
+        rows.append(np.column_stack([np.full(len(b), rasters.index(record["file_name"])), b]))
+    return np.unique(np.round(np.concatenate(rows), 2), axis=0)[:, 1:]
+
+
 def load_box_sizes(cfg, dataset_name: str, tiled: bool, max_images: Optional[int] = None) -> BoxSizes:
     """
     The boxes of the registered dataset `dataset_name`: at native resolution when `tiled` (tiles
-    are never resized), else resized as the config's test loader resizes the images. The tiles
-    of a raster dataset (dicts with a `raster_window`) give each box once: a box that several
-    overlapping tiles hold whole is the same box in the raster's pixels.
+    are never resized), else resized as the config's test loader resizes the images. A raster
+    dataset gives each box once (`_whole_raster_boxes`).
     """
     if tiled:
         cfg = cfg.clone()
@@ -72,15 +92,10 @@ def load_box_sizes(cfg, dataset_name: str, tiled: bool, max_images: Optional[int
         cfg.INPUT.MIN_SIZE_TEST = 0
     resized = load_resized_boxes(cfg, dataset_name, "test", max_images)
     records = DatasetCatalog.get(dataset_name)[: len(resized.boxes)]
-    boxes = np.concatenate([b.numpy() for b in resized.boxes]).astype(np.float64)
     if tiled and all("raster_window" in r for r in records):
-        offsets = np.concatenate([
-            np.tile(np.asarray(r["raster_window"][:2] * 2, np.float64), (len(b), 1))
-            for r, b in zip(records, resized.boxes)
-        ])  # fmt: skip
-        rasters = sorted({r["file_name"] for r in records})
-        files = np.concatenate([np.full(len(b), rasters.index(r["file_name"])) for r, b in zip(records, resized.boxes)])
-        boxes = np.unique(np.round(np.column_stack([files, boxes + offsets]), 2), axis=0)[:, 1:]
+        boxes = _whole_raster_boxes(records, resized.boxes)
+    else:
+        boxes = np.concatenate([b.numpy() for b in resized.boxes]).astype(np.float64)
     return BoxSizes(dataset_name, boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], np.array(resized.image_sizes))
 
 
@@ -141,7 +156,7 @@ def _round_up(x: float, step: int) -> int:
 def _statistics(sizes: BoxSizes, percentile: float, where: str) -> List[str]:
     low = 100 - percentile
     return [
-        f"{sizes.num_boxes} boxes of {sizes.dataset_name} ({len(sizes.image_sizes)} images), in {where}",
+        f"{sizes.num_boxes} boxes of {sizes.dataset_name} ({len(sizes.image_sizes)} image(s)), in {where}",
         f"longer side: p{low:g} {sizes.longer_side(low):.1f} px, median {sizes.longer_side(50):.1f} px, "
         f"p{percentile:g} {sizes.longer_side(percentile):.1f} px, max {sizes.longer_side(100):.1f} px",
         f"sqrt(area): p{low:g} {sizes.sqrt_area(low):.1f} px, median {sizes.sqrt_area(50):.1f} px, "

@@ -14,7 +14,7 @@ import yaml
 from anchor_cases import BASE_CONFIG, SMALL_OPTS, analysis_cfg, write_coco
 from retina_plugin import load_config
 from retina_plugin.analysis.anchors import AnchorCoverageError, AnchorSetting
-from retina_plugin.analysis.anchors.data_settings import BoxSizes, propose_input_sizes, propose_tiles
+from retina_plugin.analysis.anchors.data_settings import BoxSizes, load_box_sizes, propose_input_sizes, propose_tiles
 from retina_plugin.inference.tiles import EDGE_MARGIN, tile_grid, tile_interiors
 from tool_runs import run_tool
 
@@ -83,12 +83,35 @@ def _anchor_coverage(out):
     return json.loads((out / "anchor_coverage.json").read_text())
 
 
-def test_tool_writes_a_config_for_a_geotiff_and_its_vectors_that_trains(tmp_path):
+@pytest.fixture(scope="module")
+def crowns(tmp_path_factory):
+    """A 768 px GeoTIFF of objects 17-64 px (one class) and its vectors: (scene, raster path, vectors path)."""
     from retina_plugin.geo.scenes import write_shapes_scene
 
-    scene = write_shapes_scene(str(tmp_path / "crowns.tif"), 768, block=256, min_object_size=17, max_object_size=64,
-                               max_objects=10, vectors=str(tmp_path / "crowns.gpkg"), single_class=True, seed=3)
-    raster_flags = ["--train-raster", str(tmp_path / "crowns.tif"), "--train-vectors", str(tmp_path / "crowns.gpkg")]
+    root = tmp_path_factory.mktemp("crowns")
+    raster, vectors = str(root / "crowns.tif"), str(root / "crowns.gpkg")
+    scene = write_shapes_scene(raster, 768, block=256, min_object_size=17, max_object_size=64, max_objects=10,
+                               vectors=vectors, single_class=True, seed=3)
+    return scene, raster, vectors
+
+
+def test_a_rasters_boxes_are_measured_once_and_whole(crowns):
+    from retina_plugin.geo.dataset import register_raster_dataset
+
+    scene, raster, vectors = crowns
+    # Tiles of 192 px sharing half: most objects lie whole in two to four tiles, and many are cut by a tile edge.
+    register_raster_dataset("crowns_192", raster, vectors, tile_size=192, overlap=0.5)
+    sizes = load_box_sizes(analysis_cfg(), "crowns_192", tiled=True)
+    widths, heights = scene.boxes[:, 2] - scene.boxes[:, 0], scene.boxes[:, 3] - scene.boxes[:, 1]
+    assert sizes.num_boxes == len(scene.boxes)
+    order, expected = np.lexsort((sizes.heights, sizes.widths)), np.lexsort((heights, widths))
+    assert np.allclose(sizes.widths[order], widths[expected], atol=0.01)
+    assert np.allclose(sizes.heights[order], heights[expected], atol=0.01)
+
+
+def test_tool_writes_a_config_for_a_geotiff_and_its_vectors_that_trains(crowns, tmp_path):
+    scene, raster, vectors = crowns
+    raster_flags = ["--train-raster", raster, "--train-vectors", vectors]
     written = tmp_path / "aerial.yaml"
     args = ["--config-file", NARROW_CONFIG, *raster_flags, "--write-config", str(written), "--percentile", "100",
             "--output", str(tmp_path / "out")]
