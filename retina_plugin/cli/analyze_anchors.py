@@ -14,7 +14,7 @@ from ..analysis.anchors.coverage_plot import plot_anchor_coverage
 from ..analysis.anchors.coverage_report import analyze_anchor_coverage, format_anchor_coverage_report
 from ..analysis.anchors.anchor_settings import AnchorGrid, AnchorSetting
 from ..analysis.anchors.anchor_coverage import matcher_iou_thresholds
-from ..analysis.anchors.data_settings import is_tiled, load_box_sizes, propose_input_sizes, propose_tiles
+from ..analysis.anchors.data_settings import is_raster, load_box_sizes, propose_input_sizes, propose_tiles
 from ..analysis.anchors.resized_boxes import AnchorCoverageError
 from ..config import load_config
 from ..config.derived import write_derived_config
@@ -129,11 +129,12 @@ def propose_settings(args):
     dataset_opts = user_dataset_opts(_with_opts(args, list(args.opts) + (SURVEY_OPTS if raster else [])))
     cfg = load_config(args.config_file, dataset_opts + list(args.opts))
     name = dataset_to_analyse(args, cfg)
-    tiled = is_tiled(cfg, name)
+    tiles_are_images = is_raster(name)
+    tiled = tiles_are_images or cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0
     sizes = load_box_sizes(cfg, name, tiled, args.max_images)
     if tiled:
         divisibility = AnchorGrid.from_config(cfg).size_divisibility
-        proposal = propose_tiles(sizes, divisibility, args.percentile, args.max_cut, args.context)
+        proposal = propose_tiles(sizes, divisibility, args.percentile, args.max_cut, args.context, tiles_are_images)
     else:
         proposal = propose_input_sizes(sizes, cfg, matcher_iou_thresholds(cfg)[0], args.percentile)
     proposed = _with_opts(args, list(args.opts) + proposal.config_opts())

@@ -20,7 +20,7 @@ from .anchor_settings import AnchorSetting, format_nested
 from .coverage_report import AnchorCoverageReport
 from .resized_boxes import AnchorCoverageError, load_resized_boxes
 
-__all__ = ["BoxSizes", "SettingsProposal", "is_tiled", "load_box_sizes", "propose_input_sizes", "propose_tiles"]
+__all__ = ["BoxSizes", "SettingsProposal", "is_raster", "load_box_sizes", "propose_input_sizes", "propose_tiles"]
 
 # The most of a tile its overlap takes: a stride of at least half a tile, so a pixel is in at
 # most 4 tiles.
@@ -51,10 +51,8 @@ class BoxSizes:
         return float(np.percentile(np.sqrt(self.widths * self.heights), percentile))
 
 
-def is_tiled(cfg, dataset_name: str) -> bool:
-    """Does the model see this dataset in tiles: a raster dataset (its dicts name a `raster_window`), or TILE_SIZE > 0."""
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0:
-        return True
+def is_raster(dataset_name: str) -> bool:
+    """Is `dataset_name` the tiles of a raster: its dicts name a `raster_window`."""
     records = DatasetCatalog.get(dataset_name) if dataset_name in DatasetCatalog.list() else []
     return bool(records) and "raster_window" in records[0]
 
@@ -165,7 +163,7 @@ def _statistics(sizes: BoxSizes, percentile: float, where: str) -> List[str]:
 
 
 def propose_tiles(sizes: BoxSizes, size_divisibility: int, percentile: float = 99.0, max_cut: float = 0.0,
-                  context: float = 4.0) -> SettingsProposal:
+                  context: float = 4.0, tiles_are_images: bool = True) -> SettingsProposal:
     """
     Tiles for boxes of `sizes` at native resolution. The largest box is the `percentile`-th
     percentile of the longer sides, L. A tile edge cuts off at most `max_cut` of such a box's
@@ -174,12 +172,14 @@ def propose_tiles(sizes: BoxSizes, size_divisibility: int, percentile: float = 9
     inference on both sides (`EDGE_MARGIN`: a box nearer a tile edge counts as cut); with
     max_cut 0 every box up to L is seen whole. The tile is at least `context` x L (the context
     around the largest box) and 1 / MAX_TILE_OVERLAP x the overlap, rounded up to the backbone's
-    size divisibility. Training then sees the tiles unresized, and tiled evaluation needs
+    size divisibility. Training sees its images unresized: the tiles, where they are the
+    dataset's images (`tiles_are_images`: a raster dataset), else the whole images (a size of 0,
+    which Detectron2's ResizeShortestEdge does not resize). Tiled evaluation needs
     INPUT.MIN_SIZE_TEST 0.
     """
-    if not 0 < percentile <= 100 or not 0 <= max_cut < 1 or context < 1:
+    if not 50 < percentile <= 100 or not 0 <= max_cut < 1 or context < 1:
         raise AnchorCoverageError(
-            f"percentile {percentile} must be in (0, 100], max cut {max_cut} in [0, 1), context {context} >= 1"
+            f"--percentile {percentile:g} must be in (50, 100], --max-cut {max_cut:g} in [0, 1), --context {context:g} >= 1"
         )
     largest = sizes.longer_side(percentile)
     need = int(math.ceil((1 - max_cut) * largest + 2 * EDGE_MARGIN))
@@ -203,9 +203,13 @@ def propose_tiles(sizes: BoxSizes, size_divisibility: int, percentile: float = 9
         f"neighbours share {round(overlap * tile)} px >= {need} px = (1 - {max_cut:g}) x {largest:.1f} px + 2 x "
         f"{EDGE_MARGIN:g} px (tiled inference's edge margin): {outcome}",
     )
-    at_native = f"tiles of {tile} px trained unresized, at the resolution tiled inference sees them"
-    proposal.set("INPUT.MIN_SIZE_TRAIN", [tile], at_native)
-    proposal.set("INPUT.MAX_SIZE_TRAIN", tile, at_native)
+    if tiles_are_images:
+        at_native = f"tiles of {tile} px trained unresized, at the resolution tiled inference sees them"
+        proposal.set("INPUT.MIN_SIZE_TRAIN", [tile], at_native)
+        proposal.set("INPUT.MAX_SIZE_TRAIN", tile, at_native)
+    else:
+        proposal.set("INPUT.MIN_SIZE_TRAIN", [0], "the images trained unresized (ResizeShortestEdge does not resize to "
+                     "0), at the resolution tiled inference sees them")
     proposal.set("INPUT.MIN_SIZE_TEST", 0, "tiled evaluation feeds the tiles unresized (check_tiled_evaluation)")
     return proposal
 
@@ -237,7 +241,7 @@ def propose_input_sizes(sizes: BoxSizes, cfg, fg_threshold: float, percentile: f
     up when the input grows, down when it shrinks.
     """
     if not 50 < percentile <= 100:
-        raise AnchorCoverageError(f"percentile {percentile} must be in (50, 100]")
+        raise AnchorCoverageError(f"--percentile {percentile:g} must be in (50, 100]")
     scale, why = _input_scale(sizes, AnchorSetting.from_config(cfg), fg_threshold, percentile)
     proposal = SettingsProposal(_statistics(sizes, percentile, "the images as the test loader resizes them"))
     if scale == 1.0:

@@ -47,6 +47,10 @@ def test_tiles_hold_the_largest_box_whole_with_context():
     # A cut of a quarter of the side: the overlap holds 3/4 of the largest box and the margins.
     cut = propose_tiles(sizes, 32, percentile=100, max_cut=0.25).values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"]
     assert round(cut * tile) >= 0.75 * 64 + 2 * EDGE_MARGIN and cut < overlap
+    # Images tiled only at inference (a COCO json and TILE_SIZE > 0) train whole, unresized.
+    whole = propose_tiles(sizes, 32, percentile=100, tiles_are_images=False).values
+    assert whole["INPUT.MIN_SIZE_TRAIN"] == [0] and "INPUT.MAX_SIZE_TRAIN" not in whole
+    assert whole["MODEL.RETINA_PLUGIN.TILE_SIZE"] == tile and whole["INPUT.MIN_SIZE_TEST"] == 0
     # Tiles follow the backbone's size divisibility and the context asked.
     assert propose_tiles(sizes, 128, percentile=100).values["MODEL.RETINA_PLUGIN.TILE_SIZE"] == 256
     assert propose_tiles(sizes, 32, percentile=100, context=6).values["MODEL.RETINA_PLUGIN.TILE_SIZE"] == 384
@@ -58,8 +62,10 @@ def test_the_largest_box_is_a_percentile():
     values = propose_tiles(sizes, 32, percentile=100).values
     assert values["MODEL.RETINA_PLUGIN.TILE_SIZE"] == 1600
     assert round(values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"] * 1600) >= 408
-    with pytest.raises(AnchorCoverageError, match="max cut 1.0"):
+    with pytest.raises(AnchorCoverageError, match="--max-cut 1 in"):
         propose_tiles(sizes, 32, max_cut=1.0)
+    with pytest.raises(AnchorCoverageError, match=r"--percentile 40 must be in \(50, 100\]"):
+        propose_input_sizes(sizes, analysis_cfg(), 0.5, percentile=40)
 
 
 def test_input_sizes_bring_the_small_boxes_to_the_smallest_anchor():
