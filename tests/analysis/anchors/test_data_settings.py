@@ -169,3 +169,24 @@ def test_tool_proposes_input_sizes_for_a_coco_json(tmp_path):
     report = _anchor_coverage(tmp_path / "out")
     assert report["resize"]["short_edge"] == size  # the coverage is measured at the proposed size
     assert report["settings_from_the_data"]["values"]["INPUT.MIN_SIZE_TEST"] == size
+
+
+def test_bad_settings_input_is_one_line(datasets, tmp_path, capsys):
+    from retina_plugin.cli.analyze_anchors import main
+
+    json_path, image_dir = datasets["elongated"]
+    base = ["--config-file", BASE_CONFIG, "--train-json", json_path, "--train-images", image_dir, *SMALL_OPTS]
+    (tmp_path / "taken.yaml").write_text("# mine\n")
+    cases = [
+        (["--propose-settings", "--percentile", "40"], "--percentile 40 must be in (50, 100]"),
+        (["--write-config", str(tmp_path / "taken.yaml")], f"--write-config {tmp_path / 'taken.yaml'} exists; pass --force"),
+        (["--write-config", BASE_CONFIG, "--force", "--output", str(tmp_path)],
+         f"{BASE_CONFIG}: it is the config it would inherit (_BASE_); write another file"),
+    ]
+    for flags, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(base + flags)
+        assert exit_info.value.code == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("analyze_anchors: error: ") and message in err and err.count("\n") == 1, (flags, err)
+    assert (tmp_path / "taken.yaml").read_text() == "# mine\n"
