@@ -118,9 +118,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vectors", help="also write the objects here (.gpkg, .geojson, .shp)")
     parser.add_argument("--single-class", action="store_true", help='label every object "shape"')
+    parser.add_argument("--block", type=int, default=128, help="side of each block of shapes, pixels")
+    parser.add_argument("--object-sizes", type=int, nargs=2, default=(10, 20), metavar=("MIN", "MAX"),
+                        help="the objects' sizes, pixels (at most --block)")
+    parser.add_argument("--max-objects", type=int, default=10, help="the most objects in a block")
     args = parser.parse_args(argv)
     scene = write_shapes_scene(
-        args.output, args.size, bands=args.bands, border=args.border, seed=args.seed,
+        args.output, args.size, block=args.block, bands=args.bands, border=args.border, seed=args.seed,
+        min_object_size=args.object_sizes[0], max_object_size=args.object_sizes[1], max_objects=args.max_objects,
         vectors=args.vectors, single_class=args.single_class,
     )  # fmt: skip
     print(f"wrote {args.output}: {args.size}x{args.size}, {args.bands} bands, {len(scene.boxes)} objects")

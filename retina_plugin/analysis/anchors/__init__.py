@@ -13,7 +13,8 @@ low-quality matches alone (MODEL.RETINA_PLUGIN.ALLOW_LOW_QUALITY_MATCHES) or not
 - `anchor_coverage`: the boxes matched to the anchors as training labels them;
 - `coverage_statistics`: the per-box results and their summary (by COCO's size categories, per level);
 - `anchor_search`: an anchor setting that covers more boxes;
-- `coverage_report`: the whole analysis, as JSON and as text; `coverage_plot`: its picture.
+- `coverage_report`: the whole analysis, as JSON and as text; `coverage_plot`: its picture;
+- `data_settings`: the tiles, INPUT sizes and anchors proposed from the boxes' sizes (--propose-settings).
 The tool's command line: `retina_plugin.cli.analyze_anchors`.
 """
 from .anchor_coverage import match_boxes_to_anchors, measure_anchor_coverage
