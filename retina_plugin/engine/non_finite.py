@@ -102,7 +102,7 @@ class LastGoodCheckpoint(HookBase):
 
     def __init__(self, checkpointer, hint: str = ""):
         self.checkpointer, self.hint = checkpointer, hint
-        self._tags: List[Tuple[int, Optional[str]]] = []  # (iteration, tagged file) as the run went on
+        self._tags: List[Tuple[float, Optional[str]]] = []  # (iteration, tagged file) as the run went on
         _log_user_errors_in_one_line()
 
     def _tagged(self) -> Optional[str]:
@@ -111,7 +111,9 @@ class LastGoodCheckpoint(HookBase):
         return self.checkpointer.get_checkpoint_file()
 
     def before_train(self):
-        self._tags = [(-1, self._tagged())]
+        # A resumed run starts from the checkpoint of the iteration before its first.
+        start = self.trainer.start_iter
+        self._tags = [(start - 1 if start > 0 else -math.inf, self._tagged())]
 
     def after_step(self):
         tagged = self._tagged()
@@ -135,13 +137,18 @@ class LastGoodCheckpoint(HookBase):
             if path and os.path.isfile(path):
                 os.remove(path)
                 removed.append(os.path.basename(path))
-        good = self._tags[-1][1]
+        iteration, good = self._tags[-1]
         tag = os.path.join(self.checkpointer.save_dir, "last_checkpoint")
         if good:
             self.checkpointer.tag_last_checkpoint(os.path.basename(good))
         elif os.path.exists(tag):
             os.remove(tag)
-        left = f"the last good checkpoint is {good}, named by last_checkpoint" if good else "no good checkpoint was written"
+        if not good:
+            left = "no good checkpoint was written"
+        elif iteration >= first_suspect:  # the checkpoint the run resumed from: not this run's to remove
+            left = f"the checkpoint it resumed from, {good}, named by last_checkpoint, already gives this loss"
+        else:
+            left = f"the last good checkpoint is {good}, named by last_checkpoint"
         if removed:
             left += f"; {', '.join(removed)}, whose weights gave this loss, removed"
         return left

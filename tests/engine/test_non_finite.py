@@ -6,7 +6,10 @@ which on the tiny shapes gives finite losses at iterations 0 and 1 and NaN at it
 import math
 
 import torch
+from detectron2.engine import SimpleTrainer, hooks
 
+from retina_plugin.engine.non_finite import EvalAfterFinishedTraining, FiniteLosses, LastGoodCheckpoint, NonFiniteLossError
+from retina_plugin.weights.checkpoint import RetinaCheckpointer
 from test_lazy import QUICK, SHAPES, _dataset_args, _tool
 from tool_runs import CONFIG, QUICK_OPTS, dataset_args, run_tool
 
@@ -78,7 +81,7 @@ def test_every_rank_stops_with_the_same_line(tiny_shapes, tmp_path):
 
 
 def test_the_message_names_each_non_finite_loss_and_the_finite_ones():
-    from retina_plugin.engine.non_finite import NonFiniteLossError, check_losses
+    from retina_plugin.engine.non_finite import check_losses
     from retina_plugin.errors import UserError
 
     losses = {"loss_cls": torch.tensor(float("inf")), "loss_box_reg": torch.tensor(0.25)}
@@ -90,3 +93,51 @@ def test_the_message_names_each_non_finite_loss_and_the_finite_ones():
     else:
         raise AssertionError("no NonFiniteLossError")
     check_losses({"loss_cls": torch.tensor(math.pi)}, iteration=0, gather_period=1)  # finite: no error
+
+
+class _Trainer(FiniteLosses, SimpleTrainer):
+    """Detectron2's SimpleTrainer with the check, as both tools' trainers have it."""
+
+
+class _Scaled(torch.nn.Module):
+    """loss = w * x for the batch x: the loader decides at which iteration it is not finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return {"loss_x": self.w * x}
+
+
+def _train(out, batches, start_iter=0):
+    """A real Detectron2 training loop over `batches` with a checkpoint every iteration; its NonFiniteLossError, if any."""
+    model = _Scaled()
+    trainer = _Trainer(model, iter(batches), torch.optim.SGD(model.parameters(), lr=0.0))
+    checkpointer = RetinaCheckpointer(model, str(out), trainer=trainer)
+    if start_iter:
+        checkpointer.resume_or_load("", resume=True)
+    trainer.register_hooks([hooks.PeriodicCheckpointer(checkpointer, 1), EvalAfterFinishedTraining(0, lambda: {}), LastGoodCheckpoint(checkpointer)])
+    try:
+        trainer.train(start_iter, len(batches) + start_iter)
+    except NonFiniteLossError as e:
+        return e
+    return None
+
+
+def test_a_run_resumed_from_a_checkpoint_that_gives_the_loss_keeps_it(tmp_path):
+    assert _train(tmp_path, [torch.tensor(1.0)] * 3) is None
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    # Resumed after iteration 2: its first iteration, 3, is not finite; the checkpoint it resumed from stays tagged.
+    error = _train(tmp_path, [torch.tensor(float("nan"))], start_iter=3)
+    assert str(error).startswith("loss_x is nan at iteration 3: training stopped, not evaluated; the checkpoint it "
+                                 f"resumed from, {tmp_path / 'model_final.pth'}, named by last_checkpoint, already gives this loss")  # fmt: skip
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth" and (tmp_path / "model_final.pth").is_file()
+
+
+def test_no_good_checkpoint_leaves_no_last_checkpoint(tmp_path):
+    # Iteration 0 finite, 1 not: the checkpoint of iteration 0 holds the weights that gave it.
+    error = _train(tmp_path, [torch.tensor(1.0), torch.tensor(float("inf"))])
+    assert str(error).endswith("at iteration 1: training stopped, not evaluated; no good checkpoint was written; "
+                               "model_0000000.pth, whose weights gave this loss, removed")  # fmt: skip
+    assert not (tmp_path / "last_checkpoint").exists() and not list(tmp_path.glob("*.pth"))
