@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 from detectron2.engine import default_argument_parser
@@ -169,6 +170,21 @@ def check_device(device: str, num_gpus: int = 1):
         )
     if num_gpus > available:
         raise ConfigError(f"--num-gpus {num_gpus} but this machine has {available} CUDA device(s)")
+
+
+def worker_user_error(error) -> Optional[UserError]:
+    """
+    The UserError a worker process of Detectron2's `launch` stopped on, from the
+    ProcessRaisedException `error` (its traceback text names the class only), as a ConfigError
+    with its one-line message; None when the worker stopped on something else (a bug).
+    """
+    name, _, message = str(error).strip().splitlines()[-1].partition(": ")
+    return ConfigError(message) if name.rsplit(".", 1)[-1] in _user_error_names() else None
+
+
+def _user_error_names(cls=UserError) -> set:
+    """The names of UserError and all its subclasses."""
+    return {cls.__name__}.union(*(_user_error_names(sub) for sub in cls.__subclasses__()))
 
 
 @contextlib.contextmanager

@@ -16,12 +16,13 @@ import sys
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.multiprocessing.spawn import ProcessRaisedException
 
 from ..data.catalog import register_config_datasets
 from ..engine.lazy_config import check_inference_settings, check_model, dataset_names, load_lazy_config, one_line
 from ..engine.lazy_trainer import do_train, evaluate_checkpoint
 from ..errors import UserError
-from .arguments import add_dataset_arguments, user_dataset_opts
+from .arguments import add_dataset_arguments, user_dataset_opts, worker_user_error
 
 PROG = "lazyconfig_train_net"
 
@@ -55,11 +56,13 @@ def main(args):
     """One process's work (under `launch`): evaluate with --eval-only, else train."""
     try:
         cfg = setup(args)
+        if args.eval_only:
+            return evaluate_checkpoint(cfg, args.resume)
+        return do_train(args, cfg)
     except UserError as e:
+        if comm.get_world_size() > 1:
+            raise  # the launching process prints it (`run`)
         fail(e)
-    if args.eval_only:
-        return evaluate_checkpoint(cfg, args.resume)
-    return do_train(args, cfg)
 
 
 def fail(error) -> None:
@@ -87,7 +90,13 @@ def run(argv=None):
     args = argument_parser().parse_args(argv)
     check_args(args)
     print("Command Line Args:", args)
-    return launch(
-        main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-        dist_url=args.dist_url, args=(args,),
-    )  # fmt: skip
+    try:
+        return launch(
+            main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+            dist_url=args.dist_url, args=(args,),
+        )  # fmt: skip
+    except ProcessRaisedException as e:  # a worker process stopped on a UserError: its last line
+        error = worker_user_error(e)
+        if error is None:
+            raise
+        fail(error)

@@ -17,10 +17,9 @@ from torch.multiprocessing.spawn import ProcessRaisedException
 from ..config import ConfigError, load_config
 from ..data.catalog import check_class_names, check_dataset_files, register_config_datasets
 from ..engine.trainer import Trainer, last_checkpoint
-from ..errors import UserError
 from ..inference.model import load_model
 from ..inference.tiling import check_tiled_evaluation
-from .arguments import argument_parser, check_device, one_line_errors, user_dataset_opts
+from .arguments import argument_parser, check_device, one_line_errors, user_dataset_opts, worker_user_error
 
 PROG = "train_net"
 
@@ -64,16 +63,10 @@ def launch_main(args, prog: str = PROG):
                 dist_url=args.dist_url, args=(args,),
             )
         except ProcessRaisedException as e:  # a worker process stopped on bad input: its last line
-            last = str(e).strip().splitlines()[-1]
-            name, _, message = last.partition(": ")
-            if name.rsplit(".", 1)[-1] in _user_error_names():
-                raise ConfigError(message) from None
-            raise
-
-
-def _user_error_names(cls=UserError) -> set:
-    """The names of UserError and all its subclasses: a worker's traceback names the class only."""
-    return {cls.__name__}.union(*(_user_error_names(sub) for sub in cls.__subclasses__()))
+            error = worker_user_error(e)
+            if error is None:
+                raise
+            raise error from None
 
 
 def setup(args):

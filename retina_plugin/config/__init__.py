@@ -2,7 +2,8 @@
 The plugin's config: Detectron2's own RetinaNet keys, plus `cfg.MODEL.RETINA_PLUGIN` for what
 Detectron2 has no key for (`keys`); their checks (`checks`); and `load_config` (`loading`), which
 reads the file and its `_BASE_` configs as data (`yaml_bases`, `safe_yaml`, `arithmetic`), never
-with `yaml.unsafe_load`.
+with `yaml.unsafe_load`. For LazyConfigs, `lazy_model.as_retinanet_plugin` switches Detectron2's
+RetinaNet `model` node to the plugin in one line.
 
 RetinaNetPlugin reads, with Detectron2's meaning, `MODEL.RETINANET.*` (classes, head, focal loss,
 matching, box loss, inference), `MODEL.ANCHOR_GENERATOR.*` (sizes and aspect ratios per level),

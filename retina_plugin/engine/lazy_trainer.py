@@ -2,8 +2,10 @@
 Training and evaluation of a LazyConfig, the loop of Detectron2's tools/lazyconfig_train_net.py,
 plus: several processes on the CPU (GLOO, DDP without device ids), checkpoints with the plugin's
 RetinaCheckpointer (weights-only loading, atomic writes) holding the focal loss's normaliser so
---resume continues it, and evaluation of the model made ready as on every other path
-(retina_plugin.inference.model: int8, tiling, test-time augmentation from the `inference` node).
+--resume continues it, a non-finite loss stopping every rank in one line without evaluation, the
+last good checkpoint tagged (`retina_plugin.engine.non_finite`), and evaluation of the model made
+ready as on every other path (retina_plugin.inference.model: int8, tiling, test-time augmentation
+from the `inference` node).
 """
 import logging
 from typing import Optional
@@ -18,10 +20,10 @@ from ..inference.model import inference_model, lazy_inference_settings, load_laz
 from ..weights.checkpoint import RetinaCheckpointer
 from .lazy_config import dataset_names
 from .metrics_file import drop_metrics_after, metrics_path
+from .non_finite import EvalAfterFinishedTraining, FiniteLosses, LastGoodCheckpoint
 from .trainer import _ddp_without_device_ids, last_checkpoint, training_class_names
 
 logger = logging.getLogger("detectron2")
-
 
 
 class _LossNormalizerState:
@@ -40,11 +42,11 @@ class _LossNormalizerState:
             unwrap(self.model).loss_normalizer = state_dict["loss_normalizer"]
 
 
-class LazySimpleTrainer(_LossNormalizerState, SimpleTrainer):
+class LazySimpleTrainer(_LossNormalizerState, FiniteLosses, SimpleTrainer):
     pass
 
 
-class LazyAMPTrainer(_LossNormalizerState, AMPTrainer):
+class LazyAMPTrainer(_LossNormalizerState, FiniteLosses, AMPTrainer):
     pass
 
 
@@ -95,12 +97,13 @@ def do_train(args, cfg) -> Optional[dict]:
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-            hooks.EvalHook(cfg.train.eval_period, test_and_keep),
+            EvalAfterFinishedTraining(cfg.train.eval_period, test_and_keep),
             (
                 hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
                 if comm.is_main_process()
                 else None
             ),
+            LastGoodCheckpoint(checkpointer, hint="lower optimizer.lr"),
         ]
     )
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.utils import comm
 
 from ..data.loader import build_resumable_train_loader
@@ -18,6 +18,7 @@ from ..inference.model import InferenceSettings, inference_model, unwrap, with_p
 from ..inference.tiling import check_tiled_evaluation
 from ..weights.checkpoint import RetinaCheckpointer
 from .metrics_file import drop_metrics_after, metrics_path
+from .non_finite import EvalAfterFinishedTraining, FiniteLosses, LastGoodCheckpoint
 from .throughput import TimedInference
 
 
@@ -27,11 +28,17 @@ class Trainer(DefaultTrainer):
     that report bad input (`retina_plugin.data.loader`), and exact resumption: checkpoints are
     written atomically, hold the focal loss's normaliser, and a resumed run continues the
     data stream where the checkpoint left it, its metrics.json cut to the checkpoint's iteration.
+    A loss that goes non-finite stops every rank in one line, without evaluation, the last good
+    checkpoint tagged (`retina_plugin.engine.non_finite`).
     """
 
     def __init__(self, cfg):
         with _ddp_without_device_ids(cfg.MODEL.DEVICE):
             super().__init__(cfg)
+        inner = self._trainer  # DefaultTrainer.__init__ built Detectron2's own
+        self._trainer = (_FiniteAMPTrainer if isinstance(inner, AMPTrainer) else _FiniteSimpleTrainer)(
+            inner.model, inner.data_loader, inner.optimizer
+        )
 
     def build_hooks(self):
         # DefaultTrainer.__init__ made a DetectionCheckpointer just before calling this.
@@ -39,7 +46,10 @@ class Trainer(DefaultTrainer):
             self._trainer.model, self.cfg.OUTPUT_DIR, class_names=training_class_names(self.cfg.DATASETS.TRAIN),
             trainer=weakref.proxy(self),
         )  # fmt: skip
-        return super().build_hooks()
+        hint = "lower SOLVER.BASE_LR or clip gradients (SOLVER.CLIP_GRADIENTS.ENABLED True)"
+        if not self.cfg.MODEL.WEIGHTS and self.cfg.MODEL.RESNETS.NORM == "FrozenBN":
+            hint += "; from random init the backbone needs a trainable norm (MODEL.RESNETS.NORM BN or GN, MODEL.BACKBONE.FREEZE_AT 0)"
+        return EvalAfterFinishedTraining.replacing(super().build_hooks()) + [LastGoodCheckpoint(self.checkpointer, hint)]
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
@@ -103,6 +113,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+
+class _FiniteSimpleTrainer(FiniteLosses, SimpleTrainer):
+    pass
+
+
+class _FiniteAMPTrainer(FiniteLosses, AMPTrainer):
+    pass
 
 
 def training_class_names(dataset_names):

@@ -1,6 +1,6 @@
 """
-Interrupted and diverging runs lose nothing; bad configs and checkpoints are refused:
-subprocesses killed with SIGKILL, real checkpoint files.
+Interrupted runs lose nothing (diverging ones: test_non_finite.py); bad configs and checkpoints
+are refused: subprocesses killed with SIGKILL, real checkpoint files.
 """
 import json
 import logging
@@ -18,22 +18,6 @@ import torch
 from retina_plugin.weights.checkpoint import RetinaCheckpointer, UnsafeCheckpointError
 from retina_plugin.modeling.meta_arch import RetinaNetPlugin
 from tool_runs import CONFIG, QUICK_OPTS, REPO, dataset_args
-
-
-def test_non_finite_loss_stops_the_run_with_the_losses(tiny_shapes, tmp_path):
-    out = tmp_path / "diverge"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(CONFIG), *dataset_args(tiny_shapes),
-         *QUICK_OPTS, "SOLVER.MAX_ITER", "30", "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_ITERS", "0",
-         "SOLVER.CLIP_GRADIENTS.ENABLED", "False", "OUTPUT_DIR", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode != 0
-    message = proc.stdout + proc.stderr
-    assert "Loss became infinite or NaN at iteration=" in message, message[-3000:]
-    assert "loss_cls" in message.split("Loss became infinite or NaN")[1][:400]
-    assert not (out / "model_final.pth").exists()  # the diverged weights were not saved as a result
 
 
 def _worker(out, *args, resume=False, env_extra=None):
