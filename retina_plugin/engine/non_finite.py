@@ -4,7 +4,7 @@ Training that goes non-finite stops in one line. A loss that is inf or NaN ends 
 iteration and the loss, instead of Detectron2's FloatingPointError traceback. The broken model is
 not evaluated and no final checkpoint is written; `last_checkpoint` names the last checkpoint
 whose weights still gave a finite loss, and the run's later checkpoints, which hold the weights
-that gave the non-finite one, are removed.
+that gave the non-finite one, are kept but no longer named by `last_checkpoint`.
 
 Both trainers use the three parts: `FiniteLosses` (their SimpleTrainer / AMPTrainer),
 `EvalAfterFinishedTraining` (for Detectron2's EvalHook) and `LastGoodCheckpoint` (a hook on
@@ -94,8 +94,8 @@ class EvalAfterFinishedTraining(hooks.EvalHook):
 class LastGoodCheckpoint(HookBase):
     """
     Follows `last_checkpoint` through the run (main process: the checkpointer that writes). When
-    the run stops on NonFiniteLossError, it removes the checkpoints this run wrote whose weights gave
-    no finite loss, tags the last good one again and completes the error's message with it and
+    the run stops on NonFiniteLossError, it untags the checkpoints this run wrote whose weights gave
+    no finite loss (they stay on disk: nothing of the user's is deleted), tags the last good one again and completes the error's message with it and
     with `hint` (what to change), the same on every rank. Register it on every rank, after the
     PeriodicCheckpointer.
     """
@@ -130,13 +130,12 @@ class LastGoodCheckpoint(HookBase):
         error.checkpoint_note, error.hint = note, self.hint
 
     def _withdraw(self, first_suspect: int) -> str:
-        """Remove this run's checkpoints of iterations >= first_suspect, re-tag the one before; say which is left."""
-        removed = []
+        """Untag this run's checkpoints of iterations >= first_suspect, re-tag the one before; say which is left."""
+        untagged = []
         while len(self._tags) > 1 and self._tags[-1][0] >= first_suspect:
             _, path = self._tags.pop()
             if path and os.path.isfile(path):
-                os.remove(path)
-                removed.append(os.path.basename(path))
+                untagged.append(os.path.basename(path))
         iteration, good = self._tags[-1]
         tag = os.path.join(self.checkpointer.save_dir, "last_checkpoint")
         if good:
@@ -149,8 +148,8 @@ class LastGoodCheckpoint(HookBase):
             left = f"the checkpoint it resumed from, {good}, named by last_checkpoint, already gives this loss"
         else:
             left = f"the last good checkpoint is {good}, named by last_checkpoint"
-        if removed:
-            left += f"; {', '.join(removed)}, whose weights gave this loss, removed"
+        if untagged:
+            left += f"; {', '.join(reversed(untagged))}, whose weights gave this loss, kept untagged"
         return left
 
 

@@ -32,12 +32,13 @@ def _assert_stopped_at_iteration_2_with_checkpoint_0(proc, line, out):
     # The iteration and the loss, then what is left.
     assert "loss_cls is nan" in line and "at iteration 2: training stopped, not evaluated" in line, line
     assert f"the last good checkpoint is {out / 'model_0000000.pth'}, named by last_checkpoint" in line, line
-    assert "model_0000001.pth, whose weights gave this loss, removed" in line, line
+    assert "model_0000001.pth, whose weights gave this loss, kept untagged" in line, line
     # No evaluation of the broken model, no final checkpoint of it.
     log = proc.stdout + proc.stderr
     assert "Evaluation results" not in log and "copypaste" not in log and "Start inference" not in log
     assert not (out / "inference").exists()
-    assert not (out / "model_final.pth").exists() and not (out / "model_0000001.pth").exists()
+    assert not (out / "model_final.pth").exists()
+    assert (out / "model_0000001.pth").is_file()  # kept (nothing of the user's is deleted), untagged
     # The checkpoint of iteration 0 (its weights gave the finite loss of iteration 1) stays, whole and tagged.
     assert (out / "last_checkpoint").read_text() == "model_0000000.pth"
     checkpoint = torch.load(out / "model_0000000.pth", map_location="cpu", weights_only=True)
@@ -139,5 +140,6 @@ def test_no_good_checkpoint_leaves_no_last_checkpoint(tmp_path):
     # Iteration 0 finite, 1 not: the checkpoint of iteration 0 holds the weights that gave it.
     error = _train(tmp_path, [torch.tensor(1.0), torch.tensor(float("inf"))])
     assert str(error).endswith("at iteration 1: training stopped, not evaluated; no good checkpoint was written; "
-                               "model_0000000.pth, whose weights gave this loss, removed")  # fmt: skip
-    assert not (tmp_path / "last_checkpoint").exists() and not list(tmp_path.glob("*.pth"))
+                               "model_0000000.pth, whose weights gave this loss, kept untagged")  # fmt: skip
+    assert not (tmp_path / "last_checkpoint").exists()
+    assert [p.name for p in tmp_path.glob("*.pth")] == ["model_0000000.pth"]
