@@ -70,8 +70,8 @@ class ClassRows:
 
     def near_misses(self) -> List[Tuple[str, str]]:
         """(new name, old name) pairs of a fresh and an unused class equal but for case and surrounding spaces."""
-        unused = {self.old[i].strip().casefold(): self.old[i] for i in self.unused}
-        return [(self.new[i], unused[self.new[i].strip().casefold()]) for i in self.fresh if self.new[i].strip().casefold() in unused]
+        unused = {_loose(self.old[i]): self.old[i] for i in self.unused}
+        return [(self.new[i], unused[_loose(self.new[i])]) for i in self.fresh if _loose(self.new[i]) in unused]
 
     def describe(self, source: str) -> str:
         """One line: the kept classes (old -> new index), the fresh ones, the unused ones."""
@@ -82,6 +82,10 @@ class ClassRows:
             f"Class-score rows by class name, from {source} ({len(self.old)} classes) to the training data's "
             f"{len(self.new)}: kept {kept}; new, initialised from PRIOR_PROB: {fresh}; not in the training data: {unused}"
         )
+
+
+def _loose(name: str) -> str:
+    return name.strip().casefold()
 
 
 def match_class_rows(old: Sequence[str], new: Sequence[str]) -> ClassRows:
@@ -95,7 +99,9 @@ def match_class_rows(old: Sequence[str], new: Sequence[str]) -> ClassRows:
     return ClassRows(old=old, new=new, kept=kept)
 
 
-def class_score_rows(checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor, rows: ClassRows, num_anchors: int) -> torch.Tensor:
+def class_score_rows(
+    checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor, rows: ClassRows, num_anchors: int
+) -> torch.Tensor:
     """
     Args:
         checkpoint_tensor: the checkpoint's cls_score weight (A*K_old, C, kh, kw) or bias (A*K_old,).

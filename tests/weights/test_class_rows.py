@@ -27,6 +27,11 @@ CHECKPOINT_LOGGER = "fvcore.common.checkpoint"
 PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)  # MODEL.RETINANET.PRIOR_PROB 0.01
 # The model of QUICK_OPTS (one conv per subnet) on shapes_R18_cpu.yaml.
 MODEL_OPTS = ["MODEL.RETINANET.NUM_CONVS", "1", "DATALOADER.NUM_WORKERS", "0"]
+# What the checkpointer logs when the shapes model starts training on `square, hexagon`.
+FINE_TUNE_LINE = (
+    "Class-score rows by class name, from the checkpoint (3 classes) to the training data's 2: kept square (1 -> 0); "
+    "new, initialised from PRIOR_PROB: hexagon (1); not in the training data: circle, triangle"
+)
 
 
 def _model_cfg(num_classes, *opts):
@@ -102,7 +107,8 @@ def test_the_trainer_keeps_the_square_rows_before_the_first_step(tmp_path, caplo
     register_coco_json("finetune_square_hexagon", json_file, images)
     cfg = _model_cfg(
         2, "MODEL.WEIGHTS", weights, "DATASETS.TRAIN", ("finetune_square_hexagon",), "DATASETS.TEST", (),
-        "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MAX_SIZE_TRAIN", "128", "OUTPUT_DIR", str(tmp_path / "out"),
+        "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MAX_SIZE_TRAIN", "128",
+        "OUTPUT_DIR", str(tmp_path / "out"),
     )  # fmt: skip
     trainer = Trainer(cfg)
     fresh = {k: v.clone() for k, v in trainer.model.head.cls_score.state_dict().items()}
@@ -116,10 +122,7 @@ def test_the_trainer_keeps_the_square_rows_before_the_first_step(tmp_path, caplo
     for key, value in trainer.model.state_dict().items():
         if not key.startswith("head.cls_score."):
             assert torch.equal(value, old_state[key]), key
-    assert (
-        "Class-score rows by class name, from the checkpoint (3 classes) to the training data's 2: kept square (1 -> 0); "
-        "new, initialised from PRIOR_PROB: hexagon (1); not in the training data: circle, triangle"
-    ) in caplog.text
+    assert FINE_TUNE_LINE in caplog.text
     assert "NUM_CLASSES differs" not in caplog.text
 
 
@@ -202,20 +205,25 @@ def test_weights_without_names_keep_no_row(tmp_path, caplog):
         assert "Class-score rows by class name" not in caplog.text
 
 
-def test_train_net_and_lazyconfig_fine_tune_by_name(tmp_path):
+def _fine_tune_inputs(tmp_path):
+    """The 3-class shapes checkpoint and the --train/--test-json flags of a square/hexagon dataset."""
     _, weights = _shapes_checkpoint(tmp_path)
     json_file, images = _square_hexagon_dataset(tmp_path / "data")
-    data = ["--train-json", json_file, "--train-images", images, "--test-json", json_file, "--test-images", images]
-    line = (
-        "Class-score rows by class name, from the checkpoint (3 classes) to the training data's 2: kept square (1 -> 0); "
-        "new, initialised from PRIOR_PROB: hexagon (1); not in the training data: circle, triangle"
-    )
+    return weights, ["--train-json", json_file, "--train-images", images, "--test-json", json_file, "--test-images", images]
+
+
+def test_train_net_fine_tunes_by_name(tmp_path):
+    weights, data = _fine_tune_inputs(tmp_path)
     out = tmp_path / "yaml"
     proc = run_tool("tools/train_net.py", "--config-file", str(CONFIG), *data, *QUICK_OPTS,
                     "SOLVER.MAX_ITER", "2", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(out))  # fmt: skip
-    assert line in proc.stdout + proc.stderr
+    assert FINE_TUNE_LINE in proc.stdout + proc.stderr
+    assert FINE_TUNE_LINE in (out / "log.txt").read_text()
     assert torch.load(out / "model_final.pth", weights_only=True)["class_names"] == ["square", "hexagon"]
 
+
+def test_lazyconfig_train_net_fine_tunes_by_name(tmp_path):
+    weights, data = _fine_tune_inputs(tmp_path)
     out = tmp_path / "lazy"
     proc = run_tool(
         "tools/lazyconfig_train_net.py", "--config-file", "configs/shapes_R18_cpu.py", *data,
@@ -224,5 +232,5 @@ def test_train_net_and_lazyconfig_fine_tune_by_name(tmp_path):
         "dataloader.test.mapper.augmentations.0.short_edge_length=128", "dataloader.test.mapper.augmentations.0.max_size=128",
         "model.head.num_convs=1", "train.max_iter=1", f"train.init_checkpoint={weights}", f"train.output_dir={out}",
     )  # fmt: skip
-    assert line in proc.stdout + proc.stderr
+    assert FINE_TUNE_LINE in proc.stdout + proc.stderr
     assert torch.load(out / "model_final.pth", weights_only=True)["class_names"] == ["square", "hexagon"]
