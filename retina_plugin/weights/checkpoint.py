@@ -14,8 +14,11 @@ for runs that get killed.
   previous good checkpoint in place and tagged. The temporary's name holds the writer's pid
   (`model_0000019.pth.<pid>.<random>.tmp`); a checkpointer with a save_dir removes the
   temporaries there whose writer is no longer running.
-- Loading weights trained with another NUM_CLASSES keeps everything but the class-score layer
-  and says so.
+- Loading weights whose classes are named (the checkpoint's "class_names", or COCO's for a
+  Detectron2 model-zoo file) into a model given `class_names` keeps the class-score rows of the
+  classes both name alike, maps them to the model's class ids and says which (`class_rows`).
+  Otherwise, weights trained with another NUM_CLASSES load all but the class-score layer, which
+  says so.
 - Loading 3-channel (RGB) weights into a model of another number of input channels
   (len(MODEL.PIXEL_MEAN)) adapts the stem's filters (`band_weights`) and says so.
 """
@@ -35,6 +38,7 @@ from detectron2.utils.file_io import PathManager
 from ..data.output_files import process_is_running
 from ..errors import UserError
 from .band_weights import adapt_checkpoint_stem
+from .class_rows import CLASS_SCORE_PREFIX, checkpoint_class_names, class_score_rows, match_class_rows
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,6 @@ _PKL_ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
 }
-
-CLASS_SCORE_PREFIX = "head.cls_score."
 
 # `_atomic_write`'s temporaries: "<final name>.<pid>.<random>.tmp"; without the pid, those of
 # writers that did not record it.
@@ -86,9 +88,11 @@ def load_pkl_weights(filename: str):
 class RetinaCheckpointer(DetectionCheckpointer):
     """
     DetectionCheckpointer with weights-only loading, atomic saving, a NUM_CLASSES note and
-    3-channel stem weights adapted to the model's input channels. With `class_names`, every
-    checkpoint it writes records them ("class_names": the names of class ids 0..K-1), so a
-    model labels its detections wherever it goes.
+    3-channel stem weights adapted to the model's input channels. `class_names` are the model's
+    classes (the trainers pass the first training dataset's thing_classes): every checkpoint it
+    writes records them ("class_names": the names of class ids 0..K-1), so a model labels its
+    detections wherever it goes, and loading a checkpoint of named classes keeps the
+    class-score rows of the classes both name alike (`class_rows`).
     """
 
     def __init__(self, model, save_dir="", *, class_names: Optional[Sequence[str]] = None, **checkpointables):
@@ -130,6 +134,7 @@ class RetinaCheckpointer(DetectionCheckpointer):
         adapted = adapt_checkpoint_stem(checkpoint, self.model.state_dict())
         if adapted:
             self.logger.info(adapted)
+        self._keep_class_rows_by_name(checkpoint)
         incompatible = super()._load_model(checkpoint)
         for key, shape_checkpoint, shape_model in incompatible.incorrect_shapes:
             if key == CLASS_SCORE_PREFIX + "bias":
@@ -141,6 +146,31 @@ class RetinaCheckpointer(DetectionCheckpointer):
                     "initialisation (bias from PRIOR_PROB)."
                 )
         return incompatible
+
+    def _keep_class_rows_by_name(self, checkpoint) -> None:
+        """Turn the checkpoint's class-score layer into the model's classes by name (`class_rows`)."""
+        weights, model_state = checkpoint["model"], self.model.state_dict()
+        keys = {key: next((k for k in (key, "module." + key) if k in weights), None)
+                for key in (CLASS_SCORE_PREFIX + "weight", CLASS_SCORE_PREFIX + "bias")}  # fmt: skip
+        if self.class_names is None or None in keys.values() or not all(k in model_state for k in keys):
+            return
+        anchors = self._anchors_per_location()
+        old_rows = len(weights[keys[CLASS_SCORE_PREFIX + "bias"]])
+        old_names = checkpoint_class_names(checkpoint, old_rows, anchors)
+        if old_names is None or old_names == self.class_names:
+            return
+        new_rows = len(model_state[CLASS_SCORE_PREFIX + "bias"])
+        if old_rows != len(old_names) * anchors or new_rows != len(self.class_names) * anchors:
+            return  # other anchors per location: the shape check drops the layer, and says so
+        rows = match_class_rows(old_names, self.class_names)
+        for key, checkpoint_key in keys.items():
+            weights[checkpoint_key] = class_score_rows(torch.as_tensor(weights[checkpoint_key]), model_state[key], rows, anchors)
+        self.logger.info(rows.describe("the checkpoint" if "class_names" in checkpoint else "a Detectron2 model-zoo COCO model"))
+        for new, old in rows.near_misses():
+            self.logger.warning(
+                f"Class {new!r} of the training data starts from scratch: the checkpoint has {old!r}, and class names "
+                f"match exactly; name the category {old!r} to keep its class-score rows"
+            )
 
     def _anchors_per_location(self) -> int:
         model = self.model.module if hasattr(self.model, "module") else self.model
