@@ -112,8 +112,12 @@ def converted_config(
         for parent in parents:
             node = node[parent]
         node[name] = type(node[name])(value) if isinstance(node[name], tuple) else value
-    cfg.merge_from_list(list(opts))
-    check_retina_plugin_config(cfg)
+    try:
+        cfg.merge_from_list(list(opts))
+        check_retina_plugin_config(cfg)
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"the converted {source} config with options {list(opts)}: {reason}") from None
     return cfg
 
 

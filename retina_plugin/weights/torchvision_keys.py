@@ -145,7 +145,8 @@ def plugin_to_torchvision(
     for name in ("head.cls_score", "head.bbox_pred"):
         for param in ("weight", "bias"):
             key = f"{name}.{param}"
-            predictors[key] = reorder_anchors(state[key], num_sizes, num_ratios)
+            if key in state:
+                predictors[key] = reorder_anchors(state[key], num_sizes, num_ratios)
     renamed = _rename({**state, **predictors}, _plugin_rules(3 if head_norm else 2), source)
     for key in [k for k in renamed if k.endswith(".running_var")]:
         renamed[key[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0)

@@ -4,50 +4,15 @@ RetinaNetPlugin give torchvision's anchors, head outputs and detections, and go 
 """
 import pytest
 import torch
-from torch import nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+from torchvision.models.detection import retinanet_resnet50_fpn
 
-from retina_plugin.compare import compare_detections
 from retina_plugin.config import load_config
 from retina_plugin.inference.model import load_model
 from retina_plugin.modeling import TorchvisionAnchorGenerator
 from retina_plugin.weights.convert import convert_to_plugin, convert_to_torchvision
 from retina_plugin.weights.torchvision_config import TORCHVISION_ANCHOR_SIZES, TORCHVISION_ASPECT_RATIOS
-
-# Not a multiple of 128: padded to 224 x 288, P6 / P7 are 4 x 5 / 2 x 3 cells, so torchvision's
-# strides there are 56 and 112 (224 // 4, 224 // 2), not 64 and 128.
-HEIGHT, WIDTH = 200, 264
-BUILDERS = {"torchvision": retinanet_resnet50_fpn, "torchvision-v2": retinanet_resnet50_fpn_v2}
-
-
-def random_retinanet(source, num_classes=3, seed=0):
-    """
-    A torchvision RetinaNet with random weights whose scores spread around the 0.05 threshold:
-    BN statistics measured on random images (as training leaves them), GroupNorm affine and
-    class biases random, so that some hundreds of (anchor, class) pairs pass, none saturated.
-    """
-    torch.manual_seed(seed)
-    model = BUILDERS[source](weights=None, weights_backbone=None, num_classes=num_classes)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = None  # cumulative average of the batches seen
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-            elif isinstance(m, nn.GroupNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-        model.backbone.train()(padded_batch(model, seeds=(10, 11)))
-        model.eval()
-        features = list(model.backbone(padded_batch(model, seeds=(12,))).values())
-        classification, regression = model.head.classification_head, model.head.regression_head
-        # logits of std 1 around biases N(-6, 1): about 1 % of pairs above 0.05; deltas of std 0.2
-        classification.cls_logits.bias.zero_()
-        classification.cls_logits.weight /= classification(features).std()
-        classification.cls_logits.bias.normal_(-6.0, 1.0)
-        regression.bbox_reg.weight *= 0.2 / regression(features).std()
-    return model
+from random_torchvision import BUILDERS, HEIGHT, WIDTH, assert_same_detections, image, random_retinanet
 
 
 @pytest.fixture(scope="module", params=["torchvision", "torchvision-v2"])
@@ -60,16 +25,6 @@ def converted(request, tmp_path_factory):
     config = convert_to_plugin(source, str(folder / "source.pth"), str(folder / "out"))
     cfg = load_config(config, ["MODEL.RETINA_PLUGIN.WINOGRAD", "False", "INPUT.MIN_SIZE_TEST", "0"])
     return source, reference, load_model(cfg), folder
-
-
-def padded_batch(model, seeds):
-    """Random images of the test's size through torchvision's transform: normalised and padded (N, 3, 224, 288)."""
-    model.transform.min_size, model.transform.max_size = (HEIGHT,), 10000
-    return model.transform([image(seed) for seed in seeds])[0].tensors
-
-
-def image(seed=3):
-    return torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
 def torchvision_features(reference, x):
@@ -114,36 +69,20 @@ def test_same_padded_input_features_and_head_outputs_per_anchor(converted, singl
 
 @torch.no_grad()
 def test_same_detections_as_torchvision(converted, single_thread):
-    source, reference, model, _ = converted
+    source, reference, model, folder = converted
     reference.transform.min_size, reference.transform.max_size = (HEIGHT,), 10000
     (theirs,) = reference([image()])
     (ours,) = model([{"image": image() * 255, "height": HEIGHT, "width": WIDTH}])
     ours = ours["instances"]
     assert 20 <= len(theirs["scores"]) <= 300 and theirs["scores"].max() < 0.99  # neither none nor saturated
-    assert_same_detections((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), (theirs["boxes"], theirs["scores"], theirs["labels"]))
+    theirs = (theirs["boxes"], theirs["scores"], theirs["labels"])
+    assert_same_detections((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), theirs)
 
-
-def assert_same_detections(ours, theirs):
-    """
-    Equal as sets: boxes of both sides at least 1 px wide and high by class, IoU >= 0.999 and
-    score within 1e-4; those clipped to (nearly) no area at the image border, where IoU says
-    nothing, by class, score and corners within 0.01 px. Both keep those (torchvision does).
-    """
-    def split(boxes, scores, classes):
-        thin = ((boxes[:, 2:] - boxes[:, :2]).min(dim=1).values < 1.0)
-        return (boxes[~thin], scores[~thin], classes[~thin]), (boxes[thin], scores[thin], classes[thin])
-
-    (ours_wide, ours_thin), (theirs_wide, theirs_thin) = split(*ours), split(*theirs)
-    result = compare_detections(ours_wide, theirs_wide, min_iou=0.999, score_atol=1e-4)
-    assert result["count"][0] == result["count"][1] == result["matched"], result
-    assert len(ours_thin[0]) == len(theirs_thin[0])
-    taken = torch.zeros(len(ours_thin[0]), dtype=torch.bool)
-    for box, score, label in zip(*theirs_thin):
-        close = ((ours_thin[0] - box).abs().max(dim=1).values <= 1e-2) & ((ours_thin[1] - score).abs() <= 1e-4)
-        options = torch.nonzero(close & (ours_thin[2] == label) & ~taken).squeeze(1)
-        nearest = (ours_thin[0] - box).abs().max(dim=1).values.argmin()
-        assert len(options), f"torchvision's {box.tolist()} ({score:.4f}, class {label}) is not among ours; nearest {ours_thin[0][nearest].tolist()} {ours_thin[1][nearest]:.4f} {ours_thin[2][nearest]} {taken[nearest]}"
-        taken[options[0]] = True
+    # The written config as it is (Winograd convolutions on): the same detections up to ties.
+    with_winograd = load_model(load_config(str(folder / "out" / "config.yaml"), ["INPUT.MIN_SIZE_TEST", "0"]))
+    (ours,) = with_winograd([{"image": image() * 255, "height": HEIGHT, "width": WIDTH}])
+    ours = ours["instances"]
+    assert_same_detections((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), theirs, allow_ties=True)
 
 
 def test_anchors_equal_torchvision_including_its_p6_p7_strides():
@@ -174,3 +113,14 @@ def test_round_trip_to_torchvision_gives_identical_tensors(converted, tmp_path):
     differ = [k for k in original if not torch.equal(back[k], original[k])]
     assert differ and all(k.endswith("num_batches_tracked") for k in differ), differ[:3]
     BUILDERS[source](weights=None, weights_backbone=None, num_classes=3).load_state_dict(back, strict=True)
+
+
+def test_coco_models_carry_torchvisions_91_category_names(tmp_path):
+    """torchvision's COCO ids 0..90 keep their names, "__background__" and "N/A" for the unused ids."""
+    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    torch.save({"model": model.state_dict(), "epoch": 25}, tmp_path / "coco.pth")  # torchvision's reference scripts' checkpoint
+    config = convert_to_plugin("torchvision", str(tmp_path / "coco.pth"), str(tmp_path / "out"))
+    names = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["class_names"]
+    assert len(names) == 91 and names[:3] == ["__background__", "person", "bicycle"] and names[12] == "N/A"
+    assert load_model(load_config(config)).class_names == names
+    assert "# Classes (91; also in model_final.pth): __background__, person, bicycle" in (tmp_path / "out" / "config.yaml").read_text()
