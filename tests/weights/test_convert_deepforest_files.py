@@ -103,7 +103,7 @@ def test_a_file_of_another_format_is_one_line_naming_the_file_and_key(converted_
         assert re.match(rf"convert_weights: error: {expected}", err), err
     with pytest.raises(SystemExit):
         main(["--to", "torchvision", "--config-file", tool_runs.BASE_CONFIG, "--input", str(converted_deepforest / "out" / "model_final.pth"), "--output", str(tmp_path / "x.pth")])
-    assert re.match(r"convert_weights: error: MODEL\.PIXEL_MEAN = \[103\.53.*torchvision's torchvision RetinaNet has", capsys.readouterr().err)
+    assert re.match(r"convert_weights: error: MODEL\.PIXEL_MEAN = \[103\.53.*torchvision's retinanet_resnet50_fpn has", capsys.readouterr().err)
 
 
 def test_tools_convert_predict_raster_labels_and_back_to_deepforest(converted_deepforest, deepforest_model, tmp_path):
