@@ -54,8 +54,9 @@ def convert_to_plugin(source: str, path: str, output_dir: str, class_names: Opti
     output_dir = os.path.abspath(output_dir)
     extra = {DEEPFOREST_KEYS[k]: v for k, v in weights.settings.items()}
     cfg = converted_config(source, num_classes, os.path.join(output_dir, CHECKPOINT_NAME + ".pth"), extra, opts)
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg)
+    cpu_cfg = cfg.clone()
+    cpu_cfg.MODEL.DEVICE = "cpu"  # the written config keeps Detectron2's device
+    model = build_model(cpu_cfg)
     _check_keys(state, model.state_dict(), weights.path, source, head_norm)
     model.load_state_dict(state, strict=True)
     RetinaCheckpointer(model, save_dir=output_dir, class_names=names).save(CHECKPOINT_NAME)
