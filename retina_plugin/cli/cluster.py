@@ -21,7 +21,7 @@ from typing import Mapping, Optional
 
 from ..errors import UserError
 
-# Detectron2's launch flags, by their argparse names.
+# Detectron2's launch flags, by their argparse names; all but --num-gpus are LaunchPlan's fields too.
 LAUNCH_FLAGS = ("num_gpus", "num_machines", "machine_rank", "dist_url")
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 SRUN_VARIABLES = ("SLURM_STEP_NUM_NODES", "SLURM_STEP_NUM_TASKS", "SLURM_NODEID", "SLURM_PROCID", "SLURM_LOCALID")
@@ -91,11 +91,7 @@ def launch_plan(args, given: set, environ: Mapping[str, str] = os.environ) -> La
             f"on this machine, each one rank of {plan.world_size}: --num-gpus would start {args.num_gpus} more in each; "
             f"leave --num-gpus out (set the processes per machine with {plan.source}'s own option)"
         )
-    plan = dataclasses.replace(plan, **{
-        field: getattr(args, flag) for flag, field in (("num_machines", "num_machines"), ("machine_rank", "machine_rank"),
-                                                       ("dist_url", "dist_url"))
-        if flag in given
-    })  # fmt: skip
+    plan = dataclasses.replace(plan, **{flag: getattr(args, flag) for flag in LAUNCH_FLAGS[1:] if flag in given})
     _check(plan, args)
     return plan
 
@@ -118,8 +114,9 @@ def _check(plan: LaunchPlan, args) -> None:
             f"--heartbeat-timeout {args.heartbeat_timeout:g} must be under --dist-timeout {args.dist_timeout:g}: "
             "a lost rank is named before the process group gives up"
         )
-    if not args.heartbeat_timeout > 0:
-        raise LaunchError(f"--heartbeat-timeout {args.heartbeat_timeout:g} must be over 0 seconds")
+    for flag, seconds in (("--heartbeat-timeout", args.heartbeat_timeout), ("--dist-timeout", args.dist_timeout)):
+        if not seconds > 0:
+            raise LaunchError(f"{flag} {seconds:g} must be over 0 seconds")
 
 
 def _integer(environ: Mapping[str, str], name: str, launcher: str) -> int:

@@ -8,7 +8,9 @@ as Detectron2's tools/lazyconfig_train_net.py does (`retina_plugin.engine.lazy_c
         [KEY=VALUE ...]
 
 The config is loaded and checked once here, before `launch` starts any process; a bad config
-file or override ends with one line `lazyconfig_train_net: error: ...` and status 2.
+file or override ends with one line `lazyconfig_train_net: error: ...` and status 2. Under srun
+or torchrun the launch flags come from the environment, and a lost rank ends the job within
+--heartbeat-timeout, as for tools/train_net.py (docs/distributed.md).
 """
 import argparse
 import sys

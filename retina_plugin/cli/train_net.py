@@ -7,6 +7,11 @@ and COCOEvaluator, on Detectron2's command line (`default_argument_parser`: --nu
     python tools/train_net.py --config-file configs/retinanet_R50.yaml --eval-only MODEL.WEIGHTS model.pth
     python tools/train_net.py --config-file configs/retinanet_R50.yaml \
         --train-json ann/train.json --train-images img/train --test-json ann/val.json --test-images img/val
+    srun python tools/train_net.py --resume --config-file configs/retinanet_R50.yaml --num-gpus 8
+
+Under srun or torchrun the launch flags come from the environment (`retina_plugin.cli.cluster`);
+with several processes, a lost rank ends the job within --heartbeat-timeout (`retina_plugin.cli.launch`,
+docs/distributed.md).
 """
 import sys
 
