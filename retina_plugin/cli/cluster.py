@@ -15,11 +15,14 @@ A flag given on the command line wins over the environment. docs/distributed.md 
 """
 import argparse
 import dataclasses
+import logging
 import os
 import re
 from typing import Mapping, Optional
 
 from ..errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # Detectron2's launch flags, by their argparse names; all but --num-gpus are LaunchPlan's fields too.
 LAUNCH_FLAGS = ("num_gpus", "num_machines", "machine_rank", "dist_url")
@@ -85,6 +88,12 @@ def launch_plan(args, given: set, environ: Mapping[str, str] = os.environ) -> La
         plan = _srun_plan(environ, args.num_gpus)
     else:
         plan = LaunchPlan(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
+        nodes = environ.get("SLURM_NNODES", "1")
+        if nodes.isdigit() and int(nodes) > 1:
+            logger.warning(
+                f"this SLURM job has {nodes} nodes but the tool was not started by srun: it trains "
+                "on this machine alone; start it with `srun` in the batch script (docs/distributed.md)"
+            )
     if plan.local_rank is not None and "num_gpus" in given and args.num_gpus != 1:
         raise LaunchError(
             f"--num-gpus {args.num_gpus} under {plan.source}, which started {plan.processes_per_machine} process(es) "

@@ -41,6 +41,12 @@ def test_srun_one_task_per_node_starts_num_gpus_processes_on_machine_nodeid():
     assert plan_of([], dict(SRUN_PER_NODE, MASTER_ADDR="head", MASTER_PORT="1234")).dist_url == "tcp://head:1234"
 
 
+def test_a_batch_script_without_srun_trains_on_its_machine_and_says_so(caplog):
+    batch_script = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "4", "SLURM_NODEID": "0", "SLURM_PROCID": "0"}
+    assert plan_of(["--num-gpus", "8"], batch_script).world_size == 8
+    assert "this SLURM job has 4 nodes but the tool was not started by srun" in caplog.text
+
+
 def test_srun_one_task_per_gpu_is_one_rank_per_process():
     environ = dict(SRUN_PER_NODE, SLURM_STEP_NUM_TASKS="8", SLURM_PROCID="5", SLURM_LOCALID="1")
     assert plan_of([], environ) == LaunchPlan(2, 4, 2, "tcp://gpu07:19242", 1, "srun")
