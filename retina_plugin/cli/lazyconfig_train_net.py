@@ -8,12 +8,14 @@ as Detectron2's tools/lazyconfig_train_net.py does (`retina_plugin.engine.lazy_c
         [KEY=VALUE ...]
 
 The config is loaded and checked once here, before `launch` starts any process; a bad config
-file or override ends with one line `lazyconfig_train_net: error: ...` and status 2.
+file or override ends with one line `lazyconfig_train_net: error: ...` and status 2. Under srun
+or torchrun the launch flags come from the environment, and a lost rank ends the job within
+--heartbeat-timeout, as for tools/train_net.py (docs/distributed.md).
 """
 import argparse
 import sys
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.multiprocessing.spawn import ProcessRaisedException
@@ -23,19 +25,21 @@ from ..engine.lazy_config import check_inference_settings, check_model, dataset_
 from ..engine.lazy_trainer import do_train, evaluate_checkpoint
 from ..errors import UserError
 from .arguments import add_dataset_arguments, user_dataset_opts, worker_user_error
+from .cluster import add_launch_arguments, given_flags, launch_plan
+from .launch import launch
 
 PROG = "lazyconfig_train_net"
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's default_argument_parser (opts as KEY=VALUE overrides) plus --train-json & co."""
+    """Detectron2's default_argument_parser (opts as KEY=VALUE overrides), --train-json & co, --dist-timeout, --heartbeat-timeout."""
     parser = default_argument_parser(
         epilog="Overrides are KEY=VALUE in Detectron2's LazyConfig syntax, e.g. train.max_iter=100 "
         "dataloader.train.total_batch_size=4 model.head.num_convs=2 "
         "dataloader.train.mapper.augmentations.0.short_edge_length=[128]"
     )
     parser.prog = PROG
-    return add_dataset_arguments(parser)
+    return add_launch_arguments(add_dataset_arguments(parser))
 
 
 def load(args):
@@ -86,15 +90,19 @@ def check_args(args) -> None:
 
 
 def run(argv=None):
-    """tools/lazyconfig_train_net.py: parse, check once, launch."""
+    """tools/lazyconfig_train_net.py: parse, with the launcher's environment (`cluster`), check once, launch."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = argument_parser().parse_args(argv)
+    try:
+        plan = launch_plan(args, given_flags(argument_parser, argv))
+    except UserError as e:
+        fail(e)
     check_args(args)
+    args.num_gpus, args.num_machines = plan.processes_per_machine, plan.num_machines
+    args.machine_rank, args.dist_url = plan.machine_rank, plan.dist_url
     print("Command Line Args:", args)
     try:
-        return launch(
-            main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-            dist_url=args.dist_url, args=(args,),
-        )  # fmt: skip
+        return launch(main, plan, args, PROG)
     except ProcessRaisedException as e:  # a worker process stopped on a UserError: its last line
         error = worker_user_error(e)
         if error is None:

@@ -7,8 +7,15 @@ and COCOEvaluator, on Detectron2's command line (`default_argument_parser`: --nu
     python tools/train_net.py --config-file configs/retinanet_R50.yaml --eval-only MODEL.WEIGHTS model.pth
     python tools/train_net.py --config-file configs/retinanet_R50.yaml \
         --train-json ann/train.json --train-images img/train --test-json ann/val.json --test-images img/val
+    srun python tools/train_net.py --resume --config-file configs/retinanet_R50.yaml --num-gpus 8
+
+Under srun or torchrun the launch flags come from the environment (`retina_plugin.cli.cluster`);
+with several processes, a lost rank ends the job within --heartbeat-timeout (`retina_plugin.cli.launch`,
+docs/distributed.md).
 """
-from detectron2.engine import default_setup, launch
+import sys
+
+from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -19,9 +26,17 @@ from ..data.catalog import check_class_names, check_dataset_files, register_conf
 from ..engine.trainer import Trainer, last_checkpoint
 from ..inference.model import load_model
 from ..inference.tiling import check_tiled_evaluation
-from .arguments import argument_parser, check_device, one_line_errors, user_dataset_opts, worker_user_error
+from . import arguments
+from .arguments import check_device, one_line_errors, user_dataset_opts, worker_user_error
+from .cluster import LaunchPlan, add_launch_arguments, given_flags, launch_plan
+from .launch import launch
 
 PROG = "train_net"
+
+
+def argument_parser(epilog=None):
+    """Detectron2's default_argument_parser, the dataset flags, --dist-timeout and --heartbeat-timeout."""
+    return add_launch_arguments(arguments.argument_parser(epilog))
 
 
 def checked_config(args):
@@ -49,19 +64,17 @@ def checked_config(args):
     return cfg
 
 
-def launch_main(args, prog: str = PROG):
+def launch_main(args, plan: LaunchPlan, prog: str = PROG):
     """
-    `main` in `args.num_gpus` processes (Detectron2's launch), after the config was checked in
-    this one; bad input (config, device, dataset files, an unreadable image) exits with one line.
+    `main` in this machine's processes of `plan` (Detectron2's launch, `retina_plugin.cli.launch`),
+    after the config was checked in this one; bad input (config, device, dataset files, an
+    unreadable image) exits with one line.
     """
     with one_line_errors(prog):
-        if args.num_gpus * args.num_machines > 1:
+        if plan.world_size > 1 and plan.local_rank is None:
             checked_config(args)  # here, before any process starts; in one process main checks it
         try:
-            return launch(
-                main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                dist_url=args.dist_url, args=(args,),
-            )
+            return launch(main, plan, args, prog)
         except ProcessRaisedException as e:  # a worker process stopped on bad input: its last line
             error = worker_user_error(e)
             if error is None:
@@ -95,7 +108,12 @@ def main(args):
 
 
 def run(argv=None):
-    """tools/train_net.py: parse the command line, print it, launch."""
+    """tools/train_net.py: parse the command line, with the launcher's environment (`cluster`), print it, launch."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = argument_parser().parse_args(argv)
+    with one_line_errors(PROG):
+        plan = launch_plan(args, given_flags(argument_parser, argv))
+    args.num_gpus, args.num_machines = plan.processes_per_machine, plan.num_machines
+    args.machine_rank, args.dist_url = plan.machine_rank, plan.dist_url
     print("Command Line Args:", args)
-    return launch_main(args)
+    return launch_main(args, plan)
