@@ -5,7 +5,7 @@ import torch.distributed as dist
 
 from retina_plugin.engine.watchdog import Heartbeat
 
-TIMEOUT = 0.5  # seconds
+TIMEOUT = 2.0  # seconds: long enough that a loaded 2-core machine still runs each thread in time
 
 
 def heartbeat(store, rank, world_size, lost, ranks_per_machine=1):
@@ -19,8 +19,8 @@ def test_a_rank_that_never_beats_is_named_after_the_timeout_and_only_once():
     message = beating[0].wait(10 * TIMEOUT)
     elapsed = time.monotonic() - start
     assert message is not None and message.startswith("rank 2 (machine 1), rank 3 (machine 1) stopped answering"), message
-    assert "heartbeat timeout 0.5 s" in message
-    assert TIMEOUT <= elapsed < 3 * TIMEOUT, elapsed
+    assert "heartbeat timeout 2 s" in message, message
+    assert TIMEOUT <= elapsed < 4 * TIMEOUT, elapsed
     beating[1].wait(10 * TIMEOUT)
     time.sleep(3 * beating[0].interval)
     # Each watching rank's verdict once, naming the same ranks; none about the ranks that beat.
