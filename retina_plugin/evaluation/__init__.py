@@ -11,7 +11,7 @@ compiled one when installed, else pycocotools'):
 
 This package imports nothing else of retina_plugin.
 """
-from .coco_evaluator import FastCOCOEvaluator
+from .coco_evaluator import FastCOCOEvaluator, evaluate_coco_boxes
 from .cocoeval import cocoeval_class, cocoeval_name, compiled_available
 from .coco_matching import (
     COCO_IOU_THRESHOLDS,
@@ -26,6 +26,7 @@ from .coco_matching import (
 
 __all__ = [
     "FastCOCOEvaluator",
+    "evaluate_coco_boxes",
     "cocoeval_class",
     "cocoeval_name",
     "compiled_available",

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from .cocoeval import cocoeval_class, cocoeval_name
 
-__all__ = ["FastCOCOEvaluator"]
+__all__ = ["FastCOCOEvaluator", "evaluate_coco_boxes"]
 
 
 class FastCOCOEvaluator(COCOEvaluator):
@@ -34,7 +34,7 @@ class FastCOCOEvaluator(COCOEvaluator):
         self._use_fast_impl = bool(use_fast_impl)
 
     def _eval_predictions(self, predictions, img_ids=None):
-        """COCOEvaluator._eval_predictions, the boxes evaluated by `_evaluate_boxes`."""
+        """COCOEvaluator._eval_predictions, the boxes evaluated by `evaluate_coco_boxes`."""
         self._logger.info("Preparing results for COCO format ...")
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
@@ -80,15 +80,23 @@ class FastCOCOEvaluator(COCOEvaluator):
             result["category_id"] = reverse_id_mapping[category_id]
 
     def _evaluate_boxes(self, coco_results, img_ids):
-        """Detectron2's _evaluate_predictions_on_coco for "bbox", with the COCOeval of `cocoeval_class`."""
-        max_dets = self._max_dets_per_image  # [1, 10, N]
-        cocoeval = cocoeval_class(self._use_fast_impl, max_dets[2])
+        cocoeval = cocoeval_class(self._use_fast_impl, self._max_dets_per_image[2])
         self._logger.info(f"Evaluating predictions with {cocoeval_name(cocoeval)} COCOeval ...")
-        coco_eval = cocoeval(self._coco_api, self._coco_api.loadRes(coco_results), "bbox")
-        coco_eval.params.maxDets = max_dets
-        if img_ids is not None:
-            coco_eval.params.imgIds = img_ids
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-        return coco_eval
+        return evaluate_coco_boxes(self._coco_api, coco_results, self._max_dets_per_image, img_ids, self._use_fast_impl)
+
+
+def evaluate_coco_boxes(coco_gt, coco_results, max_dets_per_image=(1, 10, 100), img_ids=None, use_fast_impl=True):
+    """
+    Detectron2's _evaluate_predictions_on_coco for "bbox" with the COCOeval of `cocoeval_class`:
+    `coco_results` (COCO results dicts) loaded into pycocotools' `coco_gt`, evaluated at maxDets
+    `max_dets_per_image` ([1, 10, N]), summarized (printed); returns the COCOeval.
+    """
+    max_dets = list(max_dets_per_image)
+    coco_eval = cocoeval_class(use_fast_impl, max_dets[2])(coco_gt, coco_gt.loadRes(coco_results), "bbox")
+    coco_eval.params.maxDets = max_dets
+    if img_ids is not None:
+        coco_eval.params.imgIds = img_ids
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    return coco_eval

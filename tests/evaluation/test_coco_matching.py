@@ -11,7 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina_plugin.evaluation import COCO_IOU_THRESHOLDS, DetectedBoxes, GroundTruthBoxes, evaluate_boxes
+from coco_sets import arrays
+from retina_plugin.evaluation import COCO_IOU_THRESHOLDS, evaluate_boxes
 
 ULP_AT_1 = 2.3e-16  # float64 spacing below 1.0, the most the C++ accumulate differs by
 
@@ -41,22 +42,6 @@ def reference(gt_dict, results, max_dets=(1, 10, 100)):
         ev.accumulate()
         ev.summarize()
     return ev
-
-
-def arrays(gt_dict, results):
-    """The COCO dicts as evaluate_boxes' arrays (images and classes as indices in sorted id order)."""
-    image = {im["id"]: i for i, im in enumerate(sorted(gt_dict["images"], key=lambda im: im["id"]))}
-    label = {c["id"]: k for k, c in enumerate(sorted(gt_dict["categories"], key=lambda c: c["id"]))}
-    anns = gt_dict["annotations"]
-    gt = GroundTruthBoxes(
-        np.array([image[a["image_id"]] for a in anns], np.int64), np.array([label[a["category_id"]] for a in anns]),
-        np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4), np.array([bool(a["iscrowd"]) for a in anns]),
-    )  # fmt: skip
-    dets = DetectedBoxes(
-        np.array([image[r["image_id"]] for r in results], np.int64), np.array([label[r["category_id"]] for r in results]),
-        np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4), np.array([r["score"] for r in results]),
-    )  # fmt: skip
-    return gt, dets, len(image), len(label)
 
 
 def random_case(seed):
