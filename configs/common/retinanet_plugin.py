@@ -94,8 +94,8 @@ dataloader.train.mapper.use_instance_mask = False
 # INPUT.MIN_SIZE_TRAIN (800,), MAX_SIZE_TRAIN 1333 (Detectron2's common config samples 640..800).
 dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
 dataloader.train.total_batch_size = 16  # 8 GPUs x 2 images
-# COCOEvaluator, its COCOeval faster-coco-eval's when installed (as tools/train_net.py's), writes
-# its detections under the run's folder, as tools/train_net.py does.
+# FastCOCOEvaluator (COCOEvaluator running faster-coco-eval's COCOeval), as tools/train_net.py's;
+# it writes its detections under the run's folder, as tools/train_net.py does.
 dataloader.evaluator._target_ = FastCOCOEvaluator
 dataloader.evaluator.output_dir = "${...train.output_dir}/inference"
 
