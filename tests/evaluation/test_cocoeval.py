@@ -170,3 +170,22 @@ def test_without_faster_coco_eval_pycocotools_runs_and_says_so_once():
     with contextlib.redirect_stdout(io.StringIO()):
         compiled_stats = evaluate_coco_boxes(coco(gt_dict), results).stats
     np.testing.assert_allclose([float(s) for s in stats.split()], compiled_stats, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("config", ["shapes_R18_cpu.py", "retinanet_R50.py", "retinanet_R101.py"])
+def test_lazyconfigs_evaluate_with_fast_coco_evaluator(config):
+    from detectron2.config import LazyConfig
+
+    assert LazyConfig.load(str(REPO / "configs" / config)).dataloader.evaluator._target_ is FastCOCOEvaluator
+
+
+@pytest.mark.parametrize("tile_size", [0, 512])
+def test_build_evaluator_is_fast_coco_evaluator(tmp_path, tile_size):
+    """train_net's, analyze_results', calibration's and the API's evaluator, tiled (maxDets beyond 100) or not."""
+    from retina_plugin import load_config
+    from retina_plugin.inference.evaluation import build_evaluator
+
+    cfg = load_config(str(REPO / "configs" / "Base-RetinaNetPlugin.yaml"), ["MODEL.RETINA_PLUGIN.TILE_SIZE", str(tile_size)])
+    evaluator = build_evaluator(cfg, register(generated_set(seed=1)[0], "coco_eval_generated_set"), str(tmp_path))
+    assert type(evaluator) is FastCOCOEvaluator and evaluator._use_fast_impl
+    assert (evaluator._max_dets_per_image[2] > 100) == (tile_size > 0)
