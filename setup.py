@@ -19,6 +19,8 @@ setup(
         "fvcore",
         "iopath",
         "pycocotools",
+        # COCOeval's evaluate/accumulate in C++ (retina_plugin.evaluation.cocoeval); pycocotools' is the fallback
+        "faster-coco-eval>=1.8",
         "numpy",
         "Pillow",
         "matplotlib",

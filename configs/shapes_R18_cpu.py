@@ -6,10 +6,11 @@
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.evaluation import COCOEvaluator
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from detectron2.solver import WarmupParamScheduler
 from omegaconf import OmegaConf
+
+from retina_plugin.evaluation import FastCOCOEvaluator
 
 from .common.retinanet_plugin import inference, model, optimizer, train  # noqa: F401 (inference: the config's)
 
@@ -52,7 +53,7 @@ dataloader.test = L(build_detection_test_loader)(
     ),
     num_workers=1,
 )
-dataloader.evaluator = L(COCOEvaluator)(
+dataloader.evaluator = L(FastCOCOEvaluator)(
     dataset_name="${..test.dataset.names}",
     output_dir="${...train.output_dir}/inference",
 )

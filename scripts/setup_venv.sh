@@ -21,6 +21,8 @@ RUNTIME_NEEDS=(
   fvcore iopath pycocotools yacs termcolor tabulate cloudpickle tqdm matplotlib
   "omegaconf>=2.1,<2.4" hydra-core tensorboard packaging "setuptools<81" Pillow
   opencv-python pytest pytest-xdist hypothesis onnx onnxruntime
+  # COCO evaluation in C++ (retina_plugin/evaluation/cocoeval.py; pycocotools stays the fallback)
+  "faster-coco-eval>=1.8"
   # the layer contract of .importlinter (tests/test_layers.py)
   import-linter
   # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O

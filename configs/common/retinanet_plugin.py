@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 
 from retina_plugin import DecodeAndNMS, FocalLossHead, RetinaAnchorGenerator, RetinaNetPlugin
+from retina_plugin.evaluation import FastCOCOEvaluator
 from retina_plugin.inference.model import InferenceSettings
 from retina_plugin.modeling.backbone import fold_frozen_batchnorm
 
@@ -93,7 +94,9 @@ dataloader.train.mapper.use_instance_mask = False
 # INPUT.MIN_SIZE_TRAIN (800,), MAX_SIZE_TRAIN 1333 (Detectron2's common config samples 640..800).
 dataloader.train.mapper.augmentations[0].short_edge_length = (800,)
 dataloader.train.total_batch_size = 16  # 8 GPUs x 2 images
-# COCOEvaluator writes its detections under the run's folder, as tools/train_net.py does.
+# FastCOCOEvaluator (COCOEvaluator running faster-coco-eval's COCOeval), as tools/train_net.py's;
+# it writes its detections under the run's folder, as tools/train_net.py does.
+dataloader.evaluator._target_ = FastCOCOEvaluator
 dataloader.evaluator.output_dir = "${...train.output_dir}/inference"
 
 optimizer = model_zoo.get_config("common/optim.py").SGD

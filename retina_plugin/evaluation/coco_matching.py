@@ -1,5 +1,6 @@
 """
-pycocotools' COCOeval on boxes held in memory (`evaluate_boxes`), read back per detection.
+COCOeval on boxes held in memory (`evaluate_boxes`), read back per detection: faster-coco-eval's
+when installed, else pycocotools' (cocoeval.py chooses; cocoeval_runs.py reads either).
 
 COCOeval.evaluate() matches, per image and class and in score order, each detection to the
 unmatched ground-truth box of its class with the highest IoU >= t (a crowd box takes any number
@@ -7,19 +8,20 @@ of detections, which are then ignored: neither true nor false positives); its `e
 those matches (dtMatches, gtMatches, dtIgnore, gtIgnore). accumulate() turns them into the
 precision at 101 recall points per IoU threshold, class and area range (eval['precision'],
 eval['scores'], eval['recall']). `CocoEvaluation` holds both, indexed by the caller's rows.
+(faster-coco-eval does the same in C++ and keeps the matches there; see cocoeval_runs.py.)
 
 COCOeval keeps at most maxDets detections per image and class; `evaluate_boxes` sets it to the
 most detections any image has (`max_detections_per_image`), so that no detection is cut.
 """
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval, Params
+from pycocotools.cocoeval import Params
+
+from .cocoeval import cocoeval_class, is_compiled
+from .cocoeval_runs import coco_pair, compiled_arrays, read_eval_imgs, run_cocoeval
 
 __all__ = [
     "COCO_IOU_THRESHOLDS", "RECALL_POINTS", "AREA_RANGES", "GroundTruthBoxes", "DetectedBoxes", "Matches",
@@ -146,85 +148,31 @@ def max_detections_per_image(image: np.ndarray, num_images: int) -> int:
     return max(int(np.bincount(np.asarray(image, np.int64), minlength=num_images).max(initial=0)), 1)
 
 
-def _coco(num_images: int, num_classes: int, annotations: list) -> COCO:
-    coco = COCO()
-    coco.dataset = {
-        "images": [{"id": i + 1} for i in range(num_images)],
-        "categories": [{"id": k + 1} for k in range(num_classes)],
-        "annotations": annotations,
-    }
-    coco.createIndex()
-    return coco
-
-
-def _annotations(image, label, boxes, extra: dict) -> list:
-    """COCO annotation dicts, id = row + 1 (COCOeval's matches use 0 for "none")."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    columns = {key: np.asarray(values).tolist() for key, values in extra.items()}
-    return [
-        {"id": n + 1, "image_id": int(i) + 1, "category_id": int(k) + 1, "bbox": box, "area": box[2] * box[3],
-         **{key: values[n] for key, values in columns.items()}}
-        for n, (i, k, box) in enumerate(zip(np.asarray(image).tolist(), np.asarray(label).tolist(), boxes.tolist()))
-    ]  # fmt: skip
-
-
-def _run_cocoeval(gt, dets, num_images, num_classes, iou_thresholds, max_dets, area_ranges) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        coco_gt = _coco(num_images, num_classes, _annotations(gt.image, gt.label, gt.boxes,
-                                                              {"iscrowd": np.asarray(gt.crowd, np.int64)}))
-        coco_dt = _coco(num_images, num_classes, _annotations(dets.image, dets.label, dets.boxes,
-                                                              {"score": np.asarray(dets.scores, np.float64)}))
-        evaluation = COCOeval(coco_gt, coco_dt, "bbox")
-        p = evaluation.params
-        p.imgIds, p.catIds = list(range(1, num_images + 1)), list(range(1, num_classes + 1))
-        p.iouThrs = np.asarray(iou_thresholds, np.float64)
-        p.maxDets = [int(max_dets)]
-        p.areaRng, p.areaRngLbl = [AREA_RANGES[a] for a in area_ranges], list(area_ranges)
-        evaluation.evaluate()
-        evaluation.accumulate()
-    return evaluation
-
-
 def evaluate_boxes(
     gt: GroundTruthBoxes, dets: DetectedBoxes, num_images: int, num_classes: int,
     iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS, max_dets: Optional[int] = None,
-    area_ranges: Sequence[str] = ("all",),
+    area_ranges: Sequence[str] = ("all",), use_fast_impl: bool = True,
 ) -> CocoEvaluation:  # fmt: skip
     """
     Run COCOeval (bbox, useCats) on `gt` and `dets` of `num_images` images and `num_classes`
     classes, at `iou_thresholds`, keeping `max_dets` detections per image and class (default:
     `max_detections_per_image`, so every detection is evaluated), over `area_ranges` (names of
     AREA_RANGES, 'all' first; box areas are w * h). Returns its matches and precision arrays.
+    The COCOeval is `cocoeval_class(use_fast_impl)`'s: faster-coco-eval's when installed.
     """
     area_ranges = tuple(area_ranges)
     if area_ranges[0] != "all":
         raise ValueError(f"area_ranges must start with 'all', got {area_ranges}")
     max_dets = max_detections_per_image(dets.image, num_images) if max_dets is None else int(max_dets)
     thresholds = np.asarray(iou_thresholds, np.float64)
-    ev = _run_cocoeval(gt, dets, num_images, num_classes, thresholds, max_dets, area_ranges)
-    T, D, G = len(thresholds), len(dets.scores), len(gt.image)
-    det_gt = np.full((T, D), -1, np.int64)
-    det_ignored = np.ones((T, D), bool)  # stays True for a detection beyond maxDets (in no evalImgs entry)
-    gt_matched = np.zeros((T, G), bool)
-    num_gt = np.zeros(num_classes, np.int64)
-    class_rows = []
-    stride = len(area_ranges) * num_images  # evalImgs: [class][area][image], area 'all' first
-    for k in range(num_classes):
-        rows = []
-        for e in ev.evalImgs[k * stride : k * stride + num_images]:
-            if e is None:  # neither ground truth nor detections
-                continue
-            dt_rows, gt_rows = np.asarray(e["dtIds"], np.int64) - 1, np.asarray(e["gtIds"], np.int64) - 1
-            rows.append(dt_rows)
-            det_gt[:, dt_rows] = np.asarray(e["dtMatches"]).astype(np.int64) - 1
-            det_ignored[:, dt_rows] = e["dtIgnore"]
-            gt_ignored = np.asarray(e["gtIgnore"], bool)
-            gt_matched[:, gt_rows] = (np.asarray(e["gtMatches"]) > 0) & ~gt_ignored
-            num_gt[k] += int((~gt_ignored).sum())
-        class_rows.append(np.concatenate(rows) if rows else np.zeros(0, np.int64))
-    return CocoEvaluation(
-        iou_thresholds=thresholds, area_ranges=area_ranges, max_dets=max_dets, num_gt=num_gt,
-        det_gt=det_gt, det_ignored=det_ignored, gt_matched=gt_matched,
-        precision=ev.eval["precision"][..., 0], scores=ev.eval["scores"][..., 0], recall=ev.eval["recall"][..., 0],
-        class_rows=tuple(class_rows), det_scores=np.asarray(dets.scores, np.float64),
-    )  # fmt: skip
+    ranges = {a: AREA_RANGES[a] for a in area_ranges}
+    coco_gt, coco_dt = coco_pair(gt, dets, num_images, num_classes)
+    cocoeval = cocoeval_class(use_fast_impl)
+    if is_compiled(cocoeval):
+        arrays = compiled_arrays(cocoeval, coco_gt, coco_dt, gt, dets, num_images, num_classes, thresholds, max_dets,
+                                 ranges)  # fmt: skip
+    else:
+        evaluation = run_cocoeval(cocoeval, coco_gt, coco_dt, thresholds, max_dets, ranges)
+        arrays = read_eval_imgs(evaluation, num_images, num_classes, len(dets.scores), len(gt.image))
+    return CocoEvaluation(iou_thresholds=thresholds, area_ranges=area_ranges, max_dets=max_dets,
+                          det_scores=np.asarray(dets.scores, np.float64), **arrays)  # fmt: skip

@@ -1,4 +1,8 @@
-"""retina_plugin.evaluation.coco_matching against pycocotools' COCOeval run the usual way (COCO dicts, loadRes)."""
+"""
+retina_plugin.evaluation.coco_matching against pycocotools' COCOeval run the usual way (COCO dicts, loadRes),
+with either COCOeval inside (`use_fast_impl`): pycocotools' gives its arrays exactly, faster-coco-eval's
+(C++) to the last bit of a float64 (its precision 1.0 where pycocotools' sums give 0.9999999999999998).
+"""
 import contextlib
 import io
 
@@ -7,7 +11,23 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina_plugin.evaluation import COCO_IOU_THRESHOLDS, DetectedBoxes, GroundTruthBoxes, evaluate_boxes
+from coco_sets import arrays
+from retina_plugin.evaluation import COCO_IOU_THRESHOLDS, evaluate_boxes
+
+ULP_AT_1 = 2.3e-16  # float64 spacing below 1.0, the most the C++ accumulate differs by
+
+
+@pytest.fixture(params=[False, True], ids=["pycocotools", "faster-coco-eval"])
+def use_fast_impl(request):
+    return request.param
+
+
+def assert_cocoeval_equal(actual, desired, use_fast_impl):
+    """pycocotools' arrays: exactly; faster-coco-eval's: to the spacing of float64 below 1."""
+    if use_fast_impl:
+        np.testing.assert_allclose(actual, desired, rtol=0, atol=ULP_AT_1)
+    else:
+        np.testing.assert_array_equal(actual, desired)
 
 
 def reference(gt_dict, results, max_dets=(1, 10, 100)):
@@ -22,22 +42,6 @@ def reference(gt_dict, results, max_dets=(1, 10, 100)):
         ev.accumulate()
         ev.summarize()
     return ev
-
-
-def arrays(gt_dict, results):
-    """The COCO dicts as evaluate_boxes' arrays (images and classes as indices in sorted id order)."""
-    image = {im["id"]: i for i, im in enumerate(sorted(gt_dict["images"], key=lambda im: im["id"]))}
-    label = {c["id"]: k for k, c in enumerate(sorted(gt_dict["categories"], key=lambda c: c["id"]))}
-    anns = gt_dict["annotations"]
-    gt = GroundTruthBoxes(
-        np.array([image[a["image_id"]] for a in anns], np.int64), np.array([label[a["category_id"]] for a in anns]),
-        np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4), np.array([bool(a["iscrowd"]) for a in anns]),
-    )  # fmt: skip
-    dets = DetectedBoxes(
-        np.array([image[r["image_id"]] for r in results], np.int64), np.array([label[r["category_id"]] for r in results]),
-        np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4), np.array([r["score"] for r in results]),
-    )  # fmt: skip
-    return gt, dets, len(image), len(label)
 
 
 def random_case(seed):
@@ -64,13 +68,14 @@ def random_case(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_and_precision_are_cocoevals(seed):
+def test_matches_and_precision_are_cocoevals(seed, use_fast_impl):
     gt_dict, results = random_case(seed)
     ref = reference(gt_dict, results)
     gt, dets, num_images, num_classes = arrays(gt_dict, results)
-    ev = evaluate_boxes(gt, dets, num_images, num_classes, area_ranges=("all", "small", "medium", "large"))
+    ev = evaluate_boxes(gt, dets, num_images, num_classes, area_ranges=("all", "small", "medium", "large"),
+                        use_fast_impl=use_fast_impl)  # fmt: skip
     assert ev.max_dets <= 100  # so the reference's maxDets 100 cuts nothing either
-    np.testing.assert_array_equal(ev.precision, ref.eval["precision"][..., -1])
+    assert_cocoeval_equal(ev.precision, ref.eval["precision"][..., -1], use_fast_impl)
     np.testing.assert_array_equal(ev.recall, ref.eval["recall"][..., -1])
     crowd = gt.crowd
     for t, iou in enumerate(COCO_IOU_THRESHOLDS):
@@ -107,11 +112,11 @@ def crowded_case(num_gt=150, num_det=160, seed=0):
     return gt_dict, results
 
 
-def test_more_than_100_detections_per_image_are_all_evaluated():
+def test_more_than_100_detections_per_image_are_all_evaluated(use_fast_impl):
     """One image with 160 detections: AP equals COCOeval's at maxDets 160; COCOeval's default 100 cuts 60."""
     gt_dict, results = crowded_case()
     gt, dets, num_images, num_classes = arrays(gt_dict, results)
-    ev = evaluate_boxes(gt, dets, num_images, num_classes)
+    ev = evaluate_boxes(gt, dets, num_images, num_classes, use_fast_impl=use_fast_impl)
     assert ev.max_dets == 160 and not ev.det_ignored.any()  # every detection evaluated
     assert ev.matches(0.5).det_tp.sum() == 150
     ref = reference(gt_dict, results, (1, 10, ev.max_dets))
@@ -119,25 +124,25 @@ def test_more_than_100_detections_per_image_are_all_evaluated():
     # is, so AP .50:.95 is checked as summarize averages it, on the arrays accumulated at maxDets 160.
     assert ev.mean_ap([0.5]) == pytest.approx(ref.stats[1], abs=1e-12)
     assert ev.mean_ap() == pytest.approx(ref.eval["precision"][..., 0, 2].mean(), abs=1e-12)
-    np.testing.assert_array_equal(ev.precision[..., 0], ref.eval["precision"][..., 0, 2])
+    assert_cocoeval_equal(ev.precision[..., 0], ref.eval["precision"][..., 0, 2], use_fast_impl)
     default = reference(gt_dict, results)  # maxDets 100: at most 100 of the 150 boxes can be found
     assert default.stats[1] < 0.7 < ev.mean_ap([0.5])
 
 
-def test_detections_beyond_max_dets_are_ignored():
+def test_detections_beyond_max_dets_are_ignored(use_fast_impl):
     gt_dict, results = crowded_case()
     gt, dets, num_images, num_classes = arrays(gt_dict, results)
-    ev = evaluate_boxes(gt, dets, num_images, num_classes, max_dets=100)
+    ev = evaluate_boxes(gt, dets, num_images, num_classes, max_dets=100, use_fast_impl=use_fast_impl)
     cut = np.argsort(-dets.scores, kind="mergesort")[100:]
     assert len(cut) == 60 and ev.det_ignored[:, cut].all() and (ev.det_gt[:, cut] == -1).all()
     assert not np.delete(ev.det_ignored, cut, axis=1).any()
     ref = reference(gt_dict, results)
-    np.testing.assert_array_equal(ev.precision, ref.eval["precision"][..., :1, -1])
+    assert_cocoeval_equal(ev.precision, ref.eval["precision"][..., :1, -1], use_fast_impl)
 
 
-def test_no_detections_and_no_images_of_a_class():
+def test_no_detections_and_no_images_of_a_class(use_fast_impl):
     gt_dict, _ = random_case(0)
     gt, dets, num_images, num_classes = arrays(gt_dict, [])
-    ev = evaluate_boxes(gt, dets, num_images, num_classes)
+    ev = evaluate_boxes(gt, dets, num_images, num_classes, use_fast_impl=use_fast_impl)
     assert ev.det_gt.shape == (10, 0) and not ev.gt_matched.any()
     assert ev.class_ap()[:-1].tolist() == [0.0] * (num_classes - 1) and np.isnan(ev.class_ap()[-1])
