@@ -23,8 +23,9 @@ RUNTIME_NEEDS=(
   opencv-python pytest pytest-xdist hypothesis onnx onnxruntime
   # the layer contract of .importlinter (tests/test_layers.py)
   import-linter
-  # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O
-  rasterio geopandas pyogrio shapely pyproj
+  # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O; Dask
+  # and GeoParquet for predict_raster.py --workers/--scheduler (retina_plugin/geo/dask_predict.py)
+  rasterio geopandas pyogrio shapely pyproj dask distributed pyarrow
 )
 
 want=$(cat "$0" setup.py | sha256sum | cut -d' ' -f1)
