@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -18,12 +19,13 @@ import time
 import geopandas as gpd
 import numpy as np
 import pytest
+import torch
 
 from retina_plugin.cli.predict_raster import raster_config
 from retina_plugin.data.raster import RasterError
-from retina_plugin.geo.blocks import raster_blocks
+from retina_plugin.geo.blocks import detect_block, merge_blocks, raster_blocks
 from retina_plugin.geo.inputs import raster_paths
-from retina_plugin.geo.predict import predict_rasters
+from retina_plugin.geo.predict import RasterPredictor, predict_rasters
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.inference.tiles import tile_grid
 from tool_runs import REPO
@@ -48,8 +50,6 @@ def rasters(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(trained, rasters, tmp_path_factory):
     """The single-process run's detections, as a set."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cfg, _ = raster_config(trained.config_file, ["MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", SCORE], tile=TILE, overlap=OVERLAP)
@@ -221,3 +221,41 @@ def test_inputs_folder_glob_list_and_stac(rasters, tmp_path):
         raster_paths([str(stac)])
     with pytest.raises(RasterError, match=r"nothing_\*.tif: the pattern matches no file"):
         raster_paths([os.path.join(folder, "nothing_*.tif")])
+
+
+@pytest.mark.parametrize("block_windows", [1, 5])
+def test_blocks_merged_equal_tiled_inference_over_the_raster(trained, rasters, block_windows, single_thread):
+    """Blocks of 1 window (every seam a block seam) and of 5 (blocks of unequal sizes) merge into the windowed run's detections."""
+    cfg, _ = raster_config(trained.config_file, ["MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", SCORE], tile=TILE, overlap=OVERLAP)
+    predictor = RasterPredictor(cfg)
+    path = rasters[1][0]
+    whole = predictor.predict(path, progress=False)
+    with predictor.open(path) as source:
+
+        def read(*window):
+            tile = source.read(*window)
+            return None if tile is None else torch.from_numpy(tile)
+
+        blocks = [detect_block(predictor.tiled, read, LARGE, LARGE, b) for b in raster_blocks(LARGE, LARGE, TILE, OVERLAP, block_windows)]
+    assert sum(b["skipped"] for b in blocks) == whole.windows_skipped > 0
+    merged = merge_blocks(blocks, cfg.MODEL.RETINANET.NMS_THRESH_TEST, 0)
+    assert len(merged["scores"]) == len(whole.scores) > 100
+    order, expected = np.lexsort(merged["boxes"].T), np.lexsort(whole.boxes.T)
+    np.testing.assert_allclose(merged["boxes"][order], whole.boxes[expected], atol=1e-4)
+    np.testing.assert_allclose(merged["scores"][order], whole.scores[expected], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--threads-per-worker", "2"], "--threads-per-worker is a setting of a run on Dask: add --workers N or --scheduler ADDRESS"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "--workers starts a cluster, --scheduler uses a running one: give one of them"),
+        (["--workers", "0"], "--workers 0: must be >= 1"),
+    ],
+)
+def test_dask_flags_alone_are_refused(flags, expected, capsys):
+    main = runpy.run_path(str(REPO / "tools" / "predict_raster.py"))["main"]
+    with pytest.raises(SystemExit) as e:
+        main(["--config-file", "c.yaml", "--input", "a.tif", "--output", "o.gpkg", *flags])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"predict_raster: error: {expected}"
