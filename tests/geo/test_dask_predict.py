@@ -70,11 +70,11 @@ def detection_set(path):
     return set(rows)
 
 
-def tool_command(trained, listing, output, *extra, score=SCORE):
+def tool_command(trained, listing, output, *extra, score=SCORE, progress=False):
     return [
         sys.executable, str(REPO / "tools" / "predict_raster.py"), "--config-file", trained.config_file,
         "--input", listing, "--output", str(output), "--tile", str(TILE), "--overlap", str(OVERLAP),
-        "--workers", "2", "--block-windows", str(BLOCK), "--no-progress", *extra,
+        "--workers", "2", "--block-windows", str(BLOCK), *([] if progress else ["--no-progress"]), *extra,
         "--opts", "MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", str(score),
     ]  # fmt: skip
 
@@ -129,7 +129,9 @@ def test_blocks_hold_every_window_once():
 
 def test_two_workers_equal_one_process(trained, rasters, reference, tmp_path):
     out = tmp_path / "dets.gpkg"
-    proc = run(tool_command(trained, rasters[0], out))
+    proc = run(tool_command(trained, rasters[0], out, progress=True))
+    windows = 169 + NUM_SMALL * 9
+    assert re.search(rf"rasters: 100%.*\b{windows}/{windows} \[", proc.stderr)  # one bar over all windows
     assert f"0 of {NUM_PARTS} parts already done" in proc.stdout and f"running {NUM_PARTS}" in proc.stdout
     assert len(parts_of(out)) == NUM_PARTS and not temporaries_of(out)
     assert re.search(r"large\.tif\s+169\s+\d+\s+[\d.]+\s+\d+", proc.stdout)  # the per-raster table
