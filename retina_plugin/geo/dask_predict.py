@@ -20,6 +20,7 @@ import time
 from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
+import dask
 import torch
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -91,7 +92,10 @@ def dask_client(workers: Optional[int], threads_per_worker: Optional[int], sched
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive
+    # mmap threshold: every large convolution buffer is then mapped and unmapped anew, and the
+    # model ran 1.7x slower (docs/distributed_prediction.md). None unsets it.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker or 1, processes=True,
         host="127.0.0.1", dashboard_address=None,
     ) as cluster, Client(cluster) as client:  # fmt: skip
@@ -178,8 +182,11 @@ def predict_rasters_on_dask(
                     tasks.append((path, b, tiles, part))
         logger.info(f"{done} of {done + len(tasks)} parts already done in {parts.root}; running {len(tasks)}")
         if tasks:
+            start = time.perf_counter()
             with dask_client(workers, threads_per_worker, scheduler) as client:
                 client.register_plugin(ModelPlugin(cfg), name=PLUGIN_NAME)
+                ready = len(client.scheduler_info()["workers"])
+                logger.info(f"{ready} Dask worker(s) ready, the model loaded on each, in {time.perf_counter() - start:.1f}s")
                 run_tasks(client, tasks, total_windows, done_windows, progress)
             parts.remove_temporaries()
         detections, frames = [], []
