@@ -29,8 +29,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis", "import-linter"],
-        # GeoTIFF rasters and vector layers: retina_plugin.geo, tools/predict_raster.py
-        "geo": ["rasterio", "geopandas", "pyogrio", "shapely", "pyproj"],
+        # GeoTIFF rasters and vector layers: retina_plugin.geo, tools/predict_raster.py;
+        # dask/distributed/pyarrow: predict_raster.py --workers/--scheduler and its GeoParquet parts
+        "geo": ["rasterio", "geopandas", "pyogrio", "shapely", "pyproj", "dask", "distributed", "pyarrow"],
         # benchmarks/runtimes.py: the runtimes ours is compared with, and their int8 quantizers
         "bench": ["onnx", "onnxruntime", "openvino", "nncf"],
     },

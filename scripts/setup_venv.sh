@@ -25,8 +25,9 @@ RUNTIME_NEEDS=(
   "faster-coco-eval>=1.8"
   # the layer contract of .importlinter (tests/test_layers.py)
   import-linter
-  # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O
-  rasterio geopandas pyogrio shapely pyproj
+  # the geo extra (retina_plugin/geo, tools/predict_raster.py): GeoTIFF and vector I/O; Dask
+  # and GeoParquet for predict_raster.py --workers/--scheduler (retina_plugin/geo/dask_predict.py)
+  rasterio geopandas pyogrio shapely pyproj dask distributed pyarrow
 )
 
 want=$(cat "$0" setup.py | sha256sum | cut -d' ' -f1)
