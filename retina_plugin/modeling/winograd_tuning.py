@@ -4,7 +4,8 @@ on the machine that runs it (MODEL.RETINA_PLUGIN.WINOGRAD "auto"), as cuDNN's be
 does on GPUs.
 
 The first inference call of each shape times every candidate on the call's own input and
-filters (one untimed call each, then the best of REPEATS) and keeps the fastest. It measures
+filters (one untimed call each, then the best of REPEATS calls, taking turns) and keeps the
+fastest. It measures
 then, not when the model is made ready, because the shapes follow the input images, which are
 unknown before. The choices are kept in a JSON file under the user's cache folder
 (`$XDG_CACHE_HOME/retina_plugin/` or `~/.cache/retina_plugin/`), one file per machine key:
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Tiles per Winograd matrix product tried against the direct convolution ("direct", None).
 CHUNK_CANDIDATES = (64, 128, 256, 512)
-REPEATS = 2
+REPEATS = 3
 # /proc/cpuinfo flags that change which convolution kernels oneDNN and MKL run.
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 ALGORITHMS = ("direct", "winograd")
@@ -84,26 +85,25 @@ def choose(shape: str, candidates: Callable[[Choice], Callable[[], object]], chu
 
 def measure(candidates: Callable[[Choice], Callable[[], object]], chunks=CHUNK_CANDIDATES) -> dict:
     """
-    Each choice's best time of REPEATS calls after one untimed call, the fastest one, with all
-    times (ms). A choice whose call takes over twice the best time so far cannot win: it is
-    not called again (its time is that call's).
+    The fastest choice, with every choice's best time (ms): each called once untimed, then
+    REPEATS rounds that call each in turn, so that load from other processes falls on all of
+    them alike. After the first round, a choice over 3x the best time so far is dropped: it
+    cannot win.
     """
     global measurements
     measurements += 1
-    times = {}
-    for choice in [("direct", None)] + [("winograd", c) for c in chunks]:
-        run = candidates(choice)
-        best_so_far = min(times.values(), default=float("inf"))
-        start = time.perf_counter()
+    runs = {choice: candidates(choice) for choice in [("direct", None)] + [("winograd", c) for c in chunks]}
+    for run in runs.values():
         run()
-        best = time.perf_counter() - start
-        if best <= 2 * best_so_far:
-            best = float("inf")  # the untimed first call
-            for _ in range(REPEATS):
-                start = time.perf_counter()
-                run()
-                best = min(best, time.perf_counter() - start)
-        times[choice] = best
+    times = dict.fromkeys(runs, float("inf"))
+    active = list(runs)
+    for _ in range(REPEATS):
+        for choice in active:
+            start = time.perf_counter()
+            runs[choice]()
+            times[choice] = min(times[choice], time.perf_counter() - start)
+        best = min(times.values())
+        active = [choice for choice in active if times[choice] <= 3 * best]
     algorithm, chunk = min(times, key=times.get)
     ms = {f"{a}/{c}" if c else a: round(t * 1000, 3) for (a, c), t in times.items()}
     return {"algorithm": algorithm, "tiles_per_chunk": chunk, "ms": ms}
