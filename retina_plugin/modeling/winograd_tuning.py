@@ -106,7 +106,8 @@ def measure(candidates: Callable[[Choice], Callable[[], object]], chunks=CHUNK_C
         active = [choice for choice in active if times[choice] <= 3 * best]
     algorithm, chunk = min(times, key=times.get)
     ms = {f"{a}/{c}" if c else a: round(t * 1000, 3) for (a, c), t in times.items()}
-    return {"algorithm": algorithm, "tiles_per_chunk": chunk, "ms": ms}
+    # The load average says how far other processes may have skewed the times.
+    return {"algorithm": algorithm, "tiles_per_chunk": chunk, "ms": ms, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def read_table(path: Path, key: dict) -> Dict[str, dict]:
