@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from adapters import OursAdapter  # noqa: E402
 from inputs import inference_sample  # noqa: E402
 from measure import time_calls  # noqa: E402
@@ -57,6 +58,7 @@ def main():
             row[2] += 1
             total_flop += flop
             total_time += seconds
+    print(harness.machine_line(args.threads))
     print("weight shape, stride, input HxW | calls | time | GFLOP/s")
     for (weight, stride, h, w), (flop, seconds, calls) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
         print(f"{weight}, {stride}, {h}x{w} | {calls} | {seconds * 1e3:.1f} ms | {flop / seconds / 1e9:.0f}")

@@ -71,7 +71,9 @@ def load_average():
 
 
 def write_results(out, name, summary, table):
-    """`out/name.json` (the summary) and `out/name.md` (the table), then print the table."""
+    """`out/name.json` (the summary) and `out/name.md` (the table under the machine's CPU line), then print them."""
+    threads = summary.get("threads") or summary.get("machine", {}).get("threads")
+    table = f"{machine_line(threads)}\n\n{table}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -92,6 +94,16 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine_line(threads=None):
+    """The line every table is printed under: the CPU model, the extensions its kernels use, the thread count."""
+    from retina_plugin.modeling.winograd_tuning import KERNEL_FLAGS, cpu_model as cpu_and_flags
+
+    model, flags = cpu_and_flags()
+    flags = ", ".join(flags) or "none of " + ", ".join(KERNEL_FLAGS)
+    threads = f", {threads} threads" if threads else ""
+    return f"**CPU:** {model} ({flags}; {os.cpu_count()} cores{threads}), torch {torch.__version__}"
 
 
 def machine_info(device, threads):

@@ -86,6 +86,7 @@ def run_driver(args):
         worker_args = ["--workdir", workdir, "--threads", args.threads]
         results = {w: harness.spawn_worker(__file__, w, worker_args, workdir / f"profile_{w}.json") for w in WORKERS}
     ours, openvino = results["ours"], results["openvino"]
+    print(harness.machine_line(args.threads))
     print(f"{args.threads} threads; one int8 network call each (ms)")
     print("| part | ours | OpenVINO |\n|---|---|---|")
     for part in (*PARTS, OUTSIDE):

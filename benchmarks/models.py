@@ -90,8 +90,10 @@ def build_detectron2(device):
 
 def ours_config(device, opts=()):
     """Ours' config: the benchmark's (detectron2_cfgs) with config keys `opts` (a list as on the command line) on top."""
+    from retina_plugin.config import merge_options
+
     _, ours_cfg = detectron2_cfgs(device)
-    ours_cfg.merge_from_list(list(opts))
+    merge_options(ours_cfg, opts)
     return ours_cfg
 
 

@@ -15,6 +15,7 @@ from tasks import INT8_CALIBRATION_SEEDS
 # row: (runtime, precision); float32 rows before int8 ones, ours first in each.
 ROWS = {
     "ours": ("ours", "float32"),
+    "ours_static": ("ours, WINOGRAD True (static rules)", "float32"),
     "ours_direct": ("ours, WINOGRAD False", "float32"),
     "ours_compiled": ("ours, torch.compile", "float32"),
     "onnxruntime": ("ONNX Runtime", "float32"),
@@ -47,7 +48,7 @@ class Ours:
         from retina_plugin.inference.model import load_model
 
         torch.set_num_threads(threads)
-        opts = ["MODEL.RETINA_PLUGIN.WINOGRAD", False] if row == "ours_direct" else []
+        opts = {"ours_static": ["MODEL.RETINA_PLUGIN.WINOGRAD", True], "ours_direct": ["MODEL.RETINA_PLUGIN.WINOGRAD", False]}.get(row, [])
         model = load_model(ours_config("cpu", opts), str(Path(workdir) / WEIGHTS_FILE))
         if row == "ours_compiled":
             model.compile_inference = True  # MODEL.RETINA_PLUGIN.COMPILE
@@ -131,5 +132,5 @@ class OpenVino:
         return self._run("detector", image)
 
 
-RUNNERS = {"ours": Ours, "ours_direct": Ours, "ours_compiled": Ours, "ours_int8": Ours, "onnxruntime": OnnxRuntime,
+RUNNERS = {"ours": Ours, "ours_static": Ours, "ours_direct": Ours, "ours_compiled": Ours, "ours_int8": Ours, "onnxruntime": OnnxRuntime,
            "onnxruntime_int8": OnnxRuntime, "openvino": OpenVino, "openvino_int8": OpenVino}  # fmt: skip

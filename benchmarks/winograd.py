@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from inputs import INFER_SIZE  # noqa: E402
 from measure import time_calls  # noqa: E402
 
@@ -52,6 +53,7 @@ def main():
     def median(fn):
         return statistics.median(time_calls(fn, args.repeats, 1, "cpu")[0]) * 1e3
 
+    print(harness.machine_line(args.threads))
     print(f"{args.threads} threads; ms per call (median of {args.repeats})")
     print("| convolution | calls | C -> K | H x W | direct + ReLU | Winograd | filter transform | direct / (Winograd + transform if per call) | used |")
     print("|---|---|---|---|---|---|---|---|---|")

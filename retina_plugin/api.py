@@ -23,7 +23,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.structures import Instances
 
-from .config import load_config
+from .config import load_config, merge_options
 from .data.catalog import register_config_datasets
 from .data.coco_json import register_coco_json
 from .inference.evaluation import evaluate
@@ -69,7 +69,7 @@ class Detector:
         if isinstance(config, CfgNode):
             cfg = config.clone()
             cfg.defrost()
-            cfg.merge_from_list(list(opts))
+            merge_options(cfg, opts)
         else:
             cfg = load_config(os.fspath(config), list(opts))
         if weights is not None:

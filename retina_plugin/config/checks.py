@@ -115,8 +115,8 @@ def _check_plugin_keys(cfg):
             _fail("MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", node.INFERENCE_DTYPE, f"int8 runs on the CPU, MODEL.DEVICE is {cfg.MODEL.DEVICE!r}")
     if not isinstance(node.COMPILE, bool):
         _fail("MODEL.RETINA_PLUGIN.COMPILE", node.COMPILE, "must be True or False")
-    if not isinstance(node.WINOGRAD, bool):
-        _fail("MODEL.RETINA_PLUGIN.WINOGRAD", node.WINOGRAD, "must be True or False")
+    if not isinstance(node.WINOGRAD, bool) and node.WINOGRAD != "auto":
+        _fail("MODEL.RETINA_PLUGIN.WINOGRAD", node.WINOGRAD, 'must be "auto", True or False')
     if node.COMPILE and node.INFERENCE_DTYPE != "float32":
         _fail("MODEL.RETINA_PLUGIN.COMPILE", node.COMPILE, f"compiles the float32 model; INFERENCE_DTYPE is {node.INFERENCE_DTYPE!r}")
     if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:

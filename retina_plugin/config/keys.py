@@ -92,13 +92,15 @@ def add_retina_plugin_config(cfg):  # one commented line per key: longer than 60
     # cores), and so does each new input size; it pays off on a stream of same-size images.
     node.COMPILE = False
     # Float32 inference on the CPU: 3x3 stride-1 convolutions with >= 128 channels in and >= 32
-    # out (the head's; the FPN's outputs and ResNet res3/res4 where the per-call filter
-    # transform pays: winograd.pays_per_call) run as Winograd F(4x4, 3x3)
-    # (retina_plugin.modeling.winograd), 1.2-2.5x faster per convolution; outputs within float
-    # rounding of the direct convolution (~1e-5 relative per layer), the same detections.
-    # False = oneDNN's direct convolution, bit for bit. GPUs (cuDNN picks its own algorithm),
+    # out may run as Winograd F(4x4, 3x3) (retina_plugin.modeling.winograd), 1.2-2.5x faster per
+    # convolution; outputs within float rounding of the direct convolution (~1e-5 relative per
+    # layer), the same detections. "auto": per convolution shape, Winograd or direct and its
+    # chunk size as measured on this machine at the first inference of that shape, cached per
+    # CPU model, torch version and thread count under ~/.cache/retina_plugin
+    # (modeling/winograd_tuning.py). True: Winograd by the static rules (winograd.pays_per_call).
+    # False: oneDNN's direct convolution, bit for bit. GPUs (cuDNN picks its own algorithm),
     # training, bfloat16, int8, export and COMPILE do not use it.
-    node.WINOGRAD = True
+    node.WINOGRAD = "auto"
 
     # Tiled inference for large images (retina_plugin.inference.tiling). Side of the square tiles in
     # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled

@@ -128,8 +128,8 @@ class FocalLossHead(nn.Module):
         """
         if self.winograd and not self.training and not torch.is_grad_enabled():
             # Winograd filters transformed once for all levels (modeling/winograd.py).
-            cls_branch = inference_layers([*self.cls_subnet, self.cls_score], features[0])
-            box_branch = inference_layers([*self.bbox_subnet, self.bbox_pred], features[0])
+            cls_branch = inference_layers([*self.cls_subnet, self.cls_score], features[0], self.winograd)
+            box_branch = inference_layers([*self.bbox_subnet, self.bbox_pred], features[0], self.winograd)
         else:
             def cls_branch(x):
                 return self.cls_score(self.cls_subnet(x))

@@ -54,7 +54,7 @@ class RetinaNetPlugin(nn.Module):
         channels_last: bool = False,
         inference_dtype: str = "float32",
         compile_inference: bool = False,
-        winograd: bool = False,
+        winograd=False,
         vis_period: int = 0,
     ):
         super().__init__()
@@ -79,8 +79,9 @@ class RetinaNetPlugin(nn.Module):
         self.vis_period = vis_period
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if winograd:
-            # CPU float32 inference: 3x3 convolutions where winograd.applies, by Winograd F(4x4, 3x3).
-            use_winograd(self)
+            # CPU float32 inference: 3x3 convolutions where winograd.applies, by Winograd F(4x4, 3x3)
+            # where measured faster on this machine ("auto") or by the static rules (True).
+            use_winograd(self, winograd)
         if channels_last:
             # The CPU (oneDNN) and cuDNN convolution kernels work in NHWC; NCHW weights and
             # activations are reordered on every call. NHWC also makes the head's

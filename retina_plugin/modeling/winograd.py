@@ -9,17 +9,24 @@ oneDNN/MKL run faster than oneDNN's direct convolution runs the conv itself. Mea
 2-core AVX-512 CPU this project benchmarks on (`benchmarks/winograd.py`): 1.2-2.5x on the
 head's, the FPN's and the ResNet's 3x3 convolutions from 128 channels in, slower at 64.
 
+Which shapes run as Winograd: with `MODEL.RETINA_PLUGIN.WINOGRAD "auto"` (the default), where
+`applies` holds, direct or Winograd and the chunk size are measured per shape on the machine
+itself, once, and cached (`winograd_tuning`); with True, the static rules below (measured on
+that one CPU) decide.
+
 The outputs differ from the direct convolution's by float rounding, a relative 1e-5 per
 layer (the transform's constants 1/6 and 1/24 are not exact in float32); `MODEL.RETINA_PLUGIN.WINOGRAD
 False` keeps the direct convolution everywhere.
 """
 import functools
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from detectron2.layers import Conv2d
+
+from . import winograd_tuning
 
 # Lavin and Gray's F(4x4, 3x3) matrices: input transform B^T (6x6), filter transform G (6x3),
 # output transform A^T (4x6).
@@ -97,9 +104,13 @@ def transform_filter(weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(FILTER_TRANSFORM, weight.permute(1, 0, 2, 3).reshape(c * k, 9).t()).view(36, c, k)
 
 
-def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: bool = False) -> torch.Tensor:
+def winograd_conv2d(
+    x: torch.Tensor, filters: torch.Tensor, bias=None, relu: bool = False, tiles_per_chunk: Optional[int] = None
+) -> torch.Tensor:
     """
-    F.conv2d(x, w, bias, stride=1, padding=1) (then ReLU if `relu`) by Winograd F(4x4, 3x3).
+    F.conv2d(x, w, bias, stride=1, padding=1) (then ReLU if `relu`) by Winograd F(4x4, 3x3),
+    `tiles_per_chunk` tiles per matrix product (rounded to whole tile rows; default: the
+    TILES_PER_CHUNK rule).
 
     Args:
         x: (N, C, H, W) float32, any memory format.
@@ -121,7 +132,9 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
     # The output at whole tiles (cropped at the end when H or W is not a multiple of 4), and
     # buffers reused by every chunk: one allocation each per call, not per chunk.
     out = x.new_empty(n, 4 * tiles_h, 4 * tiles_w, k)
-    rows = max(1, TILES_PER_CHUNK * 256 // max(256, k) // tiles_w)
+    if tiles_per_chunk is None:
+        tiles_per_chunk = TILES_PER_CHUNK * 256 // max(256, k)
+    rows = max(1, tiles_per_chunk // tiles_w)
     chunk = min(rows, tiles_h) * tiles_w
     tiles_buf, v_buf, m_buf, y_buf = (x.new_empty(size) for size in (chunk * c * 36, 36 * chunk * c, 36 * chunk * k, 16 * chunk * k))
     for i in range(n):
@@ -153,22 +166,62 @@ def winograd_conv2d(x: torch.Tensor, filters: torch.Tensor, bias=None, relu: boo
     return out
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, winograd: bool = True):
+Mode = Union[bool, str]  # MODEL.RETINA_PLUGIN.WINOGRAD: "auto", True or False
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, winograd: Mode = True):
     """
-    F.conv2d, by `winograd_conv2d` where `winograd` is on, it `applies` and it `pays_per_call`.
+    F.conv2d, by `winograd_conv2d` with its filters transformed for this call where it `applies`
+    and `winograd` is True and it `pays_per_call`, or `winograd` is "auto" and it measured faster.
     """
-    if winograd and applies(x, weight, stride, padding, dilation, groups) and pays_per_call(x, weight):
-        return winograd_conv2d(x, transform_filter(weight), bias)
+    if winograd and applies(x, weight, stride, padding, dilation, groups):
+        if winograd == "auto":
+            algorithm, chunk = tuned(x, weight, bias)
+            if algorithm == "winograd":
+                return winograd_conv2d(x, transform_filter(weight), bias, tiles_per_chunk=chunk)
+        elif pays_per_call(x, weight):
+            return winograd_conv2d(x, transform_filter(weight), bias)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def tuned(x: torch.Tensor, weight: torch.Tensor, bias, filters: Optional[torch.Tensor] = None, relu: bool = False):
+    """
+    ("direct", None) or ("winograd", tiles per chunk) for the stride-1 padding-1 convolution of
+    `x` (N, C, H, W) by `weight` (K, C, 3, 3), measured here (winograd_tuning.choose): with the
+    filter transform in each Winograd call unless `filters` (transformed once) are given.
+    """
+    layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
+    kept = "kept" if filters is not None else "per call"
+    shape = f"{'x'.join(map(str, x.shape))} {layout} -> {weight.shape[0]}, filters {kept}"
+
+    def candidate(choice):
+        algorithm, chunk = choice
+        if algorithm == "direct":
+            return lambda: F.conv2d(x, weight, bias, 1, 1)
+        if filters is None:
+            return lambda: winograd_conv2d(x, transform_filter(weight), bias, relu, chunk)
+        return lambda: winograd_conv2d(x, filters, bias, relu, chunk)
+
+    return winograd_tuning.choose(shape, candidate, distinct_chunks(x.shape[-2], x.shape[-1], weight.shape[0]))
+
+
+def distinct_chunks(h: int, w: int, k: int):
+    """The tiles per chunk of winograd_tuning.CHUNK_CANDIDATES that chunk an (H, W) map differently, smallest first."""
+    tiles_h, tiles_w = -(-h // 4), -(-w // 4)
+    rows = {}
+    for chunk in winograd_tuning.CHUNK_CANDIDATES:
+        rows.setdefault(min(tiles_h, max(1, chunk // tiles_w)), chunk)
+    return tuple(rows.values())
+
+
+def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor, mode: Mode = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """
     A function equal to nn.Sequential(*layers) at inference on inputs like `x`, for a pass
     that calls it several times (the head, once per level): each nn.Conv2d where Winograd
     `applies` has its filters transformed once, here, and takes a ReLU that follows it into its
     last pass; the other layers are called as they are, and so are layers with hooks (int8
-    calibration records their inputs).
+    calibration records their inputs). With `mode` "auto", each call runs the conv as
+    Winograd or directly as measured for its input's shape (`tuned`).
     """
     steps, i = [], 0
     while i < len(layers):
@@ -179,7 +232,11 @@ def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[
             and applies(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
         ):
             relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU) and not hooked(layers[i + 1])
-            steps.append(functools.partial(winograd_conv2d, filters=transform_filter(layer.weight), bias=layer.bias, relu=relu))
+            filters = transform_filter(layer.weight)
+            if mode == "auto":
+                steps.append(functools.partial(_tuned_step, conv=layer, filters=filters, relu=relu))
+            else:
+                steps.append(functools.partial(winograd_conv2d, filters=filters, bias=layer.bias, relu=relu))
             i += 2 if relu else 1
         else:
             steps.append(layer)
@@ -193,30 +250,39 @@ def inference_layers(layers: Sequence[nn.Module], x: torch.Tensor) -> Callable[[
     return run
 
 
+def _tuned_step(y: torch.Tensor, conv: nn.Conv2d, filters: torch.Tensor, relu: bool) -> torch.Tensor:
+    """`conv` (then ReLU if `relu`) on `y`, by Winograd with the transformed `filters` where measured faster."""
+    algorithm, chunk = tuned(y, conv.weight, conv.bias, filters, relu)
+    if algorithm == "winograd":
+        return winograd_conv2d(y, filters, conv.bias, relu, chunk)
+    y = conv(y)
+    return torch.relu(y) if relu else y
+
+
 def hooked(module: nn.Module) -> bool:
     """Whether `module` has forward hooks, which a call that bypasses its forward would skip."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def use_winograd(model: nn.Module) -> nn.Module:
+def use_winograd(model: nn.Module, mode: Mode = True) -> nn.Module:
     """
-    Turn Winograd on in `model` (MODEL.RETINA_PLUGIN.WINOGRAD): every Detectron2 Conv2d becomes
-    an InferenceConv2d (same state_dict and training forward), and every module with a
-    `winograd` attribute (InferenceConv2d, the head) gets it set. Returns `model`.
+    Turn Winograd on in `model` (MODEL.RETINA_PLUGIN.WINOGRAD "auto" or True, `mode`): every
+    Detectron2 Conv2d becomes an InferenceConv2d (same state_dict and training forward), and
+    every module with a `winograd` attribute (InferenceConv2d, the head) gets `mode`. Returns `model`.
     """
     for m in model.modules():
         if type(m) is Conv2d:
             m.__class__ = InferenceConv2d
         if hasattr(m, "winograd"):
-            m.winograd = True
+            m.winograd = mode
     return model
 
 
 class InferenceConv2d(Conv2d):
     """
     Detectron2's Conv2d whose convolution at inference (eval mode, autograd off) is
-    `conv2d`: Winograd F(4x4, 3x3) where it applies and `winograd` is set
-    (MODEL.RETINA_PLUGIN.WINOGRAD), else F.conv2d. Training and autograd use Detectron2's forward.
+    `conv2d`: Winograd F(4x4, 3x3) where it applies and `winograd` ("auto" or True,
+    MODEL.RETINA_PLUGIN.WINOGRAD) picks it, else F.conv2d. Training and autograd use Detectron2's forward.
     """
 
     winograd = False

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from detectron2.config import CfgNode
 
-from ..config import ConfigError, check_retina_plugin_config, get_retina_plugin_cfg
+from ..config import ConfigError, check_retina_plugin_config, get_retina_plugin_cfg, merge_options
 
 SOURCES = ("torchvision", "torchvision-v2", "deepforest")
 TORCHVISION_BUILDERS = {"torchvision": "retinanet_resnet50_fpn", "torchvision-v2": "retinanet_resnet50_fpn_v2"}
@@ -114,7 +114,7 @@ def converted_config(
             node = node[parent]
         node[name] = type(node[name])(value) if isinstance(node[name], tuple) else value
     try:
-        cfg.merge_from_list(list(opts))
+        merge_options(cfg, opts)
         check_retina_plugin_config(cfg)
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         reason = e.args[0] if isinstance(e, KeyError) and e.args else e
