@@ -14,7 +14,7 @@ from .keys import MOVED_KEYS, VALID_TILE_MERGES, VALID_TTA_MERGES, add_retina_pl
 VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
 # The anchor generators whose anchor count per level follows from SIZES x ASPECT_RATIOS, so it
 # can be checked when the config is loaded; others are checked when the model is built.
-SIZE_TIMES_RATIO_GENERATORS = ("DefaultAnchorGenerator", "RetinaAnchorGenerator")
+SIZE_TIMES_RATIO_GENERATORS = ("DefaultAnchorGenerator", "RetinaAnchorGenerator", "TorchvisionAnchorGenerator")
 
 
 def _fail(key, value, why):

@@ -61,7 +61,7 @@ def add_retina_plugin_config(cfg):  # one commented line per key: longer than 60
     node = _C.MODEL.RETINA_PLUGIN
 
     # Input of the P6 conv of build_retina_plugin_resnet_fpn_backbone: "res5" (C5, the paper
-    # and Detectron2) or "p5" (FCOS, torchvision v2).
+    # and Detectron2) or "p5" (P5: FCOS, torchvision v1 and DeepForest; torchvision v2 takes C5).
     node.P6_SOURCE = "res5"
 
     # Anchor matching (with MODEL.RETINANET.IOU_THRESHOLDS / IOU_LABELS): each ground-truth box

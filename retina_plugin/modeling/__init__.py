@@ -1,8 +1,9 @@
 """
 The model of the paper, one concept a file: backbone (ResNet-FPN, P3-P7), anchor generator,
 anchor matching, focal loss, head (classification and box subnets), postprocess (decode + NMS)
-and the meta-architecture. Importing it registers them in Detectron2's registries (and the
-plugin's head and postprocess registries). It imports nothing else of retina_plugin.
+and the meta-architecture; and the parts that run torchvision's RetinaNets as they were
+trained (torchvision_anchors, torchvision_head, torchvision_postprocess). Importing it
+registers them in Detectron2's registries (and the plugin's head and postprocess registries). It imports nothing else of retina_plugin.
 """
 from .anchor_generator import RetinaAnchorGenerator, anchor_tensors
 from .backbone import build_retina_plugin_resnet_fpn_backbone, fold_frozen_batchnorm
@@ -11,6 +12,9 @@ from .head import RETINA_HEAD_REGISTRY, FocalLossHead, build_retina_head
 from .matching import label_anchors, sanitize_boxes
 from .meta_arch import RetinaNetPlugin
 from .postprocess import RETINA_POSTPROCESS_REGISTRY, DecodeAndNMS, build_retina_postprocess
+from .torchvision_anchors import TorchvisionAnchorGenerator
+from .torchvision_head import TorchvisionFocalLossHead
+from .torchvision_postprocess import TorchvisionDecodeAndNMS
 
 __all__ = [
     "RetinaAnchorGenerator",
@@ -28,4 +32,7 @@ __all__ = [
     "RETINA_POSTPROCESS_REGISTRY",
     "DecodeAndNMS",
     "build_retina_postprocess",
+    "TorchvisionAnchorGenerator",
+    "TorchvisionFocalLossHead",
+    "TorchvisionDecodeAndNMS",
 ]

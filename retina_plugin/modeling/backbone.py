@@ -9,7 +9,7 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from . import winograd
 from .winograd import InferenceConv2d
 
-# MODEL.RETINA_PLUGIN.P6_SOURCE: the input of the P6 conv, C5 (the paper, Detectron2) or P5 (FCOS, torchvision v2).
+# MODEL.RETINA_PLUGIN.P6_SOURCE: the input of the P6 conv, C5 (the paper, Detectron2, torchvision v2) or P5 (FCOS, torchvision v1).
 P6_SOURCES = ("res5", "p5")
 
 
