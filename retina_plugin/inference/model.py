@@ -67,6 +67,7 @@ class InferenceSettings:
             (self.tile_batch >= 1, "tile_batch", "must be >= 1"),
             (self.tiled_detections_per_image >= 0, "tiled_detections_per_image", "must be >= 0"),
             (len(self.tile_resize) in (0, 2) and all(s > 0 for s in self.tile_resize), "tile_resize", "must be () or (min_size, max_size) > 0"),
+            (not (self.tile_resize and self.tta), "tile_resize", "resizes every tile; with tta the versions are resized to tta_min_sizes instead: use one"),
             (self.tile_merge in VALID_TILE_MERGES, "tile_merge", f"must be one of {VALID_TILE_MERGES}"),
             (0.0 <= self.tile_nms_thresh <= 1.0, "tile_nms_thresh", "must be in [0, 1]"),
             (self.tta_merge in VALID_TTA_MERGES, "tta_merge", f"must be one of {VALID_TTA_MERGES}"),

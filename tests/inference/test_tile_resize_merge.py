@@ -135,3 +135,16 @@ def test_tile_resize_is_refused_with_test_time_augmentation():
     cfg.TEST.AUG.ENABLED = True
     with pytest.raises(ValueError, match=re.escape("cfg.MODEL.RETINA_PLUGIN.TILE_RESIZE = [800, 1333]: resizes every tile; test-time augmentation")):
         check_retina_plugin_config(cfg)
+
+
+def test_lazyconfig_inference_settings_carry_the_tile_keys():
+    model = build_model(tiny_cfg())
+    settings = InferenceSettings(tile_size=400, tile_overlap=0.05, tile_resize=[800, 1333], tile_merge="deepforest", tile_nms_thresh=0.15)
+
+    tiled = inference_model(model, settings)
+
+    assert (tiled.resize, tiled.merge, tiled.nms_thresh) == ((800, 1333), "deepforest", 0.15)
+    with pytest.raises(ValueError, match=re.escape("inference.tile_resize = (800, 1333): resizes every tile; with tta")):
+        InferenceSettings(tile_size=400, tile_resize=[800, 1333], tta=True)
+    with pytest.raises(ValueError, match=re.escape("inference.tile_merge = 'mosaic': must be one of")):
+        InferenceSettings(tile_merge="mosaic")
