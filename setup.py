@@ -23,6 +23,7 @@ setup(
         "Pillow",
         "matplotlib",
         "opencv-python",
+        "safetensors",  # tools/convert_weights.py: DeepForest's model.safetensors
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "hypothesis", "import-linter"],

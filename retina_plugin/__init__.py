@@ -4,9 +4,9 @@ retina_plugin: RetinaNet (Lin et al., "Focal Loss for Dense Object Detection") f
 Importing the package registers its components in Detectron2's registries:
   META_ARCH_REGISTRY         RetinaNetPlugin
   BACKBONE_REGISTRY          build_retina_plugin_resnet_fpn_backbone
-  ANCHOR_GENERATOR_REGISTRY  RetinaAnchorGenerator
-  RETINA_HEAD_REGISTRY       FocalLossHead
-  RETINA_POSTPROCESS_REGISTRY DecodeAndNMS
+  ANCHOR_GENERATOR_REGISTRY  RetinaAnchorGenerator, TorchvisionAnchorGenerator
+  RETINA_HEAD_REGISTRY       FocalLossHead, TorchvisionFocalLossHead
+  RETINA_POSTPROCESS_REGISTRY DecodeAndNMS, TorchvisionDecodeAndNMS
 """
 try:
     import detectron2  # noqa: F401

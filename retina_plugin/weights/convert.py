@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 
 from ..config import load_config
 from .checkpoint import RetinaCheckpointer
-from .source_files import SourceWeights, read_deepforest, read_state_dict, _read_torch_file
+from .source_files import SourceWeights, read_deepforest, read_state_dict, read_torch_file
 from .torchvision_config import DEEPFOREST_KEYS, TORCHVISION_ANCHOR_SIZES, TORCHVISION_ASPECT_RATIOS, converted_config, torchvision_variant
 from .torchvision_keys import WeightsFormatError, plugin_to_torchvision, torchvision_to_plugin
 
@@ -54,8 +54,9 @@ def convert_to_plugin(source: str, path: str, output_dir: str, class_names: Opti
     output_dir = os.path.abspath(output_dir)
     extra = {DEEPFOREST_KEYS[k]: v for k, v in weights.settings.items()}
     cfg = converted_config(source, num_classes, os.path.join(output_dir, CHECKPOINT_NAME + ".pth"), extra, opts)
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg)
+    cpu_cfg = cfg.clone()
+    cpu_cfg.MODEL.DEVICE = "cpu"  # the written config keeps Detectron2's device
+    model = build_model(cpu_cfg)
     _check_keys(state, model.state_dict(), weights.path, source, head_norm)
     model.load_state_dict(state, strict=True)
     RetinaCheckpointer(model, save_dir=output_dir, class_names=names).save(CHECKPOINT_NAME)
@@ -109,7 +110,7 @@ def convert_to_torchvision(config_file: str, weights: str, output: str, to: str 
     variant = torchvision_variant(cfg)
     if to == "deepforest" and variant != "torchvision":
         raise WeightsFormatError(f"{config_file}: DeepForest's RetinaNet is torchvision's v1; this config is {variant}")
-    checkpoint = _read_torch_file(weights)
+    checkpoint = read_torch_file(weights)
     if not isinstance(checkpoint.get("model"), dict):
         raise WeightsFormatError(f"{weights}: not a RetinaNetPlugin checkpoint: no 'model' state_dict")
     head_norm = variant == "torchvision-v2"

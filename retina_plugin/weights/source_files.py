@@ -35,19 +35,20 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """
     if not os.path.isfile(path):
         raise WeightsFormatError(f"{path}: no such weights file")
-    if path.endswith(".safetensors"):
-        state = _read_safetensors(path)
-    else:
-        state = _read_torch_file(path)
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    return state_dict_in(_read_safetensors(path) if path.endswith(".safetensors") else read_torch_file(path), path)
+
+
+def state_dict_in(data: dict, path: str) -> Dict[str, torch.Tensor]:
+    """The state_dict of a loaded weights file (see `read_state_dict`)."""
+    for key in ("state_dict", "model"):
+        if isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not data or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
         raise WeightsFormatError(f"{path}: holds no state_dict (a dict of names to tensors)")
-    if all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
-    return state
+    if all(k.startswith("model.") for k in data):
+        data = {k[len("model."):]: v for k, v in data.items()}
+    return data
 
 
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
@@ -60,7 +61,8 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
         raise WeightsFormatError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
 
 
-def _read_torch_file(path: str) -> dict:
+def read_torch_file(path: str) -> dict:
+    """A torch file's contents, read with torch.load(weights_only=True): tensors, numbers, strings, containers."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
@@ -78,17 +80,22 @@ def read_deepforest(path: str) -> SourceWeights:
     checkpoint's "label_dict"). Class names from `label_dict` ({name: id}); score and NMS
     thresholds, detections per image and top-k from config.json, else DeepForest's defaults.
     """
+    if not os.path.exists(path):
+        raise WeightsFormatError(f"{path}: no such file or folder")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     weights = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
-    if os.path.isdir(path) and not os.path.isfile(weights):
+    if not os.path.isfile(weights):
         raise WeightsFormatError(f"{path}: a DeepForest folder holds model.safetensors; this one does not")
+    data = _read_safetensors(weights) if weights.endswith(".safetensors") else read_torch_file(weights)
     config_file = os.path.join(folder, "config.json")
-    config = read_deepforest_config(config_file) if os.path.isfile(config_file) else {}
-    if not config and not weights.endswith(".safetensors"):
-        label_dict = _checkpoint_label_dict(weights)
-        config = {"label_dict": label_dict} if label_dict else {}
+    if os.path.isfile(config_file):
+        config = read_deepforest_config(config_file)
+    else:
+        config_file = weights
+        config = {"label_dict": data["label_dict"]} if isinstance(data.get("label_dict"), dict) else {}
     settings = {k: config.get(k, default) for k, default in DEEPFOREST_DEFAULTS.items()}
-    return SourceWeights(read_state_dict(weights), weights, label_dict_names(config.get("label_dict"), config_file), settings)
+    names = label_dict_names(config.get("label_dict"), config_file)
+    return SourceWeights(state_dict_in(data, weights), weights, names, settings)
 
 
 def read_deepforest_config(config_file: str) -> dict:
@@ -114,8 +121,3 @@ def label_dict_names(label_dict, source: str) -> Optional[List[str]]:
     if not isinstance(label_dict, dict) or sorted(label_dict.values()) != list(range(len(label_dict))):
         raise WeightsFormatError(f"{source}: label_dict = {label_dict!r}: must map each class name to an id 0..K-1")
     return [name for name, _ in sorted(label_dict.items(), key=lambda item: item[1])]
-
-
-def _checkpoint_label_dict(path: str):
-    data = _read_torch_file(path)
-    return data.get("label_dict") if isinstance(data.get("label_dict"), dict) else None

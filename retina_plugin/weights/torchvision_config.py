@@ -10,6 +10,7 @@ from detectron2.config import CfgNode
 from ..config import ConfigError, check_retina_plugin_config, get_retina_plugin_cfg
 
 SOURCES = ("torchvision", "torchvision-v2", "deepforest")
+TORCHVISION_BUILDERS = {"torchvision": "retinanet_resnet50_fpn", "torchvision-v2": "retinanet_resnet50_fpn_v2"}
 
 # torchvision.models.detection.retinanet._default_anchorgen: base x 2^0, 2^(1/3), 2^(2/3) made
 # int (40, 50, 80, 101, ...), ratios (h / w) 0.5, 1, 2 on every level.
@@ -160,7 +161,9 @@ def torchvision_variant(cfg: CfgNode) -> str:
         for part in key.split("."):
             value = value[part]
         if _normalised(value) != _normalised(wanted[key]):
-            raise ConfigError(f"{key} = {value!r}: torchvision's {variant} RetinaNet has {wanted[key]!r}; these weights cannot go to it")
+            raise ConfigError(
+                f"{key} = {value!r}: torchvision's {TORCHVISION_BUILDERS[variant]} has {wanted[key]!r}; these weights cannot go to it"
+            )
     return variant
 
 

@@ -41,7 +41,7 @@ def write_deepforest_folder(folder, model, prefix=""):
 def test_deepforest_folder_gives_its_detections_thresholds_and_class_names(deepforest_model, tmp_path, prefix, single_thread):
     folder = write_deepforest_folder(tmp_path / "deepforest-tree", deepforest_model, prefix)
     config = convert_to_plugin("deepforest", str(folder), str(tmp_path / "out"))
-    cfg = load_config(config, ["MODEL.RETINA_PLUGIN.WINOGRAD", "False", "MODEL.RETINA_PLUGIN.TILE_SIZE", "0"])  # the whole image, as predict_image
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.RETINA_PLUGIN.WINOGRAD", "False", "MODEL.RETINA_PLUGIN.TILE_SIZE", "0"])  # the whole image, as predict_image
     node = cfg.MODEL.RETINANET
     assert (node.SCORE_THRESH_TEST, node.NMS_THRESH_TEST, node.TOPK_CANDIDATES_TEST) == (0.08, 0.3, 500)
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 100 and node.NUM_CLASSES == 2
@@ -103,7 +103,7 @@ def test_a_file_of_another_format_is_one_line_naming_the_file_and_key(converted_
         assert re.match(rf"convert_weights: error: {expected}", err), err
     with pytest.raises(SystemExit):
         main(["--to", "torchvision", "--config-file", tool_runs.BASE_CONFIG, "--input", str(converted_deepforest / "out" / "model_final.pth"), "--output", str(tmp_path / "x.pth")])
-    assert re.match(r"convert_weights: error: MODEL\.PIXEL_MEAN = \[103\.53.*torchvision's torchvision RetinaNet has", capsys.readouterr().err)
+    assert re.match(r"convert_weights: error: MODEL\.PIXEL_MEAN = \[103\.53.*torchvision's retinanet_resnet50_fpn has", capsys.readouterr().err)
 
 
 def test_tools_convert_predict_raster_labels_and_back_to_deepforest(converted_deepforest, deepforest_model, tmp_path):

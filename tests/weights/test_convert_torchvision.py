@@ -23,7 +23,7 @@ def converted(request, tmp_path_factory):
     reference = random_retinanet(source)
     torch.save(reference.state_dict(), folder / "source.pth")
     config = convert_to_plugin(source, str(folder / "source.pth"), str(folder / "out"))
-    cfg = load_config(config, ["MODEL.RETINA_PLUGIN.WINOGRAD", "False", "INPUT.MIN_SIZE_TEST", "0"])
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.RETINA_PLUGIN.WINOGRAD", "False", "INPUT.MIN_SIZE_TEST", "0"])
     return source, reference, load_model(cfg), folder
 
 
@@ -79,7 +79,7 @@ def test_same_detections_as_torchvision(converted, single_thread):
     assert_same_detections((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), theirs)
 
     # The written config as it is (Winograd convolutions on): the same detections up to ties.
-    with_winograd = load_model(load_config(str(folder / "out" / "config.yaml"), ["INPUT.MIN_SIZE_TEST", "0"]))
+    with_winograd = load_model(load_config(str(folder / "out" / "config.yaml"), ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "0"]))
     (ours,) = with_winograd([{"image": image() * 255, "height": HEIGHT, "width": WIDTH}])
     ours = ours["instances"]
     assert_same_detections((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), theirs, allow_ties=True)
@@ -122,5 +122,5 @@ def test_coco_models_carry_torchvisions_91_category_names(tmp_path):
     config = convert_to_plugin("torchvision", str(tmp_path / "coco.pth"), str(tmp_path / "out"))
     names = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["class_names"]
     assert len(names) == 91 and names[:3] == ["__background__", "person", "bicycle"] and names[12] == "N/A"
-    assert load_model(load_config(config)).class_names == names
+    assert load_model(load_config(config, ["MODEL.DEVICE", "cpu"])).class_names == names
     assert "# Classes (91; also in model_final.pth): __background__, person, bicycle" in (tmp_path / "out" / "config.yaml").read_text()
