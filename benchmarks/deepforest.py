@@ -50,7 +50,7 @@ def run_worker(args) -> dict:
     from retina_plugin.geo.predict import RasterPredictor
 
     torch.set_num_threads(args.threads)
-    opts = ["MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", args.worker]
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.RETINA_PLUGIN.INFERENCE_DTYPE", args.worker]
     if args.worker == "int8":
         opts += ["MODEL.RETINA_PLUGIN.INT8_CALIBRATION", args.calibration]
     predictor = RasterPredictor(load_config(args.config, opts))
@@ -121,7 +121,7 @@ def ensure_calibration(workdir: Path, config: str, raster: str) -> str:
     path = workdir / "int8_calibration.json"
     if path.exists():
         return str(path)
-    predictor = RasterPredictor(load_config(config))
+    predictor = RasterPredictor(load_config(config, ["MODEL.DEVICE", "cpu"]))
     tile = predictor.tiled.tile_size
     with RasterSource(raster, None, "RGB", 3) as source:
         step = (source.width - tile) // (CALIBRATION_WINDOWS - 1)

@@ -86,7 +86,8 @@ def test_predict_raster_gives_deepforests_predict_tile(peers_python, tmp_path):
     assert (node.TILE_SIZE, node.TILE_OVERLAP, list(node.TILE_RESIZE), node.TILE_MERGE, node.TILE_NMS_THRESH) == (
         400, 0.05, [800, 1333], "deepforest", 0.15
     )
-    run_tool("tools/predict_raster.py", "--config-file", config, "--input", str(raster), "--output", str(tmp_path / "trees.gpkg"))
+    # The written config keeps Detectron2's MODEL.DEVICE; nothing else is added to it.
+    run_tool("tools/predict_raster.py", "--config-file", config, "--input", str(raster), "--output", str(tmp_path / "trees.gpkg"), "MODEL.DEVICE", "cpu")
     ours = gpd.read_file(tmp_path / "trees.gpkg")
 
     assert ours.crs == profile["crs"] and set(ours["label"]) == set(theirs["label"]) == {"Tree"}
