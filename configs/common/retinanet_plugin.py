@@ -123,6 +123,9 @@ inference = L(InferenceSettings)(
     tile_overlap=0.2,
     tile_batch=4,
     tiled_detections_per_image=0,
+    tile_resize=[],  # TILE_RESIZE: [] native resolution, or [min_size, max_size] as torchvision resizes
+    tile_merge="edges",  # TILE_MERGE: "edges" or "deepforest"
+    tile_nms_thresh=0.0,  # TILE_NMS_THRESH: 0.0 = the model's NMS threshold
     tta=False,
     tta_min_sizes=[400, 500, 600, 700, 800, 900, 1000, 1100, 1200],
     tta_max_size=4000,

@@ -11,11 +11,12 @@ matching, box loss, inference), `MODEL.ANCHOR_GENERATOR.*` (sizes and aspect rat
 switches to the plugin with `MODEL.META_ARCHITECTURE: RetinaNetPlugin` alone.
 """
 from .checks import anchor_params_per_level, check_retina_plugin_config, check_tta_config
-from .keys import MOVED_KEYS, VALID_TTA_MERGES, add_retina_plugin_config
+from .keys import MOVED_KEYS, VALID_TILE_MERGES, VALID_TTA_MERGES, add_retina_plugin_config
 from .loading import ConfigError, get_retina_plugin_cfg, load_config, merge_options
 
 __all__ = [
     "MOVED_KEYS",
+    "VALID_TILE_MERGES",
     "VALID_TTA_MERGES",
     "add_retina_plugin_config",
     "anchor_params_per_level",

@@ -8,7 +8,7 @@ import functools
 from ..modeling.backbone import P6_SOURCES as VALID_P6_SOURCES
 from ..modeling.head import BOX_REG_LOSSES as VALID_BOX_REG_LOSSES
 from ..modeling.meta_arch import VALID_INFERENCE_DTYPES
-from .keys import MOVED_KEYS, VALID_TTA_MERGES, add_retina_plugin_config
+from .keys import MOVED_KEYS, VALID_TILE_MERGES, VALID_TTA_MERGES, add_retina_plugin_config
 
 # The norms detectron2.layers.get_norm builds; "BN" and "SyncBN" become one norm per level.
 VALID_HEAD_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
@@ -121,18 +121,34 @@ def _check_plugin_keys(cfg):
         _fail("MODEL.RETINA_PLUGIN.COMPILE", node.COMPILE, f"compiles the float32 model; INFERENCE_DTYPE is {node.INFERENCE_DTYPE!r}")
     if not isinstance(node.TILE_SIZE, int) or node.TILE_SIZE < 0:
         _fail("MODEL.RETINA_PLUGIN.TILE_SIZE", node.TILE_SIZE, "must be an integer >= 0 (0 = no tiling)")
-    tile_stride = node.TILE_SIZE - round(node.TILE_OVERLAP * node.TILE_SIZE)
-    if not 0.0 <= node.TILE_OVERLAP < 1.0 or (node.TILE_SIZE > 0 and tile_stride < 1):
-        _fail("MODEL.RETINA_PLUGIN.TILE_OVERLAP", node.TILE_OVERLAP, f"must be in [0, 1) and leave tiles of {node.TILE_SIZE} pixels a stride >= 1")
+    # Tiles share floor(TILE_SIZE * TILE_OVERLAP) pixels (inference.tiles.tile_starts): any
+    # overlap below 1 leaves a stride >= 1.
+    if not 0.0 <= node.TILE_OVERLAP < 1.0:
+        _fail("MODEL.RETINA_PLUGIN.TILE_OVERLAP", node.TILE_OVERLAP, "must be in [0, 1)")
     if not isinstance(node.TILE_BATCH, int) or node.TILE_BATCH < 1:
         _fail("MODEL.RETINA_PLUGIN.TILE_BATCH", node.TILE_BATCH, "must be an integer >= 1")
     if not isinstance(node.TILED_DETECTIONS_PER_IMAGE, int) or node.TILED_DETECTIONS_PER_IMAGE < 0:
         _fail("MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE", node.TILED_DETECTIONS_PER_IMAGE, "must be an integer >= 0 (0 = no cap)")
+    _check_tile_merge_and_resize(cfg)
     bands = list(node.RASTER_BANDS)
     if bands and (len(bands) != len(cfg.MODEL.PIXEL_MEAN) or not all(isinstance(b, int) and b >= 1 for b in bands)):
         _fail("MODEL.RETINA_PLUGIN.RASTER_BANDS", node.RASTER_BANDS, f"must be [] or {len(cfg.MODEL.PIXEL_MEAN)} band indices >= 1, one per entry of MODEL.PIXEL_MEAN")
     if node.TTA_MERGE not in VALID_TTA_MERGES:
         _fail("MODEL.RETINA_PLUGIN.TTA_MERGE", node.TTA_MERGE, f"must be one of {VALID_TTA_MERGES}")
+
+
+def _check_tile_merge_and_resize(cfg):
+    """TILE_RESIZE, TILE_MERGE, TILE_NMS_THRESH."""
+    node = cfg.MODEL.RETINA_PLUGIN
+    resize = list(node.TILE_RESIZE)
+    if resize and (len(resize) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in resize) or resize[1] < resize[0]):
+        _fail("MODEL.RETINA_PLUGIN.TILE_RESIZE", node.TILE_RESIZE, "must be [] (no resize) or [MIN_SIZE, MAX_SIZE], integers with 0 < MIN_SIZE <= MAX_SIZE")
+    if resize and cfg.TEST.AUG.ENABLED:
+        _fail("MODEL.RETINA_PLUGIN.TILE_RESIZE", node.TILE_RESIZE, "resizes every tile; test-time augmentation (TEST.AUG.ENABLED) resizes them to TEST.AUG.MIN_SIZES instead: use one")
+    if node.TILE_MERGE not in VALID_TILE_MERGES:
+        _fail("MODEL.RETINA_PLUGIN.TILE_MERGE", node.TILE_MERGE, f"must be one of {VALID_TILE_MERGES}")
+    if not 0.0 <= node.TILE_NMS_THRESH <= 1.0:
+        _fail("MODEL.RETINA_PLUGIN.TILE_NMS_THRESH", node.TILE_NMS_THRESH, "must be in (0, 1], or 0.0 for MODEL.RETINANET.NMS_THRESH_TEST")
 
 
 def check_tta_config(cfg) -> None:

@@ -7,6 +7,8 @@ from detectron2.config import CfgNode as CN
 
 # How test-time augmentation merges the versions' candidates (retina_plugin.inference.tta).
 VALID_TTA_MERGES = ("nms", "wbf")
+# How tiled inference merges its tiles (retina_plugin.inference.tiling).
+VALID_TILE_MERGES = ("edges", "deepforest")
 
 # Keys of MODEL.RETINA_PLUGIN that copied a Detectron2 key under another name; setting one
 # fails at load and names the key to use.
@@ -103,7 +105,7 @@ def add_retina_plugin_config(cfg):  # one commented line per key: longer than 60
     node.WINOGRAD = "auto"
 
     # Tiled inference for large images (retina_plugin.inference.tiling). Side of the square tiles in
-    # pixels, fed at the image's own resolution (no resize); 0 = off. When > 0, tiled
+    # pixels, cut from the image at its own resolution; 0 = off. When > 0, tiled
     # evaluation needs INPUT.MIN_SIZE_TEST 0, and TEST.DETECTIONS_PER_IMAGE caps each tile.
     node.TILE_SIZE = 0
     # Fraction of TILE_SIZE shared by neighbouring tiles, in [0, 1): an object is seen whole by
@@ -114,6 +116,16 @@ def add_retina_plugin_config(cfg):  # one commented line per key: longer than 60
     # The most detections kept for a whole tiled image or raster, by score; 0 = no cap (a large
     # image holds far more objects than one tile: TEST.DETECTIONS_PER_IMAGE caps each tile).
     node.TILED_DETECTIONS_PER_IMAGE = 0
+    # [] = tiles go to the network at native resolution; [MIN_SIZE, MAX_SIZE] = each tile is
+    # resized first as torchvision's GeneralizedRCNNTransform(MIN_SIZE, MAX_SIZE) resizes an
+    # image (bilinear, floor of side * scale), e.g. DeepForest's [800, 1333]. Not with TTA.
+    node.TILE_RESIZE = []
+    # How the tiles' detections are merged: "edges" (each object from the tile that sees it
+    # whole, class-wise NMS where tiles overlap) or "deepforest" (DeepForest's mosaic: corners
+    # cut to whole pixels, one NMS over all tiles' boxes of all classes).
+    node.TILE_MERGE = "edges"
+    # IoU threshold of the NMS that merges the tiles; 0.0 = MODEL.RETINANET.NMS_THRESH_TEST.
+    node.TILE_NMS_THRESH = 0.0
 
     # Raster bands (1-based, GDAL's numbering) read as the model's channels by
     # tools/predict_raster.py and the raster datasets of train_net.py (--train-raster); the

@@ -26,7 +26,7 @@ from torch import nn
 from detectron2.modeling import build_model
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
 
-from ..config import VALID_TTA_MERGES
+from ..config import VALID_TILE_MERGES, VALID_TTA_MERGES
 from ..weights.checkpoint import RetinaCheckpointer
 from .int8 import load_int8_calibration, quantize_int8
 from .tiling import TiledInference
@@ -49,6 +49,9 @@ class InferenceSettings:
     tile_overlap: float = 0.2  # TILE_OVERLAP
     tile_batch: int = 4  # TILE_BATCH
     tiled_detections_per_image: int = 0  # TILED_DETECTIONS_PER_IMAGE; 0 = no cap
+    tile_resize: Tuple[int, ...] = ()  # TILE_RESIZE; () = tiles at native resolution, else (min_size, max_size)
+    tile_merge: str = "edges"  # TILE_MERGE
+    tile_nms_thresh: float = 0.0  # TILE_NMS_THRESH; 0.0 = the model's NMS threshold
     tta: bool = False  # TEST.AUG.ENABLED
     tta_min_sizes: Tuple[int, ...] = field(default=(400, 500, 600, 700, 800, 900, 1000, 1100, 1200))  # TEST.AUG.MIN_SIZES
     tta_max_size: int = 4000  # TEST.AUG.MAX_SIZE
@@ -57,11 +60,16 @@ class InferenceSettings:
 
     def __post_init__(self):
         object.__setattr__(self, "tta_min_sizes", tuple(self.tta_min_sizes))
+        object.__setattr__(self, "tile_resize", tuple(self.tile_resize))
         checks = [
             (self.tile_size >= 0, "tile_size", "must be >= 0"),
             (0.0 <= self.tile_overlap < 1.0, "tile_overlap", "must be in [0, 1)"),
             (self.tile_batch >= 1, "tile_batch", "must be >= 1"),
             (self.tiled_detections_per_image >= 0, "tiled_detections_per_image", "must be >= 0"),
+            (len(self.tile_resize) in (0, 2) and all(s > 0 for s in self.tile_resize), "tile_resize", "must be () or (min_size, max_size) > 0"),
+            (not (self.tile_resize and self.tta), "tile_resize", "resizes every tile; with tta the versions are resized to tta_min_sizes instead: use one"),
+            (self.tile_merge in VALID_TILE_MERGES, "tile_merge", f"must be one of {VALID_TILE_MERGES}"),
+            (0.0 <= self.tile_nms_thresh <= 1.0, "tile_nms_thresh", "must be in [0, 1]"),
             (self.tta_merge in VALID_TTA_MERGES, "tta_merge", f"must be one of {VALID_TTA_MERGES}"),
             (len(self.tta_min_sizes) > 0 and min(self.tta_min_sizes) > 0, "tta_min_sizes", "must be one or more sizes > 0"),
             (not self.tta_min_sizes or self.tta_max_size >= max(self.tta_min_sizes), "tta_max_size", "must be >= the largest of tta_min_sizes"),
@@ -77,6 +85,7 @@ class InferenceSettings:
         return cls(
             int8_calibration=node.INT8_CALIBRATION, tile_size=node.TILE_SIZE, tile_overlap=node.TILE_OVERLAP,
             tile_batch=node.TILE_BATCH, tiled_detections_per_image=node.TILED_DETECTIONS_PER_IMAGE,
+            tile_resize=tuple(node.TILE_RESIZE), tile_merge=node.TILE_MERGE, tile_nms_thresh=node.TILE_NMS_THRESH,
             tta=aug.ENABLED, tta_min_sizes=tuple(aug.MIN_SIZES), tta_max_size=aug.MAX_SIZE, tta_flip=aug.FLIP,
             tta_merge=node.TTA_MERGE,
         )  # fmt: skip
@@ -158,7 +167,8 @@ def inference_model(model: nn.Module, settings: InferenceSettings, tta: bool = N
     if settings.tile_size > 0:
         runner = TiledInference(
             runner, tile_size=settings.tile_size, overlap=settings.tile_overlap, tile_batch=settings.tile_batch,
-            nms_thresh=unwrap(model).postprocess.nms_thresh, detections_per_image=settings.tiled_detections_per_image,
+            nms_thresh=settings.tile_nms_thresh or unwrap(model).postprocess.nms_thresh,
+            detections_per_image=settings.tiled_detections_per_image, resize=settings.tile_resize, merge=settings.tile_merge,
         )  # fmt: skip
     return runner
 

@@ -4,13 +4,16 @@ the grid of overlapping tiles (`tile_starts`, `tile_grid`), what a tile sees who
 (`tile_interiors`, `keep_tile_detections`, `reaches_other_tiles`: a piece of an object cut by a
 tile edge is dropped where a neighbouring tile sees it whole), and the class-wise NMS over all
 tiles (`merge_tile_detections`). `retina_plugin.inference.tiling.TiledInference` runs a model
-over the tiles with them.
+over the tiles with them. `mosaic_merge` is DeepForest's merge instead (`predict.mosiac`: one NMS
+over all windows' boxes, cut to whole pixels), for models converted from DeepForest
+(docs/deepforest.md).
 """
 import math
 from typing import List, Tuple
 
 import torch
 from detectron2.layers import batched_nms
+from torchvision.ops import nms
 
 __all__ = [
     "EDGE_MARGIN",
@@ -20,6 +23,7 @@ __all__ = [
     "keep_tile_detections",
     "merge_tile_detections",
     "reaches_other_tiles",
+    "mosaic_merge",
 ]
 
 # A box within this many pixels of a tile edge that is not the image border counts as cut by
@@ -30,13 +34,14 @@ EDGE_MARGIN = 4.0
 def tile_starts(length: int, tile_size: int, overlap: float) -> List[int]:
     """
     Start offsets of the tiles along one axis of `length` pixels: a stride of
-    `tile_size - round(overlap * tile_size)`, and a last tile aligned to the far edge, so
-    every pixel is covered and neighbours share at least `round(overlap * tile_size)` pixels.
+    `tile_size - floor(tile_size * overlap)`, and a last tile aligned to the far edge, so
+    every pixel is covered and neighbours share at least `floor(tile_size * overlap)` pixels.
     An axis no longer than a tile has one tile, starting at 0 (it is then `length` long).
+    This is the layout of DeepForest's windows (`slidingwindow.generateForSize`).
     """
     if length <= tile_size:
         return [0]
-    stride = tile_size - int(round(overlap * tile_size))
+    stride = tile_size - math.floor(tile_size * overlap)
     if stride < 1:
         raise ValueError(f"overlap {overlap} leaves no stride for tiles of {tile_size} pixels")
     starts = list(range(0, length - tile_size, stride))
@@ -160,3 +165,20 @@ def merge_tile_detections(
     kept = torch.cat([kept, (~shared).nonzero().squeeze(1)])
     order = scores[kept].argsort(descending=True, stable=True)
     return kept[order][: max_detections or None]
+
+
+def mosaic_merge(boxes: torch.Tensor, scores: torch.Tensor, nms_thresh: float, max_detections: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    DeepForest's merge of its windows (`deepforest.predict.mosiac`): every box's corners cut
+    to whole pixels (DeepForest casts them to int, which truncates towards 0), then one NMS
+    over the boxes of all windows and all classes at `nms_thresh`, then the `max_detections`
+    best (0 keeps all).
+
+    Args:
+        boxes: (N, 4) boxes (x0, y0, x1, y1) in image coordinates, >= 0; scores: (N,).
+    Returns:
+        the boxes cut to whole pixels (N, 4) and the indices of the kept ones, by decreasing score.
+    """
+    whole = boxes.trunc()
+    keep = nms(whole, scores, nms_thresh)
+    return whole, keep[: max_detections or None]

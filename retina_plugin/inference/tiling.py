@@ -5,8 +5,12 @@ shift the boxes to image coordinates, drop the pieces of objects cut by a tile e
 neighbouring tile sees whole (and keep an object seen whole by several tiles from one of
 them), and merge all tiles with class-wise NMS.
 
-Tiles are fed at their native resolution: nothing is resized, so an object keeps the pixel
-size it has in the image, and the model must have been trained at that scale. Memory is
+By default tiles are fed at their native resolution: nothing is resized, so an object keeps
+the pixel size it has in the image, and the model must have been trained at that scale.
+MODEL.RETINA_PLUGIN.TILE_RESIZE [min_size, max_size] resizes each tile as torchvision's
+GeneralizedRCNNTransform resizes an image (DeepForest's 400 px windows seen at 800 px), and
+MODEL.RETINA_PLUGIN.TILE_MERGE "deepforest" merges the tiles as DeepForest does
+(`tiles.mosaic_merge`) instead of the edge rule below (docs/deepforest.md). Memory is
 bounded by the tile size and the batch: the image stays as it was given (uint8), and only
 `tile_batch` tiles at a time are converted to float and run through the network.
 `TiledInference.detect_windows` takes the tiles from a reader instead of an image in memory
@@ -24,33 +28,35 @@ With test-time augmentation (cfg.TEST.AUG.ENABLED) the wrapped model is a
 `retina_plugin.inference.tta.RetinaNetWithTTA`: each tile is detected in all its versions
 (resized to TEST.AUG.MIN_SIZES, flipped), merged, then the tiles are merged as without it.
 """
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from ..config import ConfigError
+from ..config import VALID_TILE_MERGES, ConfigError
 from .tiles import (
     EDGE_MARGIN,
     keep_tile_detections,
     merge_tile_detections,
+    mosaic_merge,
     reaches_other_tiles,
     tile_grid,
     tile_interiors,
     tile_starts,
 )
 
-__all__ = ["TiledInference", "check_tiled_evaluation"]
+__all__ = ["TiledInference", "check_tiled_evaluation", "resize_tile"]
 
 class TiledInference(nn.Module):
     """
     Runs a detector over an image tile by tile. Takes and returns Detectron2's model inputs
     and outputs, so `inference_on_dataset(TiledInference(cfg, model), loader, evaluator)`
     evaluates tiled prediction; the loader must not resize (INPUT.MIN_SIZE_TEST 0), since
-    tiles are meant to be seen at the image's own resolution.
+    tiles are cut from the image at its own resolution (and resized, if at all, one by one).
     """
 
     @configurable
@@ -64,6 +70,8 @@ class TiledInference(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_image: int = 0,
         edge_margin: float = EDGE_MARGIN,
+        resize: Sequence[int] = (),
+        merge: str = "edges",
     ):
         """
         Args:
@@ -77,6 +85,10 @@ class TiledInference(nn.Module):
                 (`model` caps each tile with its own setting, TEST.DETECTIONS_PER_IMAGE for
                 RetinaNetPlugin).
             edge_margin: see `tile_interiors` and `keep_tile_detections`.
+            resize: () feeds tiles at native resolution; (min_size, max_size) resizes each
+                tile first (`resize_tile`), the model mapping its boxes back to the tile.
+            merge: "edges" (each object from the tile that sees it whole, then class-wise NMS
+                where tiles overlap) or "deepforest" (`mosaic_merge`: one NMS over all boxes).
         """
         super().__init__()
         if tile_size < 1 or tile_batch < 1 or detections_per_image < 0:
@@ -86,6 +98,8 @@ class TiledInference(nn.Module):
             )
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap {overlap} must be in [0, 1)")
+        if merge not in VALID_TILE_MERGES or len(resize) not in (0, 2):
+            raise ValueError(f"merge {merge!r} must be one of {VALID_TILE_MERGES}, resize {resize!r} () or (min_size, max_size)")
         self.model = model
         # Start in the wrapped model's mode: inference_on_dataset puts the wrapper in eval mode
         # and then back in the mode it found, which a new Module's default (training) would
@@ -97,6 +111,8 @@ class TiledInference(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.edge_margin = edge_margin
+        self.resize = tuple(resize)
+        self.merge = merge
 
     @classmethod
     def from_config(cls, cfg, model):
@@ -106,8 +122,10 @@ class TiledInference(nn.Module):
             "tile_size": node.TILE_SIZE,
             "overlap": node.TILE_OVERLAP,
             "tile_batch": node.TILE_BATCH,
-            "nms_thresh": cfg.MODEL.RETINANET.NMS_THRESH_TEST,
+            "nms_thresh": node.TILE_NMS_THRESH or cfg.MODEL.RETINANET.NMS_THRESH_TEST,
             "detections_per_image": node.TILED_DETECTIONS_PER_IMAGE,
+            "resize": tuple(node.TILE_RESIZE),
+            "merge": node.TILE_MERGE,
         }
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:
@@ -124,6 +142,10 @@ class TiledInference(nn.Module):
             height, width = x.get("height", instances.image_size[0]), x.get("width", instances.image_size[1])
             results.append({"instances": detector_postprocess(instances, height, width)})
         return results
+
+    def network_input(self, tile: torch.Tensor) -> torch.Tensor:
+        """A (C, h, w) float tile as the network gets it: as it is, or resized by `resize`."""
+        return resize_tile(tile, *self.resize) if self.resize else tile
 
     def num_tiles(self, height: int, width: int) -> int:
         """How many tiles an image of `height` x `width` is cut into."""
@@ -169,14 +191,18 @@ class TiledInference(nn.Module):
 
         def run(batch):
             inputs = [
-                {"image": tile.to(device).float(), "height": tile.shape[1], "width": tile.shape[2]} for _, tile in batch
+                {"image": self.network_input(tile.to(device).float()), "height": tile.shape[1], "width": tile.shape[2]}
+                for _, tile in batch
             ]
             for (tile_index, _), output in zip(batch, self.model(inputs)):
                 instances = output["instances"]
                 x0, y0 = tiles[tile_index, :2].tolist()
                 tile_boxes = instances.pred_boxes.tensor
                 tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
-                keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
+                if self.merge == "deepforest":
+                    keep = torch.ones(len(tile_boxes), dtype=torch.bool, device=tile_boxes.device)
+                else:
+                    keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
                 boxes.append(tile_boxes[keep])
                 scores.append(instances.scores[keep])
                 classes.append(instances.pred_classes[keep])
@@ -201,17 +227,38 @@ class TiledInference(nn.Module):
                 pred_classes=torch.zeros(0, dtype=torch.int64, device=device),
             )  # fmt: skip
         boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
-        keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
+        if self.merge == "deepforest":
+            boxes, keep = mosaic_merge(boxes, scores, self.nms_thresh, self.detections_per_image)
+        else:
+            keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
         return Instances(
             (height, width), pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
         )
+
+
+def resize_tile(tile: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """
+    A tile resized as torchvision's `GeneralizedRCNNTransform(min_size, max_size)` resizes an
+    image (its `_resize_image_and_masks`): by min(min_size / shorter side, max_size / longer
+    side), each side floor(side * scale), bilinear without corner alignment on float values.
+    Detectron2's `ResizeShortestEdge` rounds the sides instead and resizes uint8 images with
+    PIL, so a torchvision-trained model would see other pixel values.
+
+    Args:
+        tile: (C, h, w) float.
+    Returns:
+        (C, h', w') float.
+    """
+    height, width = tile.shape[-2:]
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return F.interpolate(tile[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False)[0]
 
 
 def check_tiled_evaluation(cfg) -> None:
     """
     Tiled evaluation (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0) needs a test loader that does not
     resize (INPUT.MIN_SIZE_TEST 0; Detectron2's DatasetMapper then applies no resize), else the
-    tiles would see objects at another scale than the image's own.
+    tiles would be cut from a resized image (a tile is resized, if at all, by TILE_RESIZE).
 
     Raises:
         ConfigError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.

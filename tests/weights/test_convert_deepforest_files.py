@@ -41,7 +41,7 @@ def write_deepforest_folder(folder, model, prefix=""):
 def test_deepforest_folder_gives_its_detections_thresholds_and_class_names(deepforest_model, tmp_path, prefix, single_thread):
     folder = write_deepforest_folder(tmp_path / "deepforest-tree", deepforest_model, prefix)
     config = convert_to_plugin("deepforest", str(folder), str(tmp_path / "out"))
-    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.RETINA_PLUGIN.WINOGRAD", "False", "INPUT.MIN_SIZE_TEST", "0"])
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "MODEL.RETINA_PLUGIN.WINOGRAD", "False", "MODEL.RETINA_PLUGIN.TILE_SIZE", "0"])  # the whole image, as predict_image
     node = cfg.MODEL.RETINANET
     assert (node.SCORE_THRESH_TEST, node.NMS_THRESH_TEST, node.TOPK_CANDIDATES_TEST) == (0.08, 0.3, 500)
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 100 and node.NUM_CLASSES == 2

@@ -1,0 +1,111 @@
+"""
+deepforest.py's table, checks and targets, from its runs: {(raster, runtime): run}, each run
+with seconds, megapixels, peak_rss_mib, rss_before_mib, boxes (pixel XYXY) and scores.
+"""
+import numpy as np
+import torch
+
+from retina_plugin.compare import compare_detections
+from retina_plugin.geo.evaluate import RasterTruth, match_raster
+
+RASTERS = ("generated", "OSBS_029")
+RUNTIMES = ("deepforest", "float32", "int8")
+RECALL_IOU = 0.4
+FLOAT32_TARGET, INT8_TARGET, MAX_RECALL_LOST = 1.5, 4.0, 0.01
+
+
+def _arrays(run):
+    return np.asarray(run["boxes"], np.float64).reshape(-1, 4), np.asarray(run["scores"], np.float64)
+
+
+def same_detections(ours, theirs) -> dict:
+    """retina_plugin.compare on pixel boxes: IoU >= 0.999, scores within 1e-4, one class."""
+    (boxes, scores), (ref_boxes, ref_scores) = _arrays(ours), _arrays(theirs)
+    zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
+    return compare_detections(
+        (torch.from_numpy(boxes), torch.from_numpy(scores), zeros(len(boxes))),
+        (torch.from_numpy(ref_boxes), torch.from_numpy(ref_scores), zeros(len(ref_boxes))), min_iou=0.999, score_atol=1e-4,
+    )  # fmt: skip
+
+
+def recall(detections, reference_boxes) -> float:
+    """Share of `reference_boxes` matched at IoU >= RECALL_IOU by `detections` (COCOeval's matching, as tools/evaluate_raster.py)."""
+    boxes, scores = _arrays(detections)
+    reference = np.asarray(reference_boxes, np.float64).reshape(-1, 4)
+    truth = RasterTruth(
+        "raster", 0, 0, None, reference, np.array(["tree"] * len(reference)), boxes, scores, np.array(["tree"] * len(boxes))
+    )  # fmt: skip
+    (_, gt_matched), = match_raster(truth, [RECALL_IOU])
+    return float(gt_matched.mean()) if len(reference) else 1.0
+
+
+def summarize(results: dict, objects) -> dict:
+    rows = {}
+    for (raster, runtime), run in results.items():
+        base = results[(raster, "deepforest")]
+        row = {
+            "detections": len(run["scores"]), "seconds": run["seconds"], "s_per_megapixel": run["seconds"] / run["megapixels"],
+            "peak_rss_mib": run["peak_rss_mib"], "rss_growth_mib": run["peak_rss_mib"] - run["rss_before_mib"],
+            "speedup": base["seconds"] / run["seconds"], "windows": run.get("windows"), "threads": run.get("threads"),
+        }  # fmt: skip
+        if runtime == "float32":
+            row["vs_deepforest"] = same_detections(run, base)
+        if runtime == "int8":
+            row["recall_of_float32"] = recall(run, results[(raster, "float32")]["boxes"])
+        if raster == "generated":
+            row["recall_of_objects"] = recall(run, objects)
+        rows[f"{raster}/{runtime}"] = row
+    return rows
+
+
+def table(rows: dict) -> str:
+    lines = [
+        "| raster | runtime | detections | s/megapixel | peak RSS MiB (growth) | speed vs DeepForest | same as DeepForest (float32) / recall of float32 at IoU 0.4 (int8) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        raster, runtime = key.split("/")
+        check = ""
+        if "vs_deepforest" in row:
+            c = row["vs_deepforest"]
+            iou, diff = c["min_iou"], c["max_score_diff"]
+            check = (
+                f"{'yes' if c['match'] else 'NO'}: {c['matched']} of {c['count'][1]} matched, {c['ties']} ties, {c['unmatched']} unmatched; "
+                f"min IoU {iou if iou is None else round(iou, 4)}, max score diff {diff if diff is None else f'{diff:.1e}'}"
+            )
+        elif "recall_of_float32" in row:
+            check = f"{row['recall_of_float32']:.4f}"
+        lines.append(
+            f"| {raster} | {runtime} | {row['detections']} | {row['s_per_megapixel']:.2f} | {row['peak_rss_mib']:.0f} "
+            f"(+{row['rss_growth_mib']:.0f}) | {row['speedup']:.2f}x | {check} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows: dict) -> list:
+    out = []
+    for raster in RASTERS:
+        f32, i8 = rows.get(f"{raster}/float32"), rows.get(f"{raster}/int8")
+        if f32 is None or i8 is None:
+            continue
+        c = f32["vs_deepforest"]
+        same = c["match"]  # retina_plugin.compare: every detection matched, or one of two near-equal scores kept (a tie)
+        lost = 1.0 - i8["recall_of_float32"]
+        ok32 = f32["speedup"] >= FLOAT32_TARGET and same
+        ok8 = i8["speedup"] >= INT8_TARGET and lost <= MAX_RECALL_LOST
+        out.append(f"- {raster}: float32 {f32['speedup']:.2f}x DeepForest's speed, same detections {same}: target >= {FLOAT32_TARGET}x {'met' if ok32 else 'NOT met'}")
+        out.append(f"- {raster}: int8 {i8['speedup']:.2f}x, recall of float32 lost {100 * lost:.2f} %: target >= {INT8_TARGET}x at <= {100 * MAX_RECALL_LOST:.0f} % {'met' if ok8 else 'NOT met'}")
+    return out
+
+
+def report(results: dict, objects, threads: int):
+    rows = summarize(results, objects)
+    notes = [f"{threads} threads, one run each, every run in its own process."]
+    generated = {k: v for k, v in rows.items() if k.startswith("generated/") and "recall_of_objects" in v}
+    if generated:
+        notes.append(
+            "Recall of the generated raster's objects at IoU 0.4 (random weights: not a measure of the model): "
+            + ", ".join(f"{k.split('/')[1]} {v['recall_of_objects']:.4f}" for k, v in generated.items())
+        )
+    text = "## DeepForest predict_tile vs predict_raster\n\n" + table(rows) + "\n" + "\n".join(targets(rows) + [""] + notes) + "\n"
+    return rows, text
