@@ -3,6 +3,7 @@
 
 setup:
 	bash scripts/setup_venv.sh
+	bash scripts/setup_peers_venv.sh
 
 test: setup
 	.venv/bin/python -m pytest -q -n auto tests
@@ -14,10 +15,11 @@ test-slow: setup
 run: setup
 	bash scripts/run_embedded.sh
 
-# The benchmark (benchmarks/bench.py: ours, Detectron2, torchvision; then ONNX Runtime and OpenVINO, runtimes.py); installs the bench extra first.
+# The benchmark (benchmarks/bench.py: ours, Detectron2, torchvision; then ONNX Runtime and OpenVINO, runtimes.py; then DeepForest, deepforest.py); installs the bench extra first.
 bench: setup
 	.venv/bin/python -m pip install -q -e ".[bench]"
 	.venv/bin/python benchmarks/bench.py
+	.venv/bin/python benchmarks/deepforest.py
 
 clean:
 	rm -rf output datasets

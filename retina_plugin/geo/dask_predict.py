@@ -162,6 +162,13 @@ def predict_rasters_on_dask(
     """
     check_class_names(cfg, output, class_names)
     node = cfg.MODEL.RETINA_PLUGIN
+    if list(node.TILE_RESIZE) or node.TILE_MERGE != "edges":
+        # The blocks merge as tiled inference's edge rule; DeepForest's resize and mosaic are not in them.
+        raise ConfigError(
+            f"--workers/--scheduler run tiles at native resolution merged by the edge rule; this config has "
+            f"MODEL.RETINA_PLUGIN.TILE_RESIZE {list(node.TILE_RESIZE)} and TILE_MERGE {node.TILE_MERGE!r} "
+            f"(DeepForest's way): run it without --workers/--scheduler"
+        )
     sources = {}
     for path in paths:  # bad bands or an unreadable file fail before anything runs
         with RasterSource(path, list(node.RASTER_BANDS) or None, cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)) as source:

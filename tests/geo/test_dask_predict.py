@@ -261,3 +261,16 @@ def test_dask_flags_alone_are_refused(flags, expected, capsys):
         main(["--config-file", "c.yaml", "--input", "a.tif", "--output", "o.gpkg", *flags])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"predict_raster: error: {expected}"
+
+
+@pytest.mark.parametrize("opts", [["MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest"], ["MODEL.RETINA_PLUGIN.TILE_RESIZE", "[800, 1333]"]])
+def test_deepforest_tiling_on_dask_is_refused_not_merged_otherwise(opts, tmp_path):
+    # The blocks merge by the edge rule: a config of DeepForest's resize or mosaic must not run there.
+    from retina_plugin import load_config
+    from retina_plugin.config import ConfigError
+    from retina_plugin.geo.dask_predict import predict_rasters_on_dask
+
+    cfg = load_config(str(REPO / "configs" / "shapes_R18_cpu.yaml"), ["MODEL.RETINA_PLUGIN.TILE_SIZE", "256", *opts])
+    with pytest.raises(ConfigError, match="run it without --workers/--scheduler"):
+        predict_rasters_on_dask(cfg, [], str(tmp_path / "out.gpkg"), workers=1)
+    assert not list(tmp_path.iterdir())
