@@ -19,7 +19,7 @@ import os
 
 from ..config import ConfigError
 from ..geo.evaluate import (
-    evaluate_rasters, format_table, load_ground_truth, load_predictions, raster_paths, raster_truth,
+    check_label_sets, evaluate_rasters, format_table, load_ground_truth, load_predictions, raster_paths, raster_truth,
 )
 from ..geo.evaluate_plot import plot_evaluation
 from .arguments import OneLineParser, one_line_errors
@@ -34,6 +34,7 @@ def get_parser():
     add("--ground-truth", required=True, metavar="FILE", help="ground-truth polygons (optional 'label' column)")
     add("--raster", nargs="+", metavar="FILE", help="the raster(s) detected on (default: the 'source' column's files)")
     add("--iou", nargs="+", type=float, default=[0.4, 0.5], help="IoU thresholds of a match (0.4 0.5)")
+    add("--class-agnostic", action="store_true", help="match detections to ground truth whatever their labels")
     add("--score-threshold", type=float, default=0.0, metavar="T", help="keep detections scoring >= T (0)")
     add("--output-dir", metavar="DIR", help="where evaluation.json and the PNGs go (default: the predictions' folder)")
     return parser
@@ -48,6 +49,9 @@ def main(argv=None):
         thresholds = list(dict.fromkeys(args.iou))
         predictions, pred_label = load_predictions(args.predictions, args.score_threshold)
         ground_truth, gt_label = load_ground_truth(args.ground_truth)
+        if args.class_agnostic:
+            pred_label = gt_label = None
+        check_label_sets(predictions, pred_label, args.predictions, ground_truth, gt_label, args.ground_truth)
         rasters = raster_paths(predictions, args.predictions, args.raster)
         split = len(rasters) > 1 and "source" in predictions.columns
         truths = [

@@ -74,6 +74,27 @@ def load_ground_truth(path: str):
     return frame, label
 
 
+def check_label_sets(predictions, pred_label, predictions_path: str, ground_truth, gt_label, gt_path: str) -> None:
+    """
+    Matching within label needs labels both layers share: detections labelled `0` against ground
+    truth labelled `Tree` would count no true positive at all. Two label sets with nothing in
+    common raise a VectorError naming both (--class-agnostic matches without labels).
+    """
+    if pred_label is None or gt_label is None or len(predictions) == 0 or len(ground_truth) == 0:
+        return
+    detected = sorted(set(predictions[pred_label].astype(str)))
+    truth = sorted(set(ground_truth[gt_label].astype(str)))
+    if not set(detected) & set(truth):
+        def some(names):
+            return ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+
+        raise VectorError(
+            f"{predictions_path}: its labels ({some(detected)}) share none with those of {gt_path} ({some(truth)}): "
+            f"no detection could match; label the detections with the model's class names (predict_raster --classes), "
+            f"or match without labels (--class-agnostic)"
+        )
+
+
 def _resolve_source(source: str, predictions_path: str) -> Optional[str]:
     for candidate in (source, os.path.join(os.path.dirname(os.path.abspath(predictions_path)), source)):
         if os.path.isfile(candidate):

@@ -245,3 +245,23 @@ def test_coco_ap_keeps_more_than_100_detections():
     truth = RasterTruth("r.tif", 300, 200, None, boxes, labels, boxes, np.linspace(1, 0.1, len(boxes)), labels)
     ap = coco_ap([truth], ["a"])
     assert ap["max_dets"] == 150 and ap["AP"] == pytest.approx(1.0) and ap["per_class"]["a"] == pytest.approx(1.0)
+
+
+def test_labels_shared_with_none_of_the_ground_truths_are_refused_naming_both(case, tmp_path, capsys):
+    # Detections labelled by class id ("0", "1", ...) against ground truth labelled by name: no
+    # detection can match within label; the tool says so instead of reporting 0 true positives.
+    root = case["root"]
+    dets = gpd.read_file(root / "det.gpkg")
+    dets["label"] = dets["class_id"].astype(str)
+    dets.to_file(tmp_path / "ids.gpkg")
+    with pytest.raises(SystemExit) as e:
+        main(["--predictions", str(tmp_path / "ids.gpkg"), "--ground-truth", str(root / "gt.gpkg"), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("evaluate_raster: error: "), err
+    assert "share none with those of" in err[0] and "'0'" in err[0] and repr(case["scene"].class_names[0]) in err[0], err
+    assert not (tmp_path / "o").exists()
+    # --class-agnostic matches them without labels: the class-agnostic counts of the same detections.
+    main(["--predictions", str(tmp_path / "ids.gpkg"), "--ground-truth", str(root / "gt.gpkg"), "--output-dir",
+          str(tmp_path / "agnostic"), "--class-agnostic", "--iou", "0.4"])  # fmt: skip
+    metrics = json.loads((tmp_path / "agnostic" / "evaluation.json").read_text())
+    assert metrics["matching"] == "class-agnostic" and counts_of(metrics, "0.4") == case["counts"]["agnostic 0.4"]
