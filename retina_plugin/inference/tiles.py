@@ -23,12 +23,18 @@ __all__ = [
     "keep_tile_detections",
     "merge_tile_detections",
     "reaches_other_tiles",
+    "shared_pixels",
     "mosaic_merge",
 ]
 
 # A box within this many pixels of a tile edge that is not the image border counts as cut by
 # that edge: a truncated object's regressed box stops near the edge, not exactly on it.
 EDGE_MARGIN = 4.0
+
+
+def shared_pixels(tile_size: int, overlap: float) -> int:
+    """The pixels neighbouring tiles share at least: floor(tile_size * overlap)."""
+    return math.floor(tile_size * overlap)
 
 
 def tile_starts(length: int, tile_size: int, overlap: float) -> List[int]:
@@ -41,7 +47,7 @@ def tile_starts(length: int, tile_size: int, overlap: float) -> List[int]:
     """
     if length <= tile_size:
         return [0]
-    stride = tile_size - math.floor(tile_size * overlap)
+    stride = tile_size - shared_pixels(tile_size, overlap)
     if stride < 1:
         raise ValueError(f"overlap {overlap} leaves no stride for tiles of {tile_size} pixels")
     starts = list(range(0, length - tile_size, stride))

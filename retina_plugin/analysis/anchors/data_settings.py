@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from detectron2.data import DatasetCatalog
 
-from ...inference.tiles import EDGE_MARGIN
+from ...inference.tiles import EDGE_MARGIN, shared_pixels
 from .anchor_settings import AnchorSetting, format_nested
 from .coverage_report import AnchorCoverageReport
 from .resized_boxes import AnchorCoverageError, load_resized_boxes
@@ -185,9 +185,9 @@ def propose_tiles(sizes: BoxSizes, size_divisibility: int, percentile: float = 9
     need = int(math.ceil((1 - max_cut) * largest + 2 * EDGE_MARGIN))
     step = max(int(size_divisibility), SIZE_STEP)
     tile = _round_up(max(context * largest, need / MAX_TILE_OVERLAP), step)
-    # The least overlap (to 0.01) whose round(overlap * tile), the pixels tile_starts shares, holds `need`.
-    overlap = math.ceil(100 * (need - 0.5) / tile) / 100
-    while round(overlap * tile) < need:
+    # The least overlap (to 0.01) whose shared pixels (tiles.shared_pixels, as tile_starts lays tiles out) hold `need`.
+    overlap = math.floor(100 * need / tile) / 100
+    while shared_pixels(tile, overlap) < need:
         overlap = round(overlap + 0.01, 2)
     proposal = SettingsProposal(_statistics(sizes, percentile, "native pixels (tiles are not resized)"))
     proposal.set(
@@ -200,7 +200,7 @@ def propose_tiles(sizes: BoxSizes, size_divisibility: int, percentile: float = 9
                f"no box up to p{percentile:g} loses more than {100 * max_cut:g}% of its side in every tile")
     proposal.set(
         "MODEL.RETINA_PLUGIN.TILE_OVERLAP", overlap,
-        f"neighbours share {round(overlap * tile)} px >= {need} px = (1 - {max_cut:g}) x {largest:.1f} px + 2 x "
+        f"neighbours share {shared_pixels(tile, overlap)} px >= {need} px = (1 - {max_cut:g}) x {largest:.1f} px + 2 x "
         f"{EDGE_MARGIN:g} px (tiled inference's edge margin): {outcome}",
     )
     if tiles_are_images:

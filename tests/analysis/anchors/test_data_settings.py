@@ -15,7 +15,7 @@ from anchor_cases import BASE_CONFIG, SMALL_OPTS, analysis_cfg, write_coco
 from retina_plugin import load_config
 from retina_plugin.analysis.anchors import AnchorCoverageError, AnchorSetting
 from retina_plugin.analysis.anchors.data_settings import BoxSizes, load_box_sizes, propose_input_sizes, propose_tiles
-from retina_plugin.inference.tiles import EDGE_MARGIN, tile_grid, tile_interiors
+from retina_plugin.inference.tiles import EDGE_MARGIN, shared_pixels, tile_grid, tile_interiors
 from tool_runs import run_tool
 
 NARROW_CONFIG = "configs/scenes_narrow_R50_cpu.yaml"
@@ -40,13 +40,13 @@ def test_tiles_hold_the_largest_box_whole_with_context():
     values = propose_tiles(sizes, 32, percentile=100).values
     tile, overlap = values["MODEL.RETINA_PLUGIN.TILE_SIZE"], values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"]
     assert tile == 256  # the multiple of 32 >= 4 x 64
-    assert round(overlap * tile) >= 64 + 2 * EDGE_MARGIN and round((overlap - 0.01) * tile) < 64 + 2 * EDGE_MARGIN
+    assert shared_pixels(tile, overlap) >= 64 + 2 * EDGE_MARGIN and shared_pixels(tile, overlap - 0.01) < 64 + 2 * EDGE_MARGIN
     assert _seen_whole(tile, overlap, 64) and not _seen_whole(tile, overlap - 0.04, 64)
     assert values["INPUT.MIN_SIZE_TRAIN"] == [tile] and values["INPUT.MAX_SIZE_TRAIN"] == tile
     assert values["INPUT.MIN_SIZE_TEST"] == 0
     # A cut of a quarter of the side: the overlap holds 3/4 of the largest box and the margins.
     cut = propose_tiles(sizes, 32, percentile=100, max_cut=0.25).values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"]
-    assert round(cut * tile) >= 0.75 * 64 + 2 * EDGE_MARGIN and cut < overlap
+    assert shared_pixels(tile, cut) >= 0.75 * 64 + 2 * EDGE_MARGIN and cut < overlap
     # Images tiled only at inference (a COCO json and TILE_SIZE > 0) train whole, unresized.
     whole = propose_tiles(sizes, 32, percentile=100, tiles_are_images=False).values
     assert whole["INPUT.MIN_SIZE_TRAIN"] == [0] and "INPUT.MAX_SIZE_TRAIN" not in whole
@@ -61,7 +61,7 @@ def test_the_largest_box_is_a_percentile():
     assert propose_tiles(sizes, 32, percentile=99).values["MODEL.RETINA_PLUGIN.TILE_SIZE"] == 256
     values = propose_tiles(sizes, 32, percentile=100).values
     assert values["MODEL.RETINA_PLUGIN.TILE_SIZE"] == 1600
-    assert round(values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"] * 1600) >= 408
+    assert shared_pixels(1600, values["MODEL.RETINA_PLUGIN.TILE_OVERLAP"]) >= 408
     with pytest.raises(AnchorCoverageError, match="--max-cut 1 in"):
         propose_tiles(sizes, 32, max_cut=1.0)
     with pytest.raises(AnchorCoverageError, match=r"--percentile 40 must be in \(50, 100\]"):
@@ -129,7 +129,7 @@ def test_tool_writes_a_config_for_a_geotiff_and_its_vectors_that_trains(crowns, 
     cfg = load_config(str(written))
     tile, overlap = cfg.MODEL.RETINA_PLUGIN.TILE_SIZE, cfg.MODEL.RETINA_PLUGIN.TILE_OVERLAP
     assert (tile, overlap) == (expected["MODEL.RETINA_PLUGIN.TILE_SIZE"], expected["MODEL.RETINA_PLUGIN.TILE_OVERLAP"])
-    assert round(overlap * tile) >= sides.max() + 2 * EDGE_MARGIN and tile >= 4 * sides.max()
+    assert shared_pixels(tile, overlap) >= sides.max() + 2 * EDGE_MARGIN and tile >= 4 * sides.max()
     assert (tuple(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST) == ((tile,), tile, 0)
     report = _anchor_coverage(tmp_path / "out")
     suggested = report["suggested"]["anchors"]
