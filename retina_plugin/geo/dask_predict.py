@@ -13,7 +13,6 @@ the finished parts; a worker killed mid-task has its task run again elsewhere.
 This module imports Dask; nothing on the single-process path imports it.
 """
 import contextlib
-import json
 import logging
 import os
 import time
@@ -33,8 +32,8 @@ from .blocks import detect_block, merge_blocks, raster_blocks
 from .parts import PartsFolder, read_part, run_settings, write_part
 from ..config import ConfigError
 from ..inference.predictor import dataset_metadata
-from .predict import RasterPredictor, coco_results, detections_to_frame
-from .vectors import detections_layer, vector_driver, write_layer
+from .predict import RasterPredictor, detections_to_frame, write_outputs
+from .vectors import vector_driver
 
 __all__ = ["ModelPlugin", "predict_rasters_on_dask"]
 
@@ -135,19 +134,6 @@ def check_class_names(cfg, output: str, class_names) -> None:
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
     if class_names is not None and len(class_names) != num_classes:
         raise ConfigError(f"--classes names {len(class_names)} class(es) {list(class_names)} but the model has {num_classes} (MODEL.RETINANET.NUM_CLASSES)")
-
-
-def write_outputs(out: OutputSet, output: str, coco_json, detections, frames, metadata) -> None:
-    """The vector layer and the COCO results of all rasters, committed together (as predict_rasters writes them)."""
-    frame = detections_layer(frames)
-    write_layer(frame, out.temp(output), output)
-    if coco_json:
-        reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
-        class_ids = {v: k for k, v in reverse.items()} if reverse else None
-        with open(out.temp(coco_json), "w") as f:
-            json.dump(coco_results(detections, class_ids), f)
-    out.commit()
-    logger.info(f"wrote {len(frame)} detections to {output} (CRS {frame.crs.to_string() if frame.crs else 'none: pixel coordinates'})")
 
 
 def predict_rasters_on_dask(

@@ -157,16 +157,21 @@ def predict_rasters(cfg, inputs, output, coco_json=None, class_names=None, class
             d = predictor.predict(path, progress)
             detections.append(d)
             frames.append(detections_to_frame(d, names))
-        frame = detections_layer(frames)
-        write_layer(frame, out.temp(output), output)
-        out.pause("vector-written")
-        if coco_json:
-            reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
-            class_ids = {v: k for k, v in reverse.items()} if reverse else None
-            with open(out.temp(coco_json), "w") as f:
-                json.dump(coco_results(detections, class_ids), f)
-        out.commit()
+        write_outputs(out, output, coco_json, detections, frames, metadata)
+    return detections
+
+
+def write_outputs(out: OutputSet, output: str, coco_json, detections, frames, metadata) -> None:
+    """The vector layer and the COCO results of all rasters, written to `out`'s temporaries and committed together."""
+    frame = detections_layer(frames)
+    write_layer(frame, out.temp(output), output)
+    out.pause("vector-written")
+    if coco_json:
+        reverse = metadata.get("thing_dataset_id_to_contiguous_id", None)
+        class_ids = {v: k for k, v in reverse.items()} if reverse else None
+        with open(out.temp(coco_json), "w") as f:
+            json.dump(coco_results(detections, class_ids), f)
+    out.commit()
     logger.info(f"wrote {len(frame)} detections to {output} (CRS {frame.crs.to_string() if frame.crs else 'none: pixel coordinates'})")
     if coco_json:
         logger.info(f"wrote {sum(len(d.boxes) for d in detections)} detections in COCO results format to {coco_json}")
-    return detections
