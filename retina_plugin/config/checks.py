@@ -6,6 +6,7 @@ import collections.abc
 import functools
 
 from ..modeling.backbone import P6_SOURCES as VALID_P6_SOURCES
+from ..modeling.box_transform import box_dim
 from ..modeling.head import BOX_REG_LOSSES as VALID_BOX_REG_LOSSES
 from ..modeling.meta_arch import VALID_INFERENCE_DTYPES
 from .keys import MOVED_KEYS, VALID_TILE_MERGES, VALID_TTA_MERGES, add_retina_plugin_config
@@ -82,8 +83,12 @@ def _check_detectron2_keys(cfg):
     if r.FOCAL_LOSS_GAMMA < 0:
         _fail("MODEL.RETINANET.FOCAL_LOSS_GAMMA", r.FOCAL_LOSS_GAMMA, "must be >= 0")
     _check_matching(r.IOU_THRESHOLDS, r.IOU_LABELS)
-    if len(r.BBOX_REG_WEIGHTS) != 4:
-        _fail("MODEL.RETINANET.BBOX_REG_WEIGHTS", r.BBOX_REG_WEIGHTS, "needs 4 weights (dx, dy, dw, dh)")
+    if len(r.BBOX_REG_WEIGHTS) != box_dim(cfg):
+        deltas = "(dx, dy, dw, dh, da)" if box_dim(cfg) == 5 else "(dx, dy, dw, dh)"
+        _fail(
+            "MODEL.RETINANET.BBOX_REG_WEIGHTS", r.BBOX_REG_WEIGHTS,
+            f"needs {box_dim(cfg)} weights {deltas} with MODEL.ANCHOR_GENERATOR.NAME {cfg.MODEL.ANCHOR_GENERATOR.NAME}",
+        )
     if r.BBOX_REG_LOSS_TYPE not in VALID_BOX_REG_LOSSES:
         _fail("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", r.BBOX_REG_LOSS_TYPE, f"must be one of {VALID_BOX_REG_LOSSES}")
     if r.SMOOTH_L1_LOSS_BETA < 0:

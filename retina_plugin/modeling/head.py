@@ -11,6 +11,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.utils.registry import Registry
 from fvcore.nn import giou_loss, smooth_l1_loss
 
+from .box_transform import build_box2box_transform
 from .focal_loss import sigmoid_focal_loss_from_labels
 from .winograd import inference_layers
 
@@ -109,7 +110,7 @@ class FocalLossHead(nn.Module):
             "num_levels": len(input_shape),
             "num_anchors": num_anchors,
             "num_classes": node.NUM_CLASSES,
-            "box2box_transform": Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS),
+            "box2box_transform": build_box2box_transform(cfg),
             "num_convs": node.NUM_CONVS,
             "norm": node.NORM,
             "prior_prob": node.PRIOR_PROB,

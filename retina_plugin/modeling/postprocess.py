@@ -10,6 +10,8 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.registry import Registry
 
+from .box_transform import build_box2box_transform
+
 RETINA_POSTPROCESS_REGISTRY = Registry("RETINA_POSTPROCESS")
 RETINA_POSTPROCESS_REGISTRY.__doc__ = """
 Registry for RetinaNetPlugin postprocessors, selected by cfg.MODEL.RETINA_PLUGIN.POSTPROCESS_NAME and
@@ -53,7 +55,7 @@ class DecodeAndNMS:
     def from_config(cls, cfg):
         node = cfg.MODEL.RETINANET
         return {
-            "box2box_transform": Box2BoxTransform(weights=node.BBOX_REG_WEIGHTS),
+            "box2box_transform": build_box2box_transform(cfg),
             "score_thresh": node.SCORE_THRESH_TEST,
             "topk_candidates": node.TOPK_CANDIDATES_TEST,
             "nms_thresh": node.NMS_THRESH_TEST,
