@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 # Tiles per Winograd matrix product tried against the direct convolution ("direct", None).
 CHUNK_CANDIDATES = (64, 128, 256, 512)
 REPEATS = 3
+# A measurement made while the 1-minute load average exceeds this many runnable processes per
+# core is used by the process that made it but not written to the cache: other processes on
+# the same cores make every candidate slower, the direct convolution's oneDNN threads most of
+# all (at load 9.6 on 2 cores: direct 154 ms, Winograd 499 ms on a shape measured at 12 and
+# 15 ms quiet), so later processes measure again instead of inheriting a wrong choice.
+MAX_LOAD_PER_CORE = 1.0
 # /proc/cpuinfo flags that change which convolution kernels oneDNN and MKL run.
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 ALGORITHMS = ("direct", "winograd")
@@ -84,10 +90,18 @@ def choose(shape: str, candidates: Callable[[Choice], Callable[[], object]], chu
     table = _tables.get(path)
     if table is None:
         table = _tables[path] = read_table(path, key)
-    if shape not in table:
-        table[shape] = measure(candidates, chunks)
-        write_table(path, key, table)
-    entry = table[shape]
+    entry = table.get(shape)
+    if entry is None:
+        entry = measure(candidates, chunks)
+        cores = os.cpu_count() or 1
+        if entry["load_average_1min"] <= MAX_LOAD_PER_CORE * cores:
+            table[shape] = entry
+            write_table(path, key, table)
+        else:
+            logger.warning(
+                "Winograd autotune: %s measured at load average %s on %d cores: used by this process, not "
+                "written to %s (a later, quieter process measures it again)", shape, entry["load_average_1min"], cores, path,
+            )
     _choices[memo] = entry["algorithm"], entry["tiles_per_chunk"]
     return _choices[memo]
 

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def cache(tmp_path, monkeypatch):
     """An empty cache folder of this test's own; returns the path of this machine's cache file."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # Whatever else runs on these cores, measurements are written (test_busy_machine_... checks the guard).
+    monkeypatch.setattr(winograd_tuning, "MAX_LOAD_PER_CORE", float("inf"))
     winograd_tuning.forget()
     yield winograd_tuning.cache_path(winograd_tuning.machine_key())
     winograd_tuning.forget()
@@ -74,6 +76,21 @@ def test_auto_measures_each_shape_once_and_a_second_build_reads_the_cache(cache,
     run(small_model(small_cfg, "auto"), size=(64, 64))
     assert winograd_tuning.measurements > measured
     assert "1x256x8x8 nhwc -> 256, filters kept" in json.loads(cache.read_text())["shapes"]
+
+
+def test_a_measurement_under_load_is_used_but_not_written(cache, small_cfg, monkeypatch, caplog):
+    # Any load counts as busy: every shape is measured and used, none is written.
+    monkeypatch.setattr(winograd_tuning, "MAX_LOAD_PER_CORE", -1.0)
+    before = winograd_tuning.measurements
+    with caplog.at_level(logging.WARNING, logger=winograd_tuning.__name__):
+        detections = run(small_model(small_cfg, "auto"))
+    assert winograd_tuning.measurements - before == 15
+    assert not cache.exists()
+    busy = [r.getMessage() for r in caplog.records if "not written to" in r.getMessage()]
+    assert len(busy) == 15 and str(cache) in busy[0]
+    # the same process keeps its choices: a second call measures nothing
+    assert len(run(small_model(small_cfg, "auto"))) == len(detections)
+    assert winograd_tuning.measurements - before == 15
 
 
 def test_chunk_candidates_are_those_that_chunk_differently():
