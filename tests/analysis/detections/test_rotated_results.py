@@ -3,9 +3,12 @@ The error analysis (retina_plugin.analysis.detections, tools/analyze_results.py)
 boxes: COCO results whose "bbox" has 5 numbers [cx, cy, w, h, angle] (Detectron2's XYWHA, as
 its RotatedCOCOEvaluator writes them), matched with rotated IoU.
 
-test_results_case's hand-built case turned as a whole by 30 degrees about the image centre
-keeps every IoU, so every figure of the axis-aligned case must come out again.
+test_results_case's hand-built case turned as a whole by 30 degrees about the image centre,
+or each detection stood on its side as (cx, cy, h, w, 90), keeps every IoU, so every figure of
+the axis-aligned case must come out again.
 """
+import csv
+import json
 import math
 
 import cv2
@@ -16,6 +19,7 @@ from detectron2.structures import BoxMode
 from retina_plugin.analysis.detections import analyse_results, detections_from_list, ground_truth_from_coco
 from retina_plugin.analysis.detections.worst_images import write_worst_images
 from retina_plugin.errors import InputFileError
+from tool_runs import run_tool
 from test_results_case import (
     AP50, CONFUSION, ERROR_COUNTS, FIXED_AP50_SUMS, NUM_GT, THRESHOLDS, coco_gt, coco_results, write_case,
 )  # fmt: skip
@@ -87,3 +91,30 @@ def test_rotated_results_file_with_a_bad_box_is_refused_naming_it(tmp_path):
     assert str(e.value) == (
         "rotated.json: detection 0: bbox must be 4 numbers [x, y, w, h] or 5 [cx, cy, w, h, angle] and score a number"
     )
+
+
+def test_tool_on_rotated_results_against_an_axis_aligned_dataset(tmp_path):
+    """
+    tools/analyze_results.py with a results file of 5-number boxes: each detection of the case as
+    (cx, cy, h, w, 90), the same rectangle stood on its side, scored with rotated IoU against the
+    case's XYWH dataset (taken at angle 0). Every figure of the axis-aligned case comes out.
+    """
+    gt_path, images, _ = write_case(str(tmp_path))
+    results = []
+    for r in coco_results():
+        cx, cy, w, h, _ = BoxMode.convert(list(r["bbox"]), BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS)
+        results.append(dict(r, bbox=[cx, cy, h, w, 90.0]))
+    predictions = tmp_path / "rotated_predictions.json"
+    predictions.write_text(json.dumps(results))
+    out = tmp_path / "analysis"
+    run_tool("tools/analyze_results.py", "--test-json", gt_path, "--test-images", images, "--predictions",
+             str(predictions), "--output", str(out))  # fmt: skip
+    with open(out / "per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["AP50"]) for r in rows] == [round(100 * ap, 4) for ap in AP50]
+    assert [float(r["threshold"]) for r in rows] == THRESHOLDS and [int(r["num_gt"]) for r in rows] == NUM_GT
+    with open(out / "confusion_matrix.csv") as f:
+        assert [[int(v) for v in row[1:]] for row in list(csv.reader(f))[1:]] == CONFUSION
+    errors = json.loads((out / "errors.json").read_text())["errors"]
+    assert {name: e["count"] for name, e in errors.items()} == ERROR_COUNTS
+    assert sorted(p.name for p in (out / "worst").glob("*.png")) == ["00_1.png", "01_2.png", "02_3.png"]
