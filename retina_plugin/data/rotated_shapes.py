@@ -4,9 +4,10 @@ A small synthetic dataset of long, turned objects seen from above, generated on 
 and a deckhouse) and "car" (a short box with dark windscreen and rear-window bands).
 
 Each image is a textured background (a weakly saturated colour with smooth, blotchy variation
-and mild pixel noise) holding one to a few groups: a ship or two ships moored side by side, a car
-or a row of two to four cars parked side by side at the same angle, where the enclosing boxes
-of neighbours overlap so much that horizontal NMS merges them. Every object is turned by a
+and mild pixel noise) holding one to a few groups: a ship or two or three moored side by side,
+a car or a row of two to four parked side by side, each group at one angle. Near 45 degrees the
+enclosing horizontal boxes of two moored ships overlap by IoU > 0.5, where horizontal NMS keeps
+one of them; a turned car fills less than half of its enclosing box. Every object is turned by a
 random angle, lies wholly in the image and touches no other.
 
 An object is a convex polygon; its pixels are those whose centre (i + 0.5, j + 0.5) lies
