@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from detectron2.utils.visualizer import Visualizer
 
 from retina_plugin.data.rotated_boxes import le90, normalize_angle, polygon_to_xywha, rotated_box_problem, xywha_contains
+from retina_plugin.ops import rotated_box_corners
 
 # (100, 50, 40, 10, 30): w/2 along (cos 30, -sin 30) = (17.3205, -10), h/2 along (sin 30, cos 30) = (2.5, 4.3301).
 CORNERS_30 = [(119.8205, 44.3301), (114.8205, 35.6699), (80.1795, 55.6699), (85.1795, 64.3301)]
@@ -79,3 +81,17 @@ def test_xywha_contains_the_corners_and_not_beyond():
     assert xywha_contains([100, 50, 40, 10, 30], just_inside).all()
     outside = [(119.8205 + 0.5 * math.cos(math.radians(30)), 44.3301 - 0.5 * math.sin(math.radians(30))), (100, 56)]
     assert not xywha_contains([100, 50, 40, 10, 30], outside).any()
+
+
+def test_rectangles_from_the_ops_corners_are_the_boxes():
+    """`retina_plugin.ops.rotated_box_corners` and `polygon_to_xywha` share the convention: a round trip gives le90(box)."""
+    rng = np.random.default_rng(1)
+    boxes = np.concatenate([rng.uniform(50, 500, (100, 2)), rng.uniform(2, 60, (100, 1)), rng.uniform(61, 120, (100, 1)),
+                            rng.uniform(-180, 180, (100, 1))], axis=1)  # fmt: skip
+    corners = rotated_box_corners(torch.tensor(boxes, dtype=torch.float64)).numpy()
+    assert {(round(x, 3), round(y, 3)) for x, y in rotated_box_corners(torch.tensor([[100.0, 50, 40, 10, 30]]))[0].tolist()} == {
+        (119.821, 44.33), (114.821, 35.67), (80.179, 55.67), (85.179, 64.33)}  # fmt: skip
+    for box, points in zip(boxes, corners):
+        got, expected = polygon_to_xywha(points), le90(box)
+        assert got[:4] == pytest.approx(expected[:4], abs=5e-3)
+        assert abs((got[4] - expected[4] + 90) % 180 - 90) < 0.05
