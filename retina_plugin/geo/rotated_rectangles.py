@@ -4,8 +4,9 @@ rotated model's predict_raster writes each detection as its four corners, a turn
 in the raster's CRS; a detection layer holding one (`has_turned_rectangles`) is scored rotated.
 
 Every polygon (detection or ground truth) becomes the minimum-area rectangle around it in the
-raster's pixel space (shapely's `minimum_rotated_rectangle`), as Detectron2's XYWHA box (centre,
-size, angle in degrees counter-clockwise in image coordinates), matched by rotated IoU. For a
+raster's pixel space (`data.rotated_boxes.polygon_to_xywha`, as a DOTA polygon becomes one), as
+Detectron2's XYWHA box (centre, size, angle in degrees counter-clockwise in image coordinates),
+matched by rotated IoU. For a
 rectangle, as a rotated model predicts and as oriented labels are drawn, that is the polygon
 itself, exactly. A polygon that is not a rectangle (a tree crown) is scored by the box the model
 could have predicted, as the axis-aligned evaluation scores it by its enclosing box: a polygon
@@ -16,7 +17,9 @@ import numpy as np
 import shapely
 from affine import Affine
 
-__all__ = ["has_turned_rectangles", "polygons_to_rotated_boxes", "corners_to_xywha"]
+from ..data.rotated_boxes import polygon_to_xywha
+
+__all__ = ["has_turned_rectangles", "polygons_to_rotated_boxes"]
 
 RECTANGLE_TOLERANCE = 1e-6  # relative area: a polygon this close to its minimum rectangle is one
 
@@ -36,19 +39,6 @@ def has_turned_rectangles(geometries) -> bool:
     return bool((four & rectangle & turned & (area > 0)).any())
 
 
-def corners_to_xywha(corners: np.ndarray) -> np.ndarray:
-    """
-    (N, 5) XYWHA boxes of rectangles given by their corners (N, 4, 2) in order around them, in
-    image coordinates (y down): w along corner 0 -> 1, h along 1 -> 2, the angle of the w side
-    counter-clockwise from the x axis, in [-180, 180).
-    """
-    corners = np.asarray(corners, np.float64).reshape(-1, 4, 2)
-    w_side, h_side = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1]
-    angle = np.degrees(np.arctan2(-w_side[:, 1], w_side[:, 0]))  # y down: counter-clockwise is -y
-    angle = (angle + 180.0) % 360.0 - 180.0
-    return np.column_stack([corners.mean(axis=1), np.hypot(*w_side.T), np.hypot(*h_side.T), angle])
-
-
 def polygons_to_rotated_boxes(geometries, transform: Affine) -> np.ndarray:
     """
     Args:
@@ -66,6 +56,5 @@ def polygons_to_rotated_boxes(geometries, transform: Affine) -> np.ndarray:
         return np.column_stack([inverse.a * xy[:, 0] + inverse.b * xy[:, 1] + inverse.c,
                                 inverse.d * xy[:, 0] + inverse.e * xy[:, 1] + inverse.f])  # fmt: skip
 
-    rectangles = shapely.minimum_rotated_rectangle(shapely.transform(geometries, to_pixels))
-    corners = np.stack([shapely.get_coordinates(r)[:4] for r in rectangles])
-    return corners_to_xywha(corners)
+    pixels = shapely.transform(geometries, to_pixels)
+    return np.array([polygon_to_xywha(shapely.get_coordinates(g)) for g in pixels], np.float64).reshape(-1, 5)
