@@ -3,9 +3,9 @@ The error analysis (retina_plugin.analysis.detections, tools/analyze_results.py)
 boxes: COCO results whose "bbox" has 5 numbers [cx, cy, w, h, angle] (Detectron2's XYWHA, as
 its RotatedCOCOEvaluator writes them), matched with rotated IoU.
 
-test_results_case's hand-built case turned as a whole by 30 degrees about the image centre,
-or each detection stood on its side as (cx, cy, h, w, 90), keeps every IoU, so every figure of
-the axis-aligned case must come out again.
+test_results_case's hand-built case turned as a whole by 30 degrees about the image centre
+keeps every IoU (also with each detection named the other way, (cx, cy, h, w, a + 90)), so every
+figure of the axis-aligned case must come out again.
 """
 import csv
 import json
@@ -93,21 +93,20 @@ def test_rotated_results_file_with_a_bad_box_is_refused_naming_it(tmp_path):
     )
 
 
-def test_tool_on_rotated_results_against_an_axis_aligned_dataset(tmp_path):
+def test_tool_on_a_rotated_dataset_and_rotated_results(tmp_path):
     """
-    tools/analyze_results.py with a results file of 5-number boxes: each detection of the case as
-    (cx, cy, h, w, 90), the same rectangle stood on its side, scored with rotated IoU against the
-    case's XYWH dataset (taken at angle 0). Every figure of the axis-aligned case comes out.
+    tools/analyze_results.py on the turned case as files: a COCO json of 5-number boxes (loaded
+    as XYWHA_ABS) and a results file whose boxes are each stood on its side, (cx, cy, h, w, a + 90),
+    the same rectangle named the other way. Every figure of the axis-aligned case comes out.
     """
-    gt_path, images, _ = write_case(str(tmp_path))
-    results = []
-    for r in coco_results():
-        cx, cy, w, h, _ = BoxMode.convert(list(r["bbox"]), BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS)
-        results.append(dict(r, bbox=[cx, cy, h, w, 90.0]))
-    predictions = tmp_path / "rotated_predictions.json"
-    predictions.write_text(json.dumps(results))
+    _, images, _ = write_case(str(tmp_path))
+    gt_dict, results = turned_case()
+    gt_path, predictions = tmp_path / "rotated.json", tmp_path / "rotated_predictions.json"
+    gt_path.write_text(json.dumps(gt_dict))
+    predictions.write_text(json.dumps([dict(r, bbox=[*r["bbox"][:2], r["bbox"][3], r["bbox"][2], ANGLE + 90])
+                                       for r in results]))  # fmt: skip
     out = tmp_path / "analysis"
-    run_tool("tools/analyze_results.py", "--test-json", gt_path, "--test-images", images, "--predictions",
+    run_tool("tools/analyze_results.py", "--test-json", str(gt_path), "--test-images", images, "--predictions",
              str(predictions), "--output", str(out))  # fmt: skip
     with open(out / "per_class.csv") as f:
         rows = list(csv.DictReader(f))
