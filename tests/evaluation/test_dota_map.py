@@ -27,6 +27,7 @@ nothing: NaN. mAP over ship and car: 0.625 / 2 = 0.3125; 11-point 6.75 / 22.
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -188,3 +189,31 @@ def test_a_rotated_config_is_evaluated_by_both(tmp_path, tile_size):
     coco, dota = evaluator._evaluators
     assert type(coco) is RotatedCOCOEvaluator and type(dota) is DOTAEvaluator
     assert (coco._max_dets_per_image[2] > 100) == (tile_size > 0)
+
+
+def test_dota_evaluator_on_a_dota_folder(tmp_path):
+    """
+    The case as DOTA ships it (images/, labelTxt/ with 8 corner coordinates, class, difficult),
+    read by retina_plugin.data.dota (difficult -> "difficult": 1, "iscrowd": 1): the same mAP.
+    """
+    from retina_plugin.data.dota import register_dota
+    from retina_plugin.ops import rotated_box_corners
+
+    for folder in ("images", "labelTxt"):
+        (tmp_path / folder).mkdir()
+    for image in range(2):
+        cv2.imwrite(str(tmp_path / "images" / f"P{image}.png"), np.zeros((300, 300, 3), np.uint8))
+        lines = []
+        for i, k, box, hard in GT:
+            if i == image:
+                xy = rotated_box_corners(torch.tensor([box], dtype=torch.float64))[0].flatten().tolist()
+                lines.append(" ".join(f"{v:.4f}" for v in xy) + f" {NAMES[k]} {int(hard)}")
+        (tmp_path / "labelTxt" / f"P{image}.txt").write_text("\n".join(lines) + "\n")
+    register_dota("dota_map_hand_built_folder", str(tmp_path), NAMES)
+    evaluator = DOTAEvaluator("dota_map_hand_built_folder")
+    evaluator.reset()
+    for image in range(2):
+        evaluator.process([{"image_id": image + 1}], _outputs(image)[1])  # load_dota numbers the images 1..N
+    dota = evaluator.evaluate()["dota"]
+    assert dota["mAP50"] == pytest.approx(100 * 6.75 / 22, abs=1e-4)
+    assert dota["mAP50_auc"] == pytest.approx(100 * 0.3125, abs=1e-4)
