@@ -27,7 +27,7 @@ from .coco_matching import (
     evaluate_boxes,
     max_detections_per_image,
 )
-from .dota_evaluator import DOTAEvaluator
+from .dota_evaluator import DOTAEvaluator, has_rotated_boxes
 from .dota_map import DOTA_IOU_THRESHOLD, DOTAMeanAP, dota_map, match_detections
 from .rotated_coco_evaluator import RotatedCOCOEvaluator
 from .rotated_cocoeval import RotatedCOCOeval, rotated_cocoeval_class
@@ -50,6 +50,7 @@ __all__ = [
     "is_rotated_boxes",
     "rotated_box_iou",
     "DOTAEvaluator",
+    "has_rotated_boxes",
     "DOTA_IOU_THRESHOLD",
     "DOTAMeanAP",
     "dota_map",

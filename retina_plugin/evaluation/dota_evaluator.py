@@ -21,7 +21,13 @@ from .box_iou import as_rotated
 from .coco_matching import DetectedBoxes, GroundTruthBoxes
 from .dota_map import DOTA_IOU_THRESHOLD, DOTAMeanAP, dota_map
 
-__all__ = ["DOTAEvaluator", "dataset_ground_truth", "dota_results"]
+__all__ = ["DOTAEvaluator", "dataset_ground_truth", "dota_results", "has_rotated_boxes"]
+
+
+def has_rotated_boxes(dataset_name: str) -> bool:
+    """Whether registered dataset `dataset_name` holds a rotated (XYWHA_ABS) box."""
+    dicts = DatasetCatalog.get(dataset_name)
+    return any(BoxMode(a["bbox_mode"]) == BoxMode.XYWHA_ABS for d in dicts for a in d.get("annotations", ()))
 
 
 def _xywha(box, mode) -> list:
