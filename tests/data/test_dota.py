@@ -5,13 +5,17 @@ naming the file, the line and the value, with nothing registered.
 """
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from retina_plugin.data import DOTA_V1_CLASSES, register_dota
 from retina_plugin.data.dota import DOTAFormatError, load_dota
-from tool_runs import CONFIG, run_tool
+from retina_plugin.data.rotated_shapes import make_rotated_shapes_image
+from retina_plugin.ops import rotated_box_corners
+from tool_runs import CONFIG, QUICK_OPTS, run_tool
 
 LABELS = """imagesource:GoogleEarth
 gsd:0.146343590398
@@ -108,3 +112,31 @@ def test_train_net_refuses_a_bad_dota_folder_in_one_line(tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("train_net: error: DOTA label file ") and "line 1: 7 coordinates, need 8" in last
+
+
+def _shapes_dota_folder(root, count, seed):
+    """A DOTA folder of `count` rotated-shapes images (ship, car as DOTA's ship, small-vehicle), every ship of the first image difficult."""
+    names = ("ship", "small-vehicle")
+    for i in range(count):
+        image, objects = make_rotated_shapes_image(np.random.default_rng([seed, i]), 128, max_groups=2)
+        lines = ["imagesource:synthetic", "gsd:0.5"]
+        for cls_idx, box, _ in objects:
+            corners = rotated_box_corners(torch.tensor([box], dtype=torch.float64))[0].flatten().tolist()
+            lines.append(" ".join(f"{v:.2f}" for v in corners) + f" {names[cls_idx]} {int(i == 0 and cls_idx == 0)}")
+        _dota_folder(root, "\n".join(lines) + "\n", stem=f"P{i:04d}", size=(128, 128))
+        Image.fromarray(image[:, :, ::-1]).save(root / "images" / f"P{i:04d}.png")
+    return root
+
+
+def test_train_net_trains_and_evaluates_on_dota_folders(tmp_path):
+    """A horizontal model trains on the DOTA boxes' enclosing boxes; the folders are registered by name with their classes."""
+    train, val = _shapes_dota_folder(tmp_path / "train", 4, 1), _shapes_dota_folder(tmp_path / "val", 2, 2)
+    out = tmp_path / "out"
+    run = run_tool(
+        "tools/train_net.py", "--config-file", str(CONFIG), "--train-dota", str(train), "--test-dota", str(val),
+        "--dota-classes", "ship,small-vehicle", *QUICK_OPTS, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out),
+    )  # fmt: skip
+    assert "Evaluation results for dota_test_val" in run.stdout + run.stderr and (out / "model_final.pth").is_file()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["DATASETS"]["TRAIN"], cfg["DATASETS"]["TEST"]) == (["dota_train_train"], ["dota_test_val"])
+    assert cfg["MODEL"]["RETINANET"]["NUM_CLASSES"] == 2
