@@ -9,6 +9,7 @@ the formula of Detectron2's `Visualizer.draw_rotated_box_with_label` and of its 
 """
 import torch
 
+
 def rotated_corner_offsets(boxes: torch.Tensor):
     """
     The corners relative to each box's centre.
@@ -22,9 +23,10 @@ def rotated_corner_offsets(boxes: torch.Tensor):
     """
     theta = torch.deg2rad(boxes[:, 4:5])
     cos, sin = torch.cos(theta), torch.sin(theta)
-    # The unrotated corners in units of (w, h): top-left, top-right, bottom-right, bottom-left (y down).
-    u = torch.tensor([-0.5, 0.5, 0.5, -0.5], dtype=boxes.dtype, device=boxes.device) * boxes[:, 2:3]
-    v = torch.tensor([-0.5, -0.5, 0.5, 0.5], dtype=boxes.dtype, device=boxes.device) * boxes[:, 3:4]
+    half_w, half_h = boxes[:, 2:3] / 2, boxes[:, 3:4] / 2
+    # The unrotated corners: top-left, top-right, bottom-right, bottom-left (y down).
+    u = torch.cat([-half_w, half_w, half_w, -half_w], dim=1)
+    v = torch.cat([-half_h, -half_h, half_h, half_h], dim=1)
     return u * cos + v * sin, v * cos - u * sin
 
 
