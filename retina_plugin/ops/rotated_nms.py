@@ -1,0 +1,90 @@
+"""
+Greedy non-maximum suppression of rotated boxes, exact, in torch: Detectron2's `nms_rotated` and
+`batched_nms_rotated` without its compiled ops.
+
+The boxes are sorted by decreasing score (a stable sort: equal scores keep their index order);
+a box is suppressed when its IoU with a kept box of higher rank (and, batched, of its class) is
+over the threshold. Only the pairs that `overlap_candidates` finds get an exact IoU; the pairs
+over the threshold are the edges of a graph, and the greedy result is the one fixed point of
+"a box is kept when none of its higher-ranked neighbours is kept", reached by sweeping all
+edges at once until nothing changes (a sweep decides at least the next box in rank; clusters
+of overlapping boxes settle in a few sweeps).
+
+Classes are kept apart by leaving pairs of different classes out of the candidates, not by
+Detectron2's trick of shifting each class's boxes by an offset: the shifted coordinates are
+rounded in float32, so their IoU is not the IoU of the boxes.
+
+Both functions compile with `torch.jit.script`, so a scripted or exported rotated model can
+call them.
+"""
+from typing import List
+
+import torch
+
+from .overlap_candidates import overlap_candidates
+from .rotated_intersection import rotated_iou_of_pairs
+
+_EXACT_PAIRS_PER_CHUNK = 1 << 13
+
+
+def _suppression_edges(
+    boxes: torch.Tensor, classes: torch.Tensor, iou_threshold: float, chunk: int = _EXACT_PAIRS_PER_CHUNK
+):
+    """
+    Args:
+        boxes: (N, 5) rotated boxes sorted by decreasing score; classes: (N,) int64.
+    Returns:
+        (E,) ranks of the higher-ranked box and (E,) of the lower-ranked one, for every pair of
+        the same class whose IoU is over iou_threshold.
+    """
+    higher, lower = overlap_candidates(boxes, boxes)
+    same = (higher < lower) & (classes[higher] == classes[lower])
+    higher, lower = higher[same], lower[same]
+    over: List[torch.Tensor] = [torch.zeros(0, dtype=torch.bool, device=boxes.device)]
+    for k in range(0, higher.shape[0], chunk):
+        first, second = higher[k:k + chunk], lower[k:k + chunk]
+        over.append(rotated_iou_of_pairs(boxes[first], boxes[second]) > iou_threshold)
+    suppresses = torch.cat(over)
+    return higher[suppresses], lower[suppresses]
+
+
+def _greedy_sweep(n: int, higher: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: which of n ranked boxes greedy NMS keeps, given the suppression edges (E,), (E,)."""
+    keep = torch.ones(n, dtype=torch.bool, device=higher.device)
+    for _ in range(n + 1):
+        suppressed = torch.bincount(lower[keep[higher]], minlength=n) > 0
+        if torch.equal(~suppressed, keep):
+            break
+        keep = ~suppressed
+    return keep
+
+
+def batched_nms_rotated(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 5) rotated boxes (cx, cy, w, h, angle in degrees); scores: (N,);
+        idxs: (N,) the class of each box (boxes of different classes never suppress each other).
+        iou_threshold: a box whose IoU with a kept higher-scoring box is over this is dropped.
+    Returns:
+        (K,) int64 indices of the kept boxes, by decreasing score.
+    """
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True)[1]
+    ranked, classes = boxes[order], idxs[order].long()
+    higher, lower = _suppression_edges(ranked, classes, iou_threshold)
+    return order[_greedy_sweep(boxes.shape[0], higher, lower)]
+
+
+def nms_rotated(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 5) rotated boxes (cx, cy, w, h, angle in degrees); scores: (N,).
+        iou_threshold: a box whose IoU with a kept higher-scoring box is over this is dropped.
+    Returns:
+        (K,) int64 indices of the kept boxes, by decreasing score.
+    """
+    classes = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
+    return batched_nms_rotated(boxes, scores, classes, iou_threshold)
