@@ -2,10 +2,10 @@
 Culling: the pairs of rotated boxes that may overlap, found without looking at the others.
 
 Two boxes can only intersect if their axis-aligned bounding boxes overlap and their enclosing
-circles meet. The boxes of one set (the one whose widest box is narrower) are sorted by the left
-edge of their bounding box, so those whose bounding box may overlap a box of the other set in x
-form one run of that order (two binary searches); only the pairs of those runs are tested, in
-chunks of a bounded number of pairs. Matching 10^5 anchors against hundreds of boxes then computes the exact
+circles meet. Two bounding boxes overlap in x exactly when the left edge of one lies in the
+other's span; with each set sorted by the left edges, the boxes whose left edge lies in a box's
+span form one run of that order (two binary searches). Only the pairs of those runs, the pairs
+overlapping in x, are tested, in chunks of a bounded number of pairs. Matching 10^5 anchors against hundreds of boxes then computes the exact
 IoU of a few pairs per anchor instead of all of them.
 """
 from typing import List, Tuple
@@ -44,25 +44,24 @@ def _may_overlap(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
     return (dx.abs() <= e1[:, 2] + e2[:, 2]) & (dy.abs() <= e1[:, 3] + e2[:, 3]) & (dx * dx + dy * dy <= reach * reach)
 
 
-def _runs(e1: torch.Tensor, e2: torch.Tensor):
+def _runs(e1: torch.Tensor, e2: torch.Tensor, include_equal: bool):
     """
-    For each box of e1, the run of e2's boxes, sorted by their bounding box's left edge, whose
-    bounding box may overlap it in x: (M,) e2's order, (N,) the first and (N,) the number of
-    positions in that order.
+    For each box of e1, the run of e2's boxes, sorted by the left edge of their bounding box,
+    whose left edge lies in the box's bounding box in x ([left, right], or (left, right] without
+    include_equal): (M,) e2's order, (N,) the first and (N,) the number of positions in that order.
     """
     left2, order2 = torch.sort(e2[:, 0] - e2[:, 2])
-    widest2 = 2 * e2[:, 2].max()
-    first = torch.searchsorted(left2, e1[:, 0] - e1[:, 2] - widest2, right=False)
+    first = torch.searchsorted(left2, e1[:, 0] - e1[:, 2], right=not include_equal)
     stop = torch.searchsorted(left2, e1[:, 0] + e1[:, 2], right=True)
     return order2, first, (stop - first).clamp_min(0)
 
 
 def _pairs_of_runs(
-    e1: torch.Tensor, e2: torch.Tensor, max_pairs: int
-) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    e1: torch.Tensor, e2: torch.Tensor, include_equal: bool, max_pairs: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """The pairs of `_runs` that pass `_may_overlap`, tested max_pairs at a time (one box at least)."""
     device = e1.device
-    order2, first, counts = _runs(e1, e2)
+    order2, first, counts = _runs(e1, e2, include_equal)
     ends = torch.cumsum(counts, 0)
     rows: List[torch.Tensor] = [torch.zeros(0, dtype=torch.long, device=device)]
     cols: List[torch.Tensor] = [torch.zeros(0, dtype=torch.long, device=device)]
@@ -80,7 +79,7 @@ def _pairs_of_runs(
             rows.append(i[keep])
             cols.append(j[keep])
         row = row_end
-    return rows, cols
+    return torch.cat(rows), torch.cat(cols)
 
 
 def overlap_candidates(
@@ -97,9 +96,25 @@ def overlap_candidates(
     if e1.shape[0] == 0 or e2.shape[0] == 0:
         none = torch.zeros(0, dtype=torch.long, device=boxes1.device)
         return none, none
-    # The runs are shorter in the order of the set whose widest box is narrower.
-    if e1[:, 2].max() < e2[:, 2].max():
-        cols, rows = _pairs_of_runs(e2, e1, max_pairs)
-    else:
-        rows, cols = _pairs_of_runs(e1, e2, max_pairs)
-    return torch.cat(rows), torch.cat(cols)
+    # Two bounding boxes overlap in x exactly when the left edge of one lies in the other's span:
+    # boxes2's left edge in [left1, right1], or boxes1's in (left2, right2] (no pair twice).
+    rows, cols = _pairs_of_runs(e1, e2, True, max_pairs)
+    cols_after, rows_after = _pairs_of_runs(e2, e1, False, max_pairs)
+    return torch.cat([rows, rows_after]), torch.cat([cols, cols_after])
+
+
+def overlap_candidates_within(boxes: torch.Tensor, max_pairs: int = MAX_PAIRS_PER_CHUNK) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    Args:
+        boxes: (N, 5) rotated boxes.
+    Returns:
+        (K,), (K,) int64 indices of two different boxes, for every unordered pair that may overlap
+        (at least once: in either order, twice where their left edges are equal).
+    """
+    e = _extents(boxes)
+    if e.shape[0] == 0:
+        none = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return none, none
+    first, second = _pairs_of_runs(e, e, True, max_pairs)
+    different = first != second
+    return first[different], second[different]

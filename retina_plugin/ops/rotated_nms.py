@@ -4,7 +4,7 @@ Greedy non-maximum suppression of rotated boxes, exact, in torch: Detectron2's `
 
 The boxes are sorted by decreasing score (a stable sort: equal scores keep their index order);
 a box is suppressed when its IoU with a kept box of higher rank (and, batched, of its class) is
-over the threshold. Only the pairs that `overlap_candidates` finds get an exact IoU; the pairs
+over the threshold. Only the pairs that `overlap_candidates_within` finds get an exact IoU; the pairs
 over the threshold are the edges of a graph, and the greedy result is the one fixed point of
 "a box is kept when none of its higher-ranked neighbours is kept", reached by sweeping all
 edges at once until nothing changes (a sweep decides at least the next box in rank; clusters
@@ -21,7 +21,7 @@ from typing import List
 
 import torch
 
-from .overlap_candidates import overlap_candidates
+from .overlap_candidates import overlap_candidates_within
 from .rotated_intersection import rotated_iou_of_pairs
 
 _EXACT_PAIRS_PER_CHUNK = 1 << 13
@@ -37,9 +37,10 @@ def _suppression_edges(
         (E,) ranks of the higher-ranked box and (E,) of the lower-ranked one, for every pair of
         the same class whose IoU is over iou_threshold.
     """
-    higher, lower = overlap_candidates(boxes, boxes)
-    same = (higher < lower) & (classes[higher] == classes[lower])
-    higher, lower = higher[same], lower[same]
+    first, second = overlap_candidates_within(boxes)
+    same = classes[first] == classes[second]
+    first, second = first[same], second[same]
+    higher, lower = torch.minimum(first, second), torch.maximum(first, second)
     over: List[torch.Tensor] = [torch.zeros(0, dtype=torch.bool, device=boxes.device)]
     for k in range(0, higher.shape[0], chunk):
         first, second = higher[k:k + chunk], lower[k:k + chunk]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from retina_plugin.ops import matched_iou_rotated, overlap_candidates, pairwise_iou_rotated
+from retina_plugin.ops.overlap_candidates import overlap_candidates_within
 from retina_plugin.ops.rotated_iou import dense_pairwise_iou_rotated
 from shapely_rotated import random_boxes, shapely_matched_iou, shapely_pairwise_iou
 
@@ -120,6 +121,14 @@ def test_chunked_culling_gives_the_same_candidates():
     whole = set(zip(*(t.tolist() for t in overlap_candidates(boxes1, boxes2))))
     chunked = set(zip(*(t.tolist() for t in overlap_candidates(boxes1, boxes2, max_pairs=37))))
     assert len(whole) > 500 and whole == chunked
+
+
+def test_candidates_within_one_set_are_its_unordered_pairs():
+    boxes = random_boxes(400, 11, extent=200.0)
+    boxes[1] = boxes[0]  # equal left edges: the pair may come twice, never missing
+    both_ways = {(i, j) for i, j in zip(*(t.tolist() for t in overlap_candidates(boxes, boxes))) if i < j}
+    within = {tuple(sorted(p)) for p in zip(*(t.tolist() for t in overlap_candidates_within(boxes, max_pairs=53)))}
+    assert len(within) > 400 and within == both_ways
 
 
 def test_empty_inputs():
