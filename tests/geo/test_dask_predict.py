@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import torch
@@ -28,6 +27,7 @@ from retina_plugin.geo.inputs import raster_paths
 from retina_plugin.geo.predict import RasterPredictor, predict_rasters
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.inference.tiles import tile_grid
+from dask_runs import detection_set
 from tool_runs import REPO
 
 TILE, OVERLAP, SCORE, BLOCK = 128, 0.25, 0.5, 4
@@ -57,17 +57,6 @@ def reference(trained, rasters, tmp_path_factory):
     predict_rasters(cfg, rasters[1], str(out), progress=False)
     torch.set_num_threads(threads)
     return detection_set(out)
-
-
-def detection_set(path):
-    """The detections of a vector file as (source, bounds, score, label) rounded to 1e-4; asserts none twice."""
-    frame = gpd.read_file(path)
-    rows = [
-        (os.path.basename(s), *np.round(g.bounds, 4).tolist(), round(float(score), 4), label)
-        for s, g, score, label in zip(frame.source, frame.geometry, frame.score, frame.label)
-    ]
-    assert len(set(rows)) == len(rows), "a detection is written twice"
-    return set(rows)
 
 
 def tool_command(trained, listing, output, *extra, score=SCORE, progress=False):
