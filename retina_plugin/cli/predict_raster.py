@@ -51,7 +51,7 @@ def get_parser():
         "--input", required=True, nargs="+",
         help="raster files, folders (all their .tif/.tiff/.vrt/.img/.jp2), globs, text files of paths (.txt), STAC ItemCollection JSON files",
     )  # fmt: skip
-    parser.add_argument("--output", required=True, help="the detections: .gpkg, .geojson or .shp")
+    parser.add_argument("--output", required=True, help="the detections: .gpkg, .geojson, .shp or .parquet (GeoParquet)")
     parser.add_argument("--tile", type=int, metavar="SIZE", help="window side in pixels (sets MODEL.RETINA_PLUGIN.TILE_SIZE; default: the config's, else 512)")
     parser.add_argument("--overlap", type=float, metavar="FRAC", help="fraction of a window shared by neighbours (sets TILE_OVERLAP)")
     parser.add_argument("--tile-batch", type=int, metavar="N", help="windows per forward pass (sets TILE_BATCH)")

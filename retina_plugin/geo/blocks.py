@@ -4,10 +4,12 @@ the merge of the blocks' detections that gives exactly what one process gives.
 
 A block is a square of `block_windows` x `block_windows` tiles of the same tile grid as
 single-process tiled inference (retina_plugin.inference.tiles.tile_grid). A block keeps, per
-tile, what `TiledInference.detect_windows` keeps before its merge: the tile's boxes shifted to
-raster coordinates, those `keep_tile_detections` keeps, each flagged by `reaches_other_tiles`.
-The merge of a raster (`merge_blocks`) then runs the one cross-tile `merge_tile_detections` over
-the tiles of all its blocks, as detect_windows runs it over the tiles of the raster: seams
+tile, what `TiledInference.detect_windows` keeps before its merge (both run
+`TiledInference.detect_tiles`): the tile's boxes (its window resized first with TILE_RESIZE)
+shifted to raster coordinates, those `keep_tile_detections` keeps (all of them with TILE_MERGE
+"deepforest"), each flagged by `reaches_other_tiles`. The merge of a raster (`merge_blocks`)
+then runs the one cross-tile merge (`merge_tile_detections`, or DeepForest's `mosaic_merge`)
+over the tiles of all its blocks, as detect_windows runs it over the tiles of the raster: seams
 between blocks are merged as seams between tiles, by construction.
 """
 from typing import Callable, List, Optional
@@ -15,7 +17,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from ..inference.tiles import keep_tile_detections, merge_tile_detections, reaches_other_tiles, tile_grid, tile_interiors, tile_starts
+from ..inference.tiles import merge_tile_detections, mosaic_merge, tile_grid, tile_interiors, tile_starts
 
 __all__ = ["DEFAULT_BLOCK_WINDOWS", "raster_blocks", "detect_block", "merge_blocks"]
 
@@ -48,60 +50,46 @@ def detect_block(
     tile_indices: List[int],
 ) -> dict:
     """
-    Detect in the tiles `tile_indices` of a raster, `tiled.tile_batch` at a time.
+    Detect in the tiles `tile_indices` of a raster as tiled inference does (`tiled.detect_tiles`).
 
     Args:
-        tiled: a TiledInference (its model, tile size, overlap, batch and edge margin).
+        tiled: a TiledInference (its model, tile size, overlap, batch, edge margin, resize and merge).
         read: read(x0, y0, x1, y1) -> the (C, y1 - y0, x1 - x0) tile in the model's channel order,
             or None to skip it (all nodata), as for `TiledInference.detect_windows`.
     Returns:
         numpy arrays boxes (N, 4) XYXY in raster pixels, scores (N,), classes (N,), shared (N,)
-        (`reaches_other_tiles`), tile (N,) (the tile index of each detection); and skipped, the
-        number of tiles `read` skipped.
+        (`reaches_other_tiles`), tile (N,) (the tile index of each detection): what each tile
+        keeps for the merge; and skipped, the number of tiles `read` skipped.
     """
     tiles = tile_grid(height, width, tiled.tile_size, tiled.overlap)
     interiors = tile_interiors(tiles, (height, width), tiled.edge_margin)
-    device = tiled.model.device
-    found = {key: [] for key in ("boxes", "scores", "classes", "shared", "tile")}
+    skipped = []
 
-    def run(batch):
-        inputs = [{"image": tile.to(device).float(), "height": tile.shape[1], "width": tile.shape[2]} for _, tile in batch]
-        for (index, _), output in zip(batch, tiled.model(inputs)):
-            instances = output["instances"].to("cpu")
-            x0, y0 = tiles[index, :2].tolist()
-            boxes = instances.pred_boxes.tensor + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
-            keep = keep_tile_detections(boxes, index, tiles, interiors)
-            found["boxes"].append(boxes[keep])
-            found["scores"].append(instances.scores[keep])
-            found["classes"].append(instances.pred_classes[keep])
-            found["shared"].append(reaches_other_tiles(boxes[keep], index, tiles))
-            found["tile"].append(torch.full((int(keep.sum()),), index, dtype=torch.int64))
-
-    pending, skipped = [], 0
-    for index in tile_indices:
-        x0, y0, x1, y1 = tiles[index].tolist()
-        tile = read(x0, y0, x1, y1)
+    def counted(*window):
+        tile = read(*window)
         if tile is None:
-            skipped += 1
-        else:
-            pending.append((index, tile))
-        if len(pending) == tiled.tile_batch:
-            run(pending)
-            pending = []
-    if pending:
-        run(pending)
+            skipped.append(window)
+        return tile
+
+    found = {key: [] for key in ("tile", "boxes", "scores", "classes", "shared")}
+    for tile_index, *detections in tiled.detect_tiles(counted, tiles, interiors, tile_indices):
+        found["tile"].append(torch.full((len(detections[0]),), tile_index, dtype=torch.int64))
+        for key, values in zip(("boxes", "scores", "classes", "shared"), detections):
+            found[key].append(values.cpu())
     empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "classes": np.zeros(0, np.int64),
              "shared": np.zeros(0, bool), "tile": np.zeros(0, np.int64)}  # fmt: skip
     result = {k: torch.cat(v).numpy() if v else empty[k] for k, v in found.items()}
-    result["skipped"] = skipped
+    result["skipped"] = len(skipped)
     return result
 
 
-def merge_blocks(blocks: List[dict], nms_thresh: float, max_detections: int, class_thresholds=None) -> dict:
+def merge_blocks(blocks: List[dict], nms_thresh: float, max_detections: int, class_thresholds=None, merge: str = "edges") -> dict:
     """
     The detections of a raster from those of all its blocks (`detect_block`): the tiles' detections
-    in tile order, as detect_windows gathers them, through `merge_tile_detections`; then, with
-    `class_thresholds` (K,), those under their class's threshold dropped, as RasterPredictor does.
+    in tile order, as detect_windows gathers them, merged as detect_windows merges them (`merge`
+    "edges": `merge_tile_detections`; "deepforest": `mosaic_merge`, one NMS over all of them);
+    then, with `class_thresholds` (K,), those under their class's threshold dropped, as
+    RasterPredictor does.
 
     Returns:
         numpy arrays boxes (M, 4), scores (M,), classes (M,), by decreasing score.
@@ -112,7 +100,10 @@ def merge_blocks(blocks: List[dict], nms_thresh: float, max_detections: int, cla
     scores = torch.as_tensor(arrays["scores"][order], dtype=torch.float32)
     classes = torch.as_tensor(arrays["classes"][order], dtype=torch.int64)
     shared = torch.as_tensor(arrays["shared"][order], dtype=torch.bool)
-    keep = merge_tile_detections(boxes, scores, classes, shared, nms_thresh, max_detections)
+    if merge == "deepforest":
+        boxes, keep = mosaic_merge(boxes, scores, nms_thresh, max_detections)
+    else:
+        keep = merge_tile_detections(boxes, scores, classes, shared, nms_thresh, max_detections)
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     if class_thresholds is not None:
         keep = scores >= torch.as_tensor(class_thresholds)[classes]

@@ -76,6 +76,9 @@ def predict_block(path: str, block: int, tile_indices: List[int], part: str) -> 
         "raster": path, "block": block, "windows": len(tile_indices), "skipped": found["skipped"],
         "detections": len(found["scores"]), "seconds": time.perf_counter() - start,
         "class_names": list(predictor.model.class_names or []), "worker_pid": os.getpid(),
+        # How the tiles merge, as the model that ran them was built (merge_blocks).
+        "tile_merge": predictor.tiled.merge, "tile_nms_thresh": predictor.tiled.nms_thresh,
+        "tiled_detections_per_image": predictor.tiled.detections_per_image,
     }  # fmt: skip
     write_part(part, found, attrs)
     return attrs
@@ -114,10 +117,11 @@ def run_tasks(client: Client, tasks: list, total_windows: int, done_windows: int
             bar.update(len(futures[future][2]))
 
 
-def raster_detections(path: str, source: RasterSource, parts: List[dict], cfg, class_thresholds) -> SimpleNamespace:
+def raster_detections(path: str, source: RasterSource, parts: List[dict], class_thresholds) -> SimpleNamespace:
     """One raster's detections (as RasterPredictor.predict returns them) merged from all its parts."""
+    tiling = parts[0]["attrs"]  # the parts of a run share their settings (parts.PartsFolder)
     merged = merge_blocks(
-        parts, cfg.MODEL.RETINANET.NMS_THRESH_TEST, cfg.MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE, class_thresholds
+        parts, tiling["tile_nms_thresh"], tiling["tiled_detections_per_image"], class_thresholds, tiling["tile_merge"]
     )
     windows = sum(p["attrs"]["windows"] for p in parts)
     skipped = sum(p["attrs"]["skipped"] for p in parts)
@@ -148,13 +152,6 @@ def predict_rasters_on_dask(
     """
     check_class_names(cfg, output, class_names)
     node = cfg.MODEL.RETINA_PLUGIN
-    if list(node.TILE_RESIZE) or node.TILE_MERGE != "edges":
-        # The blocks merge as tiled inference's edge rule; DeepForest's resize and mosaic are not in them.
-        raise ConfigError(
-            f"--workers/--scheduler run tiles at native resolution merged by the edge rule; this config has "
-            f"MODEL.RETINA_PLUGIN.TILE_RESIZE {list(node.TILE_RESIZE)} and TILE_MERGE {node.TILE_MERGE!r} "
-            f"(DeepForest's way): run it without --workers/--scheduler"
-        )
     sources = {}
     for path in paths:  # bad bands or an unreadable file fail before anything runs
         with RasterSource(path, list(node.RASTER_BANDS) or None, cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)) as source:
@@ -190,7 +187,7 @@ def predict_rasters_on_dask(
         metadata = dataset_metadata(cfg, class_names or own)
         names = list(metadata.get("thing_classes", None) or [])
         for path in paths:
-            detections.append(raster_detections(path, sources[path], loaded[path], cfg, class_thresholds))
+            detections.append(raster_detections(path, sources[path], loaded[path], class_thresholds))
             frames.append(detections_to_frame(detections[-1], names))
         write_outputs(out, output, coco_json, detections, frames, metadata)
     logger.info("per raster:\n" + tabulate(

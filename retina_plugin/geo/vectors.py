@@ -5,7 +5,8 @@ A detection layer (what `tools/predict_raster.py` writes) has one feature per de
 box as a polygon in the raster's CRS (its four corners mapped through the raster's affine
 transform) and the columns `score`, `label` (class name), `class_id` (contiguous, 0-based)
 and `source` (the raster file). The writer follows the file ending: .gpkg (GeoPackage),
-.geojson / .json (GeoJSON), .shp (Shapefile).
+.geojson / .json (GeoJSON), .shp (Shapefile), .parquet (GeoParquet, through geopandas and
+pyarrow: GDAL's own Parquet driver is optional in its builds).
 """
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -32,7 +33,9 @@ __all__ = [
     "read_vectors",
 ]
 
-VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}
+# GeoParquet is written and read by geopandas (`to_parquet`, `read_parquet`), not by OGR.
+GEOPARQUET = "Parquet"
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile", ".parquet": GEOPARQUET}
 DETECTION_COLUMNS = ("score", "label", "class_id", "source")
 
 
@@ -128,6 +131,9 @@ def write_layer(frame: gpd.GeoDataFrame, path: str, output: str) -> None:
     callers pass an OutputSet's temporary path for `output`.
     """
     driver = vector_driver(path)
+    if driver == GEOPARQUET:
+        frame.to_parquet(path)  # the CRS goes in the file's GeoParquet metadata
+        return
     # A Shapefile's layer is its file; the others store the name, which the temporary's would spoil.
     layer = None if driver == "ESRI Shapefile" else os.path.splitext(os.path.basename(output))[0]
     frame.to_file(path, driver=driver, layer=layer, engine="pyogrio")
@@ -149,7 +155,7 @@ def write_detections(frames: List[gpd.GeoDataFrame], path: str) -> gpd.GeoDataFr
 
 def read_vectors(path: str, crs=None, label_column: Optional[str] = None) -> Tuple[gpd.GeoDataFrame, Optional[str]]:
     """
-    Read a vector file, reprojected to `crs` when it has another one.
+    Read a vector file (anything OGR reads, and GeoParquet), reprojected to `crs` when it has another one.
 
     Returns:
         (frame, label column): the column naming each feature's class (`label_column`, else
@@ -158,8 +164,11 @@ def read_vectors(path: str, crs=None, label_column: Optional[str] = None) -> Tup
         VectorError: unreadable file, no CRS where `crs` is given, no such label column.
     """
     try:
-        frame = gpd.read_file(path, engine="pyogrio")
-    except Exception as e:  # pyogrio raises DataSourceError, DataLayerError, OSError ...
+        if VECTOR_DRIVERS.get(os.path.splitext(path)[1].lower()) == GEOPARQUET:
+            frame = gpd.read_parquet(path)
+        else:
+            frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as e:  # pyogrio raises DataSourceError, DataLayerError, OSError; pyarrow ArrowInvalid ...
         raise VectorError(f"{path}: cannot read vectors: {str(e).splitlines()[0]}") from None
     frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
     if crs is not None and frame.crs is not None and frame.crs != crs:

@@ -165,6 +165,68 @@ class TiledInference(nn.Module):
         return self.detect_windows(lambda x0, y0, x1, y1: image[:, y0:y1, x0:x1], height, width)
 
     @torch.no_grad()
+    def detect_tiles(
+        self,
+        read: Callable[[int, int, int, int], Optional[torch.Tensor]],
+        tiles: torch.Tensor,
+        interiors: torch.Tensor,
+        indices: Optional[Sequence[int]] = None,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> List[tuple]:
+        """
+        Detect in the tiles `indices` of an image (all of them by default), in that order,
+        `tile_batch` tiles in memory at a time: what `detect_windows` merges, and what a block of
+        a raster keeps for the merge of the raster (retina_plugin.geo.blocks).
+
+        Args:
+            read: as for `detect_windows`.
+            tiles: (T, 4) the image's `tile_grid`; interiors: (T, 4) their `tile_interiors`.
+            indices: rows of `tiles`.
+            progress: called with the number of `indices` handled (run or skipped) after each batch.
+        Returns:
+            per tile run, (tile index, boxes (N, 4) in image coordinates, scores (N,), classes
+            (N,), shared (N,) bool: `reaches_other_tiles`), on the model's device: the boxes the
+            tile keeps for the merge (`keep_tile_detections`; with merge "deepforest", all).
+        """
+        device = self.model.device
+        rows = tiles.tolist()
+        indices = range(len(rows)) if indices is None else indices
+        found, pending, handled = [], [], 0
+
+        def run(batch):
+            inputs = [
+                {"image": self.network_input(tile.to(device).float()), "height": tile.shape[1], "width": tile.shape[2]}
+                for _, tile in batch
+            ]
+            for (tile_index, _), output in zip(batch, self.model(inputs)):
+                instances = output["instances"]
+                x0, y0 = rows[tile_index][:2]
+                tile_boxes = instances.pred_boxes.tensor
+                tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
+                if self.merge == "deepforest":
+                    keep = torch.ones(len(tile_boxes), dtype=torch.bool, device=tile_boxes.device)
+                else:
+                    keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
+                kept = tile_boxes[keep]
+                shared = reaches_other_tiles(kept, tile_index, tiles)
+                found.append((tile_index, kept, instances.scores[keep], instances.pred_classes[keep], shared))
+
+        for position, tile_index in enumerate(indices):
+            x0, y0, x1, y1 = rows[tile_index]
+            tile = read(x0, y0, x1, y1)
+            if tile is not None:
+                pending.append((tile_index, tile))
+            last = position == len(indices) - 1
+            if len(pending) == self.tile_batch or (last and pending):
+                run(pending)
+                handled, pending = position + 1, []
+                if progress is not None:
+                    progress(handled)
+        if progress is not None and handled < len(indices):
+            progress(len(indices))
+        return found
+
+    @torch.no_grad()
     def detect_windows(
         self,
         read: Callable[[int, int, int, int], Optional[torch.Tensor]],
@@ -185,41 +247,9 @@ class TiledInference(nn.Module):
         """
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
         interiors = tile_interiors(tiles, (height, width), self.edge_margin)
+        found = self.detect_tiles(read, tiles, interiors, progress=progress)
+        boxes, scores, classes, shared = ([f[i] for f in found] for i in range(1, 5))
         device = self.model.device
-        boxes, scores, classes, shared = [], [], [], []
-        pending, handled = [], 0
-
-        def run(batch):
-            inputs = [
-                {"image": self.network_input(tile.to(device).float()), "height": tile.shape[1], "width": tile.shape[2]}
-                for _, tile in batch
-            ]
-            for (tile_index, _), output in zip(batch, self.model(inputs)):
-                instances = output["instances"]
-                x0, y0 = tiles[tile_index, :2].tolist()
-                tile_boxes = instances.pred_boxes.tensor
-                tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
-                if self.merge == "deepforest":
-                    keep = torch.ones(len(tile_boxes), dtype=torch.bool, device=tile_boxes.device)
-                else:
-                    keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
-                boxes.append(tile_boxes[keep])
-                scores.append(instances.scores[keep])
-                classes.append(instances.pred_classes[keep])
-                shared.append(reaches_other_tiles(tile_boxes[keep], tile_index, tiles))
-
-        for tile_index, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
-            tile = read(x0, y0, x1, y1)
-            if tile is not None:
-                pending.append((tile_index, tile))
-            last = tile_index == len(tiles) - 1
-            if len(pending) == self.tile_batch or (last and pending):
-                run(pending)
-                handled, pending = tile_index + 1, []
-                if progress is not None:
-                    progress(handled)
-        if progress is not None and handled < len(tiles):
-            progress(len(tiles))
         if not boxes:
             device_boxes = torch.zeros((0, 4), device=device)
             return Instances(

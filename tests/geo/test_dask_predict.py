@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import torch
@@ -28,6 +27,7 @@ from retina_plugin.geo.inputs import raster_paths
 from retina_plugin.geo.predict import RasterPredictor, predict_rasters
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.inference.tiles import tile_grid
+from dask_runs import detection_set
 from tool_runs import REPO
 
 TILE, OVERLAP, SCORE, BLOCK = 128, 0.25, 0.5, 4
@@ -57,17 +57,6 @@ def reference(trained, rasters, tmp_path_factory):
     predict_rasters(cfg, rasters[1], str(out), progress=False)
     torch.set_num_threads(threads)
     return detection_set(out)
-
-
-def detection_set(path):
-    """The detections of a vector file as (source, bounds, score, label) rounded to 1e-4; asserts none twice."""
-    frame = gpd.read_file(path)
-    rows = [
-        (os.path.basename(s), *np.round(g.bounds, 4).tolist(), round(float(score), 4), label)
-        for s, g, score, label in zip(frame.source, frame.geometry, frame.score, frame.label)
-    ]
-    assert len(set(rows)) == len(rows), "a detection is written twice"
-    return set(rows)
 
 
 def tool_command(trained, listing, output, *extra, score=SCORE, progress=False):
@@ -225,12 +214,20 @@ def test_inputs_folder_glob_list_and_stac(rasters, tmp_path):
         raster_paths([os.path.join(folder, "nothing_*.tif")])
 
 
-@pytest.mark.parametrize("block_windows", [1, 5])
-def test_blocks_merged_equal_tiled_inference_over_the_raster(trained, rasters, block_windows, single_thread):
-    """Blocks of 1 window (every seam a block seam) and of 5 (blocks of unequal sizes) merge into the windowed run's detections."""
-    cfg, _ = raster_config(trained.config_file, ["MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", SCORE], tile=TILE, overlap=OVERLAP)
+# DeepForest's way (docs/deepforest.md): each window resized before the network, one NMS over all windows.
+DEEPFOREST_OPTS = ["MODEL.RETINA_PLUGIN.TILE_RESIZE", "[192, 1333]", "MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest", "MODEL.RETINA_PLUGIN.TILE_NMS_THRESH", 0.15]
+
+
+@pytest.mark.parametrize("block_windows, tiling", [(1, []), (5, []), (2, DEEPFOREST_OPTS)], ids=["1-edges", "5-edges", "2-deepforest"])
+def test_blocks_merged_equal_tiled_inference_over_the_raster(trained, rasters, block_windows, tiling, single_thread):
+    """
+    Blocks of 1 window (every seam a block seam) and of 5 (blocks of unequal sizes) merge into the
+    windowed run's detections; so do blocks of DeepForest's resized windows merged by its mosaic NMS.
+    """
+    opts = ["MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", SCORE, *tiling]
+    cfg, _ = raster_config(trained.config_file, opts, tile=TILE, overlap=OVERLAP)
     predictor = RasterPredictor(cfg)
-    path = rasters[1][0]
+    path, size = (rasters[1][0], LARGE) if not tiling else (rasters[1][1], SMALL)
     whole = predictor.predict(path, progress=False)
     with predictor.open(path) as source:
 
@@ -238,13 +235,19 @@ def test_blocks_merged_equal_tiled_inference_over_the_raster(trained, rasters, b
             tile = source.read(*window)
             return None if tile is None else torch.from_numpy(tile)
 
-        blocks = [detect_block(predictor.tiled, read, LARGE, LARGE, b) for b in raster_blocks(LARGE, LARGE, TILE, OVERLAP, block_windows)]
-    assert sum(b["skipped"] for b in blocks) == whole.windows_skipped > 0
-    merged = merge_blocks(blocks, cfg.MODEL.RETINANET.NMS_THRESH_TEST, 0)
-    assert len(merged["scores"]) == len(whole.scores) > 100
+        blocks = [detect_block(predictor.tiled, read, size, size, b) for b in raster_blocks(size, size, TILE, OVERLAP, block_windows)]
+    assert sum(b["skipped"] for b in blocks) == whole.windows_skipped
+    tiled = predictor.tiled
+    merged = merge_blocks(blocks, tiled.nms_thresh, 0, merge=tiled.merge)
+    assert len(merged["scores"]) == len(whole.scores) > (100 if not tiling else 10)
     order, expected = np.lexsort(merged["boxes"].T), np.lexsort(whole.boxes.T)
     np.testing.assert_allclose(merged["boxes"][order], whole.boxes[expected], atol=1e-4)
     np.testing.assert_allclose(merged["scores"][order], whole.scores[expected], atol=1e-5)
+    if tiling:  # the mosaic NMS ran: boxes cut to whole pixels, those windows share removed
+        assert np.array_equal(merged["boxes"], np.trunc(merged["boxes"]))
+        assert sum(len(b["scores"]) for b in blocks) > len(merged["scores"])
+    else:
+        assert whole.windows_skipped > 0
 
 
 @pytest.mark.parametrize(
@@ -261,16 +264,3 @@ def test_dask_flags_alone_are_refused(flags, expected, capsys):
         main(["--config-file", "c.yaml", "--input", "a.tif", "--output", "o.gpkg", *flags])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"predict_raster: error: {expected}"
-
-
-@pytest.mark.parametrize("opts", [["MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest"], ["MODEL.RETINA_PLUGIN.TILE_RESIZE", "[800, 1333]"]])
-def test_deepforest_tiling_on_dask_is_refused_not_merged_otherwise(opts, tmp_path):
-    # The blocks merge by the edge rule: a config of DeepForest's resize or mosaic must not run there.
-    from retina_plugin import load_config
-    from retina_plugin.config import ConfigError
-    from retina_plugin.geo.dask_predict import predict_rasters_on_dask
-
-    cfg = load_config(str(REPO / "configs" / "shapes_R18_cpu.yaml"), ["MODEL.RETINA_PLUGIN.TILE_SIZE", "256", *opts])
-    with pytest.raises(ConfigError, match="run it without --workers/--scheduler"):
-        predict_rasters_on_dask(cfg, [], str(tmp_path / "out.gpkg"), workers=1)
-    assert not list(tmp_path.iterdir())
