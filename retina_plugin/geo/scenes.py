@@ -98,14 +98,14 @@ def write_shapes_scene(
         class_names=class_names, transform=transform, crs=crs, size=size, border=border,
     )  # fmt: skip
     if vectors:
-        from .vectors import boxes_to_polygons, vector_driver
+        from .vectors import boxes_to_polygons, write_layer
         import geopandas as gpd
 
         frame = gpd.GeoDataFrame(
             {"label": [class_names[k] for k in scene.classes.tolist()]},
             geometry=boxes_to_polygons(scene.boxes, transform), crs=crs,
         )  # fmt: skip
-        frame.to_file(vectors, driver=vector_driver(vectors), engine="pyogrio")
+        write_layer(frame, vectors, vectors)
     return scene
 
 
@@ -116,7 +116,7 @@ def main(argv=None):
     parser.add_argument("--bands", type=int, default=3, choices=(3, 4))
     parser.add_argument("--border", type=int, default=0, help="nodata frame, pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vectors", help="also write the objects here (.gpkg, .geojson, .shp)")
+    parser.add_argument("--vectors", help="also write the objects here (.gpkg, .geojson, .shp, .parquet)")
     parser.add_argument("--single-class", action="store_true", help='label every object "shape"')
     parser.add_argument("--block", type=int, default=128, help="side of each block of shapes, pixels")
     parser.add_argument("--object-sizes", type=int, nargs=2, default=(10, 20), metavar=("MIN", "MAX"),
