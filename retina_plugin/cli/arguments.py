@@ -2,7 +2,8 @@
 What every tool shares on the command line: one parser class (`ToolParser`: errors in one
 line, Detectron2's trailing KEY VALUE config options, `--opts` as their alias), Detectron2's
 `default_argument_parser` for the training tools, one spelling of a user's COCO-format dataset
-(`--train-json/--train-images`, `--test-json/--test-images`) and of a georeferenced one
+(`--train-json/--train-images`, `--test-json/--test-images`), of a DOTA folder (`--train-dota`,
+`--test-dota`, `--dota-classes`) and of a georeferenced one
 (`--train-raster/--train-vectors`, `--test-raster/--test-vectors`), and `one_line_errors`: every
 `UserError` ends a tool as `<tool>: error: <message>`, status 2.
 """
@@ -75,11 +76,14 @@ def argument_parser(epilog=None):
 
 
 def add_dataset_arguments(parser):
-    """--train-json/--train-images, --test-json/--test-images: a user's COCO-format dataset."""
+    """--train-json/--train-images, --test-json/--test-images: a user's COCO-format dataset; --train-dota, --test-dota: a DOTA folder."""
     parser.add_argument("--train-json", help="COCO-format annotation file to train on")
     parser.add_argument("--train-images", help="image folder of --train-json")
     parser.add_argument("--test-json", help="COCO-format annotation file to evaluate on")
     parser.add_argument("--test-images", help="image folder of --test-json")
+    parser.add_argument("--train-dota", metavar="DIR", help="DOTA folder (images/, labelTxt/) to train on")
+    parser.add_argument("--test-dota", metavar="DIR", help="DOTA folder (images/, labelTxt/) to evaluate on")
+    parser.add_argument("--dota-classes", metavar="A,B,...", help="the DOTA folders' class names, comma-separated (default: DOTA v1.0's 15)")
     return parser
 
 
@@ -93,12 +97,14 @@ def add_raster_dataset_arguments(parser):
     return parser
 
 
-def user_dataset_opts(args, skip_bad_images: bool = False) -> list:
+def user_dataset_opts(args, skip_bad_images: bool = False, rotated: bool = False) -> list:
     """
-    Register --train-json/--test-json or --train-raster/--test-raster; the opts pointing
-    DATASETS.TRAIN/TEST and NUM_CLASSES at them. `skip_bad_images` (the config's
+    Register --train-json/--test-json, --train-dota/--test-dota or --train-raster/--test-raster;
+    the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them. `skip_bad_images` (the config's
     DATALOADER.SKIP_UNREADABLE_IMAGES) lets the training json register with images of another
     size than it says, counted in one line (the loader then leaves them out); a test json never.
+    `rotated` (the config's model is rotated, `modeling.box_transform.is_rotated`) refuses a json
+    of 4-number boxes.
     """
     from ..data import register_coco_json
 
@@ -109,14 +115,41 @@ def user_dataset_opts(args, skip_bad_images: bool = False) -> list:
             continue
         if json_file is None or image_root is None:
             raise ConfigError(f"--{split}-json and --{split}-images go together (got {json_file!r}, {image_root!r})")
-        if getattr(args, f"{split}_raster", None) is not None:
-            raise ConfigError(f"--{split}-json and --{split}-raster: one {split} dataset, not both")
+        for other in ("raster", "dota"):
+            if getattr(args, f"{split}_{other}", None) is not None:
+                raise ConfigError(f"--{split}-json and --{split}-{other}: one {split} dataset, not both")
         name = f"user_{split}_{Path(json_file).stem}"
-        metadata = register_coco_json(name, json_file, image_root, skip_bad_images=skip_bad_images and split == "train")
+        metadata = register_coco_json(name, json_file, image_root, skip_bad_images=skip_bad_images and split == "train", rotated=rotated)
         opts += [key, (name,)]
         if split == "train":
             opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]
-    return opts + _raster_dataset_opts(args)
+    return opts + _dota_dataset_opts(args) + _raster_dataset_opts(args)
+
+
+def _dota_dataset_opts(args) -> list:
+    """Register --train-dota/--test-dota as `dota_<split>_<folder name>`, with --dota-classes (default DOTA v1.0's)."""
+    from ..data import register_dota
+
+    classes = getattr(args, "dota_classes", None)
+    if classes is not None:
+        classes = [c.strip() for c in classes.split(",")]
+        if not all(classes) or len(set(classes)) < len(classes):
+            raise ConfigError(f"--dota-classes {args.dota_classes!r}: give distinct, non-empty names separated by commas")
+    opts = []
+    for split, key in (("train", "DATASETS.TRAIN"), ("test", "DATASETS.TEST")):
+        folder = getattr(args, f"{split}_dota", None)
+        if folder is None:
+            continue
+        if getattr(args, f"{split}_raster", None) is not None:
+            raise ConfigError(f"--{split}-dota and --{split}-raster: one {split} dataset, not both")
+        name = f"dota_{split}_{Path(folder).resolve().name}"
+        metadata = register_dota(name, folder, classes)
+        opts += [key, (name,)]
+        if split == "train":
+            opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]
+    if classes is not None and not opts:
+        raise ConfigError("--dota-classes names the classes of --train-dota/--test-dota: give a DOTA folder")
+    return opts
 
 
 def _raster_dataset_opts(args) -> list:

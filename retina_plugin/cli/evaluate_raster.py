@@ -8,9 +8,11 @@ features such as tree crowns:
 Prints precision and recall at each IoU (one-to-one matching, greedy by score) and COCO AP
 (AP, AP50, AP75, by area; per class when there are several labels) with each raster as one
 image, per raster and overall. --raster defaults to the files of the predictions' `source`
-column. Ground truth in another CRS is reprojected to the raster's. Writes into --output-dir
-(default: the predictions' folder) evaluation.json and <raster>_evaluation.png (true positives,
-false positives and misses at the first IoU). See docs/geospatial_evaluation.md. An error ends
+column. Ground truth in another CRS is reprojected to the raster's. When the detections hold a
+turned rectangle (a rotated model's), every polygon of both layers is scored as its minimum-area
+rotated rectangle with rotated IoU, else as its axis-aligned pixel bounds. Writes
+into --output-dir (default: the predictions' folder) evaluation.json and <raster>_evaluation.png
+(true positives, false positives and misses at the first IoU). See docs/geospatial_evaluation.md. An error ends
 with one line `evaluate_raster: error: ...` and exit status 2. The logic is in
 retina_plugin.geo.evaluate and evaluate_plot.
 """
@@ -22,6 +24,7 @@ from ..geo.evaluate import (
     check_label_sets, evaluate_rasters, format_table, load_ground_truth, load_predictions, raster_paths, raster_truth,
 )
 from ..geo.evaluate_plot import plot_evaluation
+from ..geo.rotated_rectangles import has_turned_rectangles
 from .arguments import OneLineParser, one_line_errors
 
 PROG = "evaluate_raster"
@@ -54,16 +57,19 @@ def main(argv=None):
         check_label_sets(predictions, pred_label, args.predictions, ground_truth, gt_label, args.ground_truth)
         rasters = raster_paths(predictions, args.predictions, args.raster)
         split = len(rasters) > 1 and "source" in predictions.columns
+        rotated = has_turned_rectangles(predictions.geometry.values)
         truths = [
-            raster_truth(r, predictions, pred_label, args.predictions, ground_truth, gt_label, args.ground_truth, split)
+            raster_truth(r, predictions, pred_label, args.predictions, ground_truth, gt_label, args.ground_truth, split,
+                         rotated)  # fmt: skip
             for r in rasters
         ]
         metrics, matches = evaluate_rasters(truths, thresholds)
         output = args.output_dir or os.path.dirname(os.path.abspath(args.predictions))
         os.makedirs(output, exist_ok=True)
         matching = "within label" if pred_label and gt_label else "class-agnostic"
+        boxes = "rotated" if rotated else "axis-aligned"
         metrics = {"predictions": args.predictions, "ground_truth": args.ground_truth,
-                   "score_threshold": args.score_threshold, "matching": matching, **metrics}  # fmt: skip
+                   "score_threshold": args.score_threshold, "matching": matching, "boxes": boxes, **metrics}  # fmt: skip
         json_path = os.path.join(output, "evaluation.json")
         with open(json_path, "w") as f:
             json.dump(metrics, f, indent=2)
@@ -74,6 +80,6 @@ def main(argv=None):
         ]
     n_det, n_gt = metrics["overall"]["detections"], metrics["overall"]["ground_truth"]
     print(f"{args.predictions} ({n_det} detections, score >= {args.score_threshold:g}) against {args.ground_truth} "
-          f"({n_gt} features), {matching}, on {len(rasters)} raster(s)\n")  # fmt: skip
+          f"({n_gt} features), {matching}{', rotated boxes' if rotated else ''}, on {len(rasters)} raster(s)\n")  # fmt: skip
     print(format_table(metrics))
     print(f"\nWrote {os.path.basename(json_path)} and {', '.join(os.path.basename(p) for p in pngs)} into {output}")

@@ -7,6 +7,7 @@ and COCOEvaluator, on Detectron2's command line (`default_argument_parser`: --nu
     python tools/train_net.py --config-file configs/retinanet_R50.yaml --eval-only MODEL.WEIGHTS model.pth
     python tools/train_net.py --config-file configs/retinanet_R50.yaml \
         --train-json ann/train.json --train-images img/train --test-json ann/val.json --test-images img/val
+    python tools/train_net.py --config-file configs/rotated_shapes_R18.yaml --train-dota DOTA/train --test-dota DOTA/val
     srun python tools/train_net.py --resume --config-file configs/retinanet_R50.yaml --num-gpus 8
 
 Under srun or torchrun the launch flags come from the environment (`retina_plugin.cli.cluster`);
@@ -26,6 +27,7 @@ from ..data.catalog import check_class_names, check_dataset_files, register_conf
 from ..engine.trainer import Trainer, last_checkpoint
 from ..inference.model import load_model
 from ..inference.tiling import check_tiled_evaluation
+from ..modeling.box_transform import is_rotated
 from . import arguments
 from .arguments import check_device, one_line_errors, user_dataset_opts, worker_user_error
 from .cluster import LaunchPlan, add_launch_arguments, given_flags, launch_plan
@@ -47,9 +49,10 @@ def checked_config(args):
     saying what to do.
     """
     # The dataset flags register their files before the config is whole: it is read once
-    # without them for the one key registration needs.
-    skip = load_config(args.config_file, list(args.opts)).DATALOADER.SKIP_UNREADABLE_IMAGES
-    cfg = load_config(args.config_file, user_dataset_opts(args, skip_bad_images=skip) + list(args.opts))
+    # without them for the keys registration needs.
+    first = load_config(args.config_file, list(args.opts))
+    dataset_opts = user_dataset_opts(args, skip_bad_images=first.DATALOADER.SKIP_UNREADABLE_IMAGES, rotated=is_rotated(first))
+    cfg = load_config(args.config_file, dataset_opts + list(args.opts))
     if len(cfg.DATASETS.TEST):
         check_tiled_evaluation(cfg)  # before training, not when evaluating after it
     if cfg.MODEL.RETINA_PLUGIN.INFERENCE_DTYPE == "int8" and not args.eval_only:

@@ -1,12 +1,13 @@
 """
-The datasets a config names, ready before anything is built: the embedded shapes datasets
-registered (generated the first time), and every registered json dataset's files present.
+The datasets a config names, ready before anything is built: the embedded shapes and rotated
+shapes datasets registered (generated the first time), and every registered json dataset's files present.
 """
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import ConfigError
+from .rotated_shapes import register_rotated_shapes_dataset
 from .shapes import register_shapes_dataset
 
 __all__ = ["register_config_datasets", "check_dataset_files", "check_class_names"]
@@ -17,6 +18,8 @@ def register_config_datasets(cfg):
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if any(n.startswith("shapes_") and n not in DatasetCatalog.list() for n in names):
         register_shapes_dataset()
+    if any(n.startswith("rotated_shapes_") and n not in DatasetCatalog.list() for n in names):
+        register_rotated_shapes_dataset()
 
 
 def check_dataset_files(names):

@@ -1,4 +1,11 @@
-"""Register a user's COCO-format detection dataset, checking its json when it is registered."""
+"""
+Register a user's COCO-format detection dataset, checking its json when it is registered.
+
+A `bbox` holds 4 numbers [x, y, width, height] (XYWH_ABS), or 5 for a rotated box
+[cx, cy, w, h, angle] (XYWHA_ABS, the angle in degrees counter-clockwise; `rotated_boxes`), as
+Detectron2's `convert_to_coco_json` writes them. A horizontal model trains on a rotated box's
+enclosing box; a rotated model takes 5-number boxes only.
+"""
 import json
 import logging
 import numbers
@@ -6,10 +13,11 @@ import os
 
 from ..errors import UserError
 from .image_sizes import image_problems, summarize_problems
+from .rotated_boxes import normalize_angle, rotated_box_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetError", "check_image_sizes", "register_coco_json", "validate_coco_json"]
+__all__ = ["DatasetError", "check_image_sizes", "load_coco_boxes", "register_coco_boxes", "register_coco_json", "validate_coco_json"]
 
 
 def _short(entry, limit=200):
@@ -25,13 +33,14 @@ class DatasetError(UserError):
     """A dataset that cannot be used (a malformed json, an empty split); the message names the file or dataset."""
 
 
-def validate_coco_json(json_file):
+def validate_coco_json(json_file, *, rotated: bool = False):
     """
     Check that `json_file` is a COCO instances json that Detectron2's `load_coco_json` can
     read, and raise a DatasetError naming the file and the first offending entry if it is not:
     the file is missing or not json; `images`, `annotations` or `categories` is missing or not
     a list; there are no categories; a category lacks id/name; an image lacks id/file_name/height/width; an annotation
-    lacks id, has a `bbox` that is not 4 numbers, or refers to an unknown image_id or
+    lacks id, has a `bbox` that is not 4 or 5 numbers (5 only, for a `rotated` model), a rotated
+    box that is not finite or has zero width or height, or refers to an unknown image_id or
     category_id; image, annotation or category ids repeat. Category ids need not be 1..K.
 
     Returns:
@@ -76,9 +85,7 @@ def validate_coco_json(json_file):
     image_ids = ids_of("images", ("id", "file_name", "height", "width"))
     ids_of("annotations", ("id", "image_id", "category_id", "bbox"))
     for i, ann in enumerate(data["annotations"]):
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
-            fail(f"annotations[{i}] bbox is not 4 numbers [x, y, width, height]: {_short(ann)}")
+        _check_bbox(ann, i, rotated, fail)
         if ann["image_id"] not in image_ids:
             fail(f"annotations[{i}] has image_id {ann['image_id']!r}, not among the images: "
                  f"{_short(ann)}")
@@ -86,6 +93,49 @@ def validate_coco_json(json_file):
             fail(f"annotations[{i}] has category_id {ann['category_id']!r}, not among the "
                  f"categories {sorted(category_ids, key=str)}: {_short(ann)}")
     return data
+
+
+def _check_bbox(ann: dict, i: int, rotated: bool, fail):
+    """An annotation's bbox: 4 numbers (not for a rotated model) or a usable rotated box of 5."""
+    bbox = ann["bbox"]
+    where = f"annotations[{i}] (id {ann['id']!r})"
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox)):
+        if rotated:
+            fail(f"{where} has bbox {bbox}: 4 numbers [x, y, width, height], but the model is rotated "
+                 "(MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)")
+        return
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 5:
+        problem = rotated_box_problem(list(bbox))
+        if problem is not None:
+            fail(f"{where} has bbox {_short(bbox)}: {problem}")
+        return
+    expected = "5 numbers [cx, cy, w, h, angle]" if rotated else "4 numbers [x, y, width, height] or 5 [cx, cy, w, h, angle]"
+    fail(f"{where} bbox is not {expected}: {_short(ann)}")
+
+
+def load_coco_boxes(json_file: str, image_root: str, dataset_name: str = None) -> list:
+    """
+    Detectron2's `load_coco_json`, with each 5-number box marked XYWHA_ABS (load_coco_json marks
+    every box XYWH_ABS) and its angle normalised into [-180, 180).
+    """
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.structures import BoxMode
+
+    dicts = load_coco_json(json_file, image_root, dataset_name)
+    for d in dicts:
+        for a in d.get("annotations", ()):
+            if len(a["bbox"]) == 5:
+                a["bbox"] = [*a["bbox"][:4], normalize_angle(a["bbox"][4])]
+                a["bbox_mode"] = BoxMode.XYWHA_ABS
+    return dicts
+
+
+def register_coco_boxes(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+    """Detectron2's `register_coco_instances`, loading with `load_coco_boxes` (4- or 5-number boxes)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.register(name, lambda: load_coco_boxes(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
 
 
 def check_image_sizes(dataset: dict, json_file: str, image_root: str, *, skip_bad_images: bool = False):
@@ -108,14 +158,16 @@ def check_image_sizes(dataset: dict, json_file: str, image_root: str, *, skip_ba
     logger.warning(f"{json_file}: {summary}; the training loader skips them")
 
 
-def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
+def register_coco_json(name, json_file, image_root, *, skip_bad_images=False, rotated=False):
     """
     Register the COCO-format dataset `json_file` (images under `image_root`) as `name` in
-    Detectron2's DatasetCatalog and MetadataCatalog, through `register_coco_instances`
-    (evaluator_type "coco"; thing_classes and the map from the json's category ids to
-    contiguous ids 0..K-1 are set when the dataset is first loaded).
+    Detectron2's DatasetCatalog and MetadataCatalog, as `register_coco_instances` does
+    (`register_coco_boxes`: evaluator_type "coco"; thing_classes and the map from the json's
+    category ids to contiguous ids 0..K-1 are set when the dataset is first loaded; 5-number
+    boxes XYWHA_ABS).
 
-    The json is validated now (`validate_coco_json`), so a malformed file fails here with a
+    The json is validated now (`validate_coco_json`; `rotated`: for a rotated model, which
+    refuses 4-number boxes), so a malformed file fails here with a
     DatasetError naming the file and entry rather than later inside data loading, and so are
     the images' sizes against the json's (`check_image_sizes`; with `skip_bad_images` a
     warning). A `name` registered before is replaced.
@@ -124,16 +176,15 @@ def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
         detectron2.data.Metadata: the dataset's metadata.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.datasets import register_coco_instances
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    dataset = validate_coco_json(json_file)
+    dataset = validate_coco_json(json_file, rotated=rotated)
     check_image_sizes(dataset, json_file, image_root, skip_bad_images=skip_bad_images)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, json_file, image_root)
+    register_coco_boxes(name, {}, json_file, image_root)
     # The class names in category-id order, as Detectron2's loader sets them when it loads.
     categories = sorted(dataset["categories"], key=lambda c: c["id"])
     return MetadataCatalog.get(name).set(thing_classes=[c["name"] for c in categories])

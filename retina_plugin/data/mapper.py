@@ -8,6 +8,10 @@
   channel order (`read_raster_window`); each loader process opens a raster once.
 - A missing or unreadable image raises `ImageReadError` naming the file and the dataset; with
   `DATALOADER.SKIP_UNREADABLE_IMAGES` the training loader logs it, counts it and goes on.
+- For a rotated model (`modeling.box_transform.is_rotated`) the boxes stay rotated: the
+  augmentations move them as XYWHA (`rotated_transforms`) and they become `RotatedBoxes` by
+  Detectron2's `annotations_to_instances_rotated`. A horizontal model given rotated boxes trains on
+  their enclosing boxes (Detectron2's `transform_instance_annotations` converts them).
 """
 import copy
 import logging
@@ -24,6 +28,8 @@ from detectron2.data import transforms as T
 from detectron2.utils.file_io import PathManager
 
 from ..errors import UserError
+from ..modeling.box_transform import is_rotated
+from .rotated_transforms import transform_rotated_annotation
 
 __all__ = ["ImageReadError", "RetinaDatasetMapper", "read_image", "read_raster_window"]
 
@@ -82,14 +88,16 @@ class RetinaDatasetMapper(DatasetMapper):
     reading images with `read_image` above and failing with the file's and the dataset's name.
 
     Returns None for an unreadable image when `skip_unreadable` is set; the training loader
-    then takes the next sample.
+    then takes the next sample. With `rotated`, "instances" holds `gt_boxes` as (N, 5)
+    `RotatedBoxes`.
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, dataset_name: str = "", skip_unreadable: bool = False, **kwargs):
+    def __init__(self, is_train: bool, *, dataset_name: str = "", skip_unreadable: bool = False, rotated: bool = False, **kwargs):
         super().__init__(is_train, **kwargs)
         self.dataset_name = dataset_name
         self.skip_unreadable = skip_unreadable
+        self.rotated = rotated
         self.num_skipped = 0
         self._rasters = {}  # (process id, path, bands) -> open RasterSource
 
@@ -120,7 +128,17 @@ class RetinaDatasetMapper(DatasetMapper):
         ret = super().from_config(cfg, is_train)
         ret["dataset_name"] = dataset_name
         ret["skip_unreadable"] = is_train and cfg.DATALOADER.SKIP_UNREADABLE_IMAGES
+        ret["rotated"] = is_rotated(cfg)
         return ret
+
+    def _transform_annotations(self, dataset_dict: dict, transforms, image_shape: Tuple[int, int]):
+        if not self.rotated:
+            return super()._transform_annotations(dataset_dict, transforms, image_shape)
+        annotations = [
+            transform_rotated_annotation(a, transforms) for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0
+        ]
+        instances = utils.annotations_to_instances_rotated(annotations, image_shape)
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -152,5 +170,6 @@ class RetinaDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         else:  # an image without annotations trains as background
-            dataset_dict["instances"] = utils.annotations_to_instances([], image.shape[:2])
+            to_instances = utils.annotations_to_instances_rotated if self.rotated else utils.annotations_to_instances
+            dataset_dict["instances"] = to_instances([], image.shape[:2])
         return dataset_dict

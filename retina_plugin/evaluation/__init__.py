@@ -7,10 +7,14 @@ compiled one when installed, else pycocotools'):
 - `evaluate_boxes`: it on flat numpy arrays, its per-detection matches and precision arrays read
   back. The error analysis (`retina_plugin.analysis.detections`) and the raster evaluation
   (`retina_plugin.geo.evaluate`) both count true positives and AP here, so they agree with
-  COCOeval by construction.
+  COCOeval by construction. Rotated XYWHA boxes (5 columns) go through the same matching with
+  rotated IoU (`box_iou`, `RotatedCOCOeval`);
+- `RotatedCOCOEvaluator`: Detectron2's, its IoU from `retina_plugin.ops` (its compiled op does not load here);
+- `dota_map` / `DOTAEvaluator`: DOTA's mAP50 of rotated boxes (VOC07 11-point and area under the curve).
 
-This package imports nothing else of retina_plugin.
+This package imports nothing else of retina_plugin but `retina_plugin.ops`.
 """
+from .box_iou import as_rotated, is_rotated_boxes, rotated_box_iou
 from .coco_evaluator import FastCOCOEvaluator, evaluate_coco_boxes
 from .cocoeval import cocoeval_class, cocoeval_name, compiled_available
 from .coco_matching import (
@@ -23,6 +27,10 @@ from .coco_matching import (
     evaluate_boxes,
     max_detections_per_image,
 )
+from .dota_evaluator import DOTAEvaluator, has_rotated_boxes
+from .dota_map import DOTA_IOU_THRESHOLD, DOTAMeanAP, dota_map, match_detections
+from .rotated_coco_evaluator import RotatedCOCOEvaluator
+from .rotated_cocoeval import RotatedCOCOeval, rotated_cocoeval_class
 
 __all__ = [
     "FastCOCOEvaluator",
@@ -38,4 +46,16 @@ __all__ = [
     "box_iou",
     "evaluate_boxes",
     "max_detections_per_image",
+    "as_rotated",
+    "is_rotated_boxes",
+    "rotated_box_iou",
+    "DOTAEvaluator",
+    "has_rotated_boxes",
+    "DOTA_IOU_THRESHOLD",
+    "DOTAMeanAP",
+    "dota_map",
+    "match_detections",
+    "RotatedCOCOEvaluator",
+    "RotatedCOCOeval",
+    "rotated_cocoeval_class",
 ]

@@ -12,15 +12,21 @@ eval['scores'], eval['recall']). `CocoEvaluation` holds both, indexed by the cal
 
 COCOeval keeps at most maxDets detections per image and class; `evaluate_boxes` sets it to the
 most detections any image has (`max_detections_per_image`), so that no detection is cut.
+
+Rotated boxes (XYWHA, Detectron2's: centre, size, angle in degrees counter-clockwise) are matched
+the same way with rotated IoU (box_iou.py), by `RotatedCOCOeval` (rotated_cocoeval.py, pycocotools'
+COCOeval with Detectron2's rotated computeIoU); when one side is rotated, XYWH boxes of the other
+become XYWHA boxes at angle 0, as Detectron2's RotatedCOCOeval converts them.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import Params
 
+from .box_iou import as_rotated, box_iou, is_rotated_boxes
 from .cocoeval import cocoeval_class, is_compiled
+from .rotated_cocoeval import RotatedCOCOeval
 from .cocoeval_runs import coco_pair, compiled_arrays, read_eval_imgs, run_cocoeval
 
 __all__ = [
@@ -40,8 +46,8 @@ class GroundTruthBoxes:
 
     image: np.ndarray  # (G,) int
     label: np.ndarray  # (G,) int class index
-    boxes: np.ndarray  # (G, 4) XYWH
-    crowd: np.ndarray  # (G,) bool
+    boxes: np.ndarray  # (G, 4) XYWH or (G, 5) XYWHA
+    crowd: np.ndarray  # (G,) bool: an ignored box (COCO's iscrowd; DOTA's difficult in dota_map)
 
 
 @dataclass
@@ -50,7 +56,7 @@ class DetectedBoxes:
 
     image: np.ndarray  # (D,) int
     label: np.ndarray  # (D,) int class index
-    boxes: np.ndarray  # (D, 4) XYWH
+    boxes: np.ndarray  # (D, 4) XYWH or (D, 5) XYWHA
     scores: np.ndarray  # (D,)
 
 
@@ -134,15 +140,6 @@ class CocoEvaluation:
         return self.det_scores[rows], self.det_gt[t, rows] >= 0
 
 
-def box_iou(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
-    """(D, G) IoU of XYWH boxes as COCOeval.computeIoU takes it (for a crowd box: intersection / detection area)."""
-    if len(det_boxes) == 0 or len(gt_boxes) == 0:
-        return np.zeros((len(det_boxes), len(gt_boxes)))
-    ious = mask_utils.iou(np.asarray(det_boxes, np.float64).tolist(), np.asarray(gt_boxes, np.float64).tolist(),
-                          [int(c) for c in gt_crowd])  # fmt: skip
-    return np.asarray(ious, dtype=np.float64).reshape(len(det_boxes), len(gt_boxes))
-
-
 def max_detections_per_image(image: np.ndarray, num_images: int) -> int:
     """The most detections one image has (at least 1): a maxDets that cuts none."""
     return max(int(np.bincount(np.asarray(image, np.int64), minlength=num_images).max(initial=0)), 1)
@@ -158,7 +155,8 @@ def evaluate_boxes(
     classes, at `iou_thresholds`, keeping `max_dets` detections per image and class (default:
     `max_detections_per_image`, so every detection is evaluated), over `area_ranges` (names of
     AREA_RANGES, 'all' first; box areas are w * h). Returns its matches and precision arrays.
-    The COCOeval is `cocoeval_class(use_fast_impl)`'s: faster-coco-eval's when installed.
+    The COCOeval is `cocoeval_class(use_fast_impl)`'s: faster-coco-eval's when installed; when
+    either side holds (N, 5) XYWHA boxes, `RotatedCOCOeval` on both sides as XYWHA.
     """
     area_ranges = tuple(area_ranges)
     if area_ranges[0] != "all":
@@ -166,8 +164,11 @@ def evaluate_boxes(
     max_dets = max_detections_per_image(dets.image, num_images) if max_dets is None else int(max_dets)
     thresholds = np.asarray(iou_thresholds, np.float64)
     ranges = {a: AREA_RANGES[a] for a in area_ranges}
+    rotated = is_rotated_boxes(gt.boxes) or is_rotated_boxes(dets.boxes)
+    if rotated:
+        gt, dets = replace(gt, boxes=as_rotated(gt.boxes)), replace(dets, boxes=as_rotated(dets.boxes))
     coco_gt, coco_dt = coco_pair(gt, dets, num_images, num_classes)
-    cocoeval = cocoeval_class(use_fast_impl)
+    cocoeval = RotatedCOCOeval if rotated else cocoeval_class(use_fast_impl)
     if is_compiled(cocoeval):
         arrays = compiled_arrays(cocoeval, coco_gt, coco_dt, gt, dets, num_images, num_classes, thresholds, max_dets,
                                  ranges)  # fmt: skip

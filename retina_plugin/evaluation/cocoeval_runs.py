@@ -35,8 +35,9 @@ def _coco(num_images: int, num_classes: int, annotations: list) -> COCO:
 
 
 def _annotations(image, label, boxes, extra: dict) -> list:
-    """COCO annotation dicts, id = row + 1, area = w * h."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    """COCO annotation dicts, id = row + 1, area = w * h (of XYWH or XYWHA boxes)."""
+    boxes = np.asarray(boxes, np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[1] if boxes.ndim == 2 else 4)
     columns = {key: np.asarray(values).tolist() for key, values in extra.items()}
     return [
         {"id": n + 1, "image_id": int(i) + 1, "category_id": int(k) + 1, "bbox": box, "area": box[2] * box[3],

@@ -11,7 +11,8 @@ are matched within a class when both layers have a `label` column, else class-ag
 Matching is COCOeval's, one-to-one and greedy by score (read from its per-image results by
 `retina_plugin.evaluation`), so that precision and recall count the same pairs as the AP does;
 Hungarian matching (DeepForest) differs only where one detection overlaps two features above
-the threshold.
+the threshold. With `rotated` (a rotated model's turned rectangles), every polygon is its
+minimum-area rotated rectangle in pixels (XYWHA), matched by rotated IoU (geo.rotated_rectangles).
 """
 import math
 import os
@@ -24,6 +25,7 @@ from affine import Affine
 
 from ..data.raster import RasterError, RasterSource
 from ..evaluation import COCO_IOU_THRESHOLDS, CocoEvaluation, DetectedBoxes, GroundTruthBoxes, evaluate_boxes
+from .rotated_rectangles import polygons_to_rotated_boxes
 from .vectors import VectorError, boxes_to_polygons, polygons_to_boxes, read_vectors
 
 __all__ = [
@@ -38,15 +40,15 @@ AREA_RANGES = ("all", "small", "medium", "large")  # COCOeval's, for AP / APs / 
 
 @dataclass
 class RasterTruth:
-    """One raster's ground truth and detections as pixel boxes (x0, y0, x1, y1), labels as strings."""
+    """One raster's ground truth and detections as pixel boxes (x0, y0, x1, y1) or XYWHA, labels as strings."""
 
     path: str
     width: int
     height: int
     crs: Optional[str]
-    gt_boxes: np.ndarray  # (G, 4)
+    gt_boxes: np.ndarray  # (G, 4) or, rotated, (G, 5)
     gt_labels: np.ndarray  # (G,)
-    det_boxes: np.ndarray  # (D, 4)
+    det_boxes: np.ndarray  # (D, 4) or (D, 5)
     det_scores: np.ndarray  # (D,)
     det_labels: np.ndarray  # (D,)
 
@@ -134,11 +136,13 @@ def _inside(frame, footprint, crs):
 
 
 def raster_truth(
-    raster: str, predictions, pred_label, predictions_path: str, ground_truth, gt_label, gt_path: str, split_by_source: bool
+    raster: str, predictions, pred_label, predictions_path: str, ground_truth, gt_label, gt_path: str, split_by_source: bool,
+    rotated: bool = False,
 ) -> RasterTruth:
     """
     One raster's ground truth and detections (see the module's docstring): the layers, their
-    label columns and files; `split_by_source`: keep the predictions whose `source` names it.
+    label columns and files; `split_by_source`: keep the predictions whose `source` names it;
+    `rotated`: XYWHA boxes (minimum-area rectangles), else axis-aligned pixel bounds.
     Raises a VectorError when no ground-truth feature is inside the raster.
     """
     with RasterSource(raster) as source:
@@ -162,15 +166,21 @@ def raster_truth(
     def labels(frame, column):
         return np.asarray(frame[column].astype(str) if class_aware else [AGNOSTIC_LABEL] * len(frame), dtype=object)
 
+    boxes = polygons_to_rotated_boxes if rotated else polygons_to_boxes
     return RasterTruth(
         raster, width, height, None if crs is None else crs.to_string(),
-        polygons_to_boxes(gt.geometry.values, transform), labels(gt, gt_label),
-        polygons_to_boxes(dets.geometry.values, transform), dets["score"].astype(float).to_numpy(),
+        boxes(gt.geometry.values, transform), labels(gt, gt_label),
+        boxes(dets.geometry.values, transform), dets["score"].astype(float).to_numpy(),
         labels(dets, pred_label),
     )  # fmt: skip
 
 
-def _xywh(boxes: np.ndarray) -> np.ndarray:
+def _coco_boxes(boxes: np.ndarray) -> np.ndarray:
+    """COCOeval's boxes of RasterTruth boxes: XYWH of (N, 4) XYXY ones; (N, 5) XYWHA ones as they are."""
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.ndim == 2 and boxes.shape[1] == 5:
+        return boxes
+    boxes = boxes.reshape(-1, 4)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
@@ -182,11 +192,10 @@ def coco_evaluation(truths: Sequence[RasterTruth], class_names: Sequence[str], t
     """
     category = {name: k for k, name in enumerate(class_names)}
 
-    def rows(boxes, labels):  # (image index, class index, XYWH box) of every raster's boxes
+    def rows(boxes, labels):  # (image index, class index, XYWH or XYWHA box) of every raster's boxes
         image = np.repeat(np.arange(len(truths)), [len(getattr(t, labels)) for t in truths])
         label = np.array([category[n] for t in truths for n in getattr(t, labels)], np.int64)
-        xyxy = np.concatenate([np.asarray(getattr(t, boxes), np.float64).reshape(-1, 4) for t in truths])
-        return image, label, _xywh(xyxy)
+        return image, label, np.concatenate([_coco_boxes(getattr(t, boxes)) for t in truths])
 
     gt_image, gt_label, gt_boxes = rows("gt_boxes", "gt_labels")
     gt = GroundTruthBoxes(gt_image, gt_label, gt_boxes, np.zeros(len(gt_image), bool))

@@ -1,7 +1,7 @@
 """
 A raster's evaluation drawn on the raster: true positives, false positives and missed
-ground truth in three colours on a decimated read of the raster (at most `max_side` pixels on
-its long side; rasterio's `out_shape` read, which uses the raster's overviews where it has them,
+ground truth in three colours (rotated boxes turned) on a decimated read of the raster (at most
+`max_side` pixels on its long side; rasterio's `out_shape` read, which uses the raster's overviews where it has them,
 so the raster is never loaded whole). When that read shrinks the raster more than ZOOM times,
 the window with most errors follows below it, read at ZOOM times the raster's resolution. The
 legend, with the counts, is a strip of its own at the bottom.
@@ -11,11 +11,13 @@ import warnings
 import cv2
 import numpy as np
 import rasterio
+import torch
 from rasterio.enums import MaskFlags
 from rasterio.errors import NodataShadowWarning
 from rasterio.windows import Window
 
 from ..inference.dense_drawing import busiest_window
+from ..ops import rotated_box_corners
 from .evaluate import RasterTruth
 
 __all__ = ["COLOURS", "ZOOM", "valid_pixels", "display_image", "plot_evaluation"]
@@ -80,17 +82,31 @@ def display_image(path: str, max_side: int = 2048) -> tuple:
 
 
 def _draw_boxes(image: np.ndarray, groups, scale: float, origin=(0, 0)):
-    """Each group's XYXY raster boxes, less `origin`, times `scale`, outlined in its colour on `image`."""
+    """Each group's raster boxes (XYXY, or XYWHA drawn turned), less `origin`, times `scale`, outlined in its colour on `image`."""
     thickness = max(1, round(max(image.shape[:2]) / 700))
     for name, boxes in groups:
+        if boxes.ndim == 2 and boxes.shape[1] == 5:
+            if len(boxes):
+                corners = rotated_box_corners(torch.as_tensor(boxes, dtype=torch.float64)).numpy()
+                outlines = np.round((corners - np.asarray(origin, np.float64)) * scale).astype(np.int32)
+                cv2.polylines(image, list(outlines), True, COLOURS[name], thickness)
+            continue
         for x0, y0, x1, y1 in np.round((boxes - np.tile(origin, 2)) * scale).astype(int).tolist():
             cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), COLOURS[name], thickness)
 
 
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """(N, 2) centres of (N, 4) XYXY or (N, 5) XYWHA boxes."""
+    if boxes.ndim == 2 and boxes.shape[1] == 5:
+        return boxes[:, :2]
+    boxes = boxes.reshape(-1, 4)
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
 def _zoomed(src, groups, stretch, width: int):
     """(window x0, y0, x1, y1 in raster pixels, its drawing at ZOOM, at most `width` wide): the window with most errors."""
-    errors = np.concatenate([groups[1][1], groups[2][1]]).reshape(-1, 4)
-    x0, y0, x1, y1 = busiest_window((errors[:, :2] + errors[:, 2:]) / 2, src.height, src.width, width // ZOOM)
+    errors = np.concatenate([_centres(groups[1][1]), _centres(groups[2][1])])
+    x0, y0, x1, y1 = busiest_window(errors, src.height, src.width, width // ZOOM)
     image, _ = _read(src, ((y1 - y0) * ZOOM, (x1 - x0) * ZOOM), Window(x0, y0, x1 - x0, y1 - y0), stretch)
     _draw_boxes(image, groups, ZOOM, origin=(x0, y0))
     return (x0, y0, x1, y1), image

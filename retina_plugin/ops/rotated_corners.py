@@ -9,26 +9,25 @@ the formula of Detectron2's `Visualizer.draw_rotated_box_with_label` and of its 
 """
 import torch
 
-def rotated_corner_offsets(boxes: torch.Tensor) -> torch.Tensor:
+
+def rotated_corner_offsets(boxes: torch.Tensor):
     """
     The corners relative to each box's centre.
 
     Args:
         boxes: (N, 5) rotated boxes (cx, cy, w, h, angle in degrees).
     Returns:
-        (N, 4, 2) (x, y) offsets, in `boxes`' dtype: top-left, top-right, bottom-right, bottom-left
-        of the unrotated box, turned by the angle. Their signed (shoelace) area with y down is
-        positive: the outline runs clockwise on the screen, counter-clockwise in (x, y).
+        (N, 4) x and (N, 4) y offsets, in `boxes`' dtype: top-left, top-right, bottom-right,
+        bottom-left of the unrotated box, turned by the angle. Their signed (shoelace) area with
+        y down is positive: the outline runs clockwise on the screen, counter-clockwise in (x, y).
     """
-    theta = torch.deg2rad(boxes[:, 4])
+    theta = torch.deg2rad(boxes[:, 4:5])
     cos, sin = torch.cos(theta), torch.sin(theta)
-    # The unrotated corners in units of (w, h): top-left, top-right, bottom-right, bottom-left (y down).
-    signs = torch.tensor([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]], dtype=boxes.dtype, device=boxes.device)
-    u = signs[:, 0] * boxes[:, 2:3]  # (N, 4)
-    v = signs[:, 1] * boxes[:, 3:4]
-    x = u * cos[:, None] + v * sin[:, None]
-    y = v * cos[:, None] - u * sin[:, None]
-    return torch.stack([x, y], dim=2)
+    half_w, half_h = boxes[:, 2:3] / 2, boxes[:, 3:4] / 2
+    # The unrotated corners: top-left, top-right, bottom-right, bottom-left (y down).
+    u = torch.cat([-half_w, half_w, half_w, -half_w], dim=1)
+    v = torch.cat([-half_h, -half_h, half_h, half_h], dim=1)
+    return u * cos + v * sin, v * cos - u * sin
 
 
 def rotated_box_corners(boxes: torch.Tensor) -> torch.Tensor:
@@ -39,4 +38,5 @@ def rotated_box_corners(boxes: torch.Tensor) -> torch.Tensor:
         (N, 4, 2) corners (x, y) in image coordinates: top-left, top-right, bottom-right,
         bottom-left of the unrotated box, turned about the centre.
     """
-    return rotated_corner_offsets(boxes) + boxes[:, None, 0:2]
+    x, y = rotated_corner_offsets(boxes)
+    return torch.stack([x + boxes[:, 0:1], y + boxes[:, 1:2]], dim=2)

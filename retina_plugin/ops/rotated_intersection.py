@@ -10,6 +10,8 @@ and the triangle fan about that mean gives the area. The work is in float64, eac
 that its two centres straddle the origin, which keeps the error far under 1e-5 for coordinates
 of large rasters.
 """
+from typing import Tuple
+
 import torch
 
 from .rotated_corners import rotated_corner_offsets
@@ -24,81 +26,78 @@ _PARALLEL_SINE = 1e-14
 _MIN_AREA = 1e-14
 
 
-def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
-
-
 def _edge_crossings(
-    p1: torch.Tensor, p2: torch.Tensor, tolerance: float = _EDGE_TOLERANCE, parallel_sine: float = _PARALLEL_SINE
-):
+    x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
+    tolerance: float = _EDGE_TOLERANCE, parallel_sine: float = _PARALLEL_SINE,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """
     Where each edge of one quadrilateral crosses each edge of the other.
 
     Args:
-        p1, p2: (P, 4, 2) corners in outline order.
+        x1, y1, x2, y2: (P, 4) corners of the two quadrilaterals in outline order.
     Returns:
-        (P, 16, 2) crossing points and the (P, 16) mask of those that exist.
+        (P, 16) x and y of the crossing points and the (P, 16) mask of those that exist.
     """
-    d1 = torch.roll(p1, -1, dims=1) - p1
-    d2 = torch.roll(p2, -1, dims=1) - p2
-    a, d = p1[:, :, None, :], d1[:, :, None, :]  # (P, 4, 1, 2): edge a + t d, t in [0, 1]
-    b, e = p2[:, None, :, :], d2[:, None, :, :]  # (P, 1, 4, 2): edge b + u e, u in [0, 1]
-    det = _cross(d, e)  # (P, 4, 4)
-    lengths = torch.linalg.vector_norm(d, dim=-1) * torch.linalg.vector_norm(e, dim=-1)
+    ex1, ey1 = torch.roll(x1, -1, 1) - x1, torch.roll(y1, -1, 1) - y1
+    ex2, ey2 = torch.roll(x2, -1, 1) - x2, torch.roll(y2, -1, 1) - y2
+    lengths = torch.hypot(ex1, ey1)[:, :, None] * torch.hypot(ex2, ey2)[:, None, :]
+    # Edge a + t d of the first (rows), b + u e of the second (columns), t and u in [0, 1].
+    ax, ay, dx, dy = x1[:, :, None], y1[:, :, None], ex1[:, :, None], ey1[:, :, None]
+    bx, by, ex, ey = x2[:, None, :], y2[:, None, :], ex2[:, None, :], ey2[:, None, :]
+    det = dx * ey - dy * ex  # (P, 4, 4)
     crossing = det.abs() > parallel_sine * lengths
     det = torch.where(crossing, det, torch.ones_like(det))
-    ba = b - a
-    t = _cross(ba, e) / det
-    u = _cross(ba, d) / det
+    bax, bay = bx - ax, by - ay
+    t = (bax * ey - bay * ex) / det
+    u = (bax * dy - bay * dx) / det
     low, high = -tolerance, 1.0 + tolerance
     crossing = crossing & (t >= low) & (t <= high) & (u >= low) & (u <= high)
-    points = a + t[..., None] * d
-    return points.flatten(1, 2), crossing.flatten(1, 2)
+    return (ax + t * dx).flatten(1), (ay + t * dy).flatten(1), crossing.flatten(1)
 
 
 def _inside(
-    points: torch.Tensor, corners: torch.Tensor, tolerance: float = _EDGE_TOLERANCE, min_area: float = _MIN_AREA
+    px: torch.Tensor, py: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+    tolerance: float = _EDGE_TOLERANCE, min_area: float = _MIN_AREA,
 ) -> torch.Tensor:
     """
     Args:
-        points: (P, K, 2); corners: (P, 4, 2) of a rectangle in outline order.
+        px, py: (P, K) points; cx, cy: (P, 4) corners of a rectangle in outline order.
     Returns:
         (P, K) whether each point lies in its pair's rectangle (or on its edge).
     """
-    origin = corners[:, None, 0]
-    side_x = corners[:, None, 1] - origin  # (P, 1, 2)
-    side_y = corners[:, None, 3] - origin
-    rel = points - origin
-    along_x = (rel * side_x).sum(-1) / (side_x * side_x).sum(-1).clamp_min(min_area)
-    along_y = (rel * side_y).sum(-1) / (side_y * side_y).sum(-1).clamp_min(min_area)
+    ox, oy = cx[:, :1], cy[:, :1]
+    ux, uy = cx[:, 1:2] - ox, cy[:, 1:2] - oy  # (P, 1): the sides from the first corner
+    vx, vy = cx[:, 3:4] - ox, cy[:, 3:4] - oy
+    rx, ry = px - ox, py - oy
+    along_u = (rx * ux + ry * uy) / (ux * ux + uy * uy).clamp_min(min_area)
+    along_v = (rx * vx + ry * vy) / (vx * vx + vy * vy).clamp_min(min_area)
     low, high = -tolerance, 1.0 + tolerance
-    return (along_x >= low) & (along_x <= high) & (along_y >= low) & (along_y <= high)
+    return (along_u >= low) & (along_u <= high) & (along_v >= low) & (along_v <= high)
 
 
-def _convex_area(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _convex_area(px: torch.Tensor, py: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """
     Area of the convex polygon whose vertices are the valid points, in any order, with repeats.
 
     Args:
-        points: (P, K, 2); valid: (P, K) bool.
+        px, py: (P, K) points; valid: (P, K) bool.
     Returns:
         (P,) areas; 0 where fewer than three distinct points are valid.
     """
-    count = valid.sum(1, keepdim=True).clamp_min(1).to(points.dtype)
-    centre = torch.where(valid[..., None], points, torch.zeros_like(points)).sum(1) / count
-    rel = points - centre[:, None, :]
-    dx, dy = rel[..., 0], rel[..., 1]
-    # A pseudo-angle, increasing with atan2(dy, dx) on [0, 4): cheaper than atan2 and exports to ONNX.
-    span = dx.abs() + dy.abs()
-    cos_like = torch.where(span > 0, dx / torch.where(span > 0, span, torch.ones_like(span)), torch.ones_like(span))
-    angle = torch.where(dy >= 0, 1.0 - cos_like, 3.0 + cos_like)
-    angle = torch.where(valid, angle, torch.full_like(angle, 8.0))
-    order = torch.argsort(angle, dim=1)
-    ordered = torch.gather(rel, 1, order[..., None].expand(-1, -1, 2))
-    ordered_valid = torch.gather(valid, 1, order)
+    zero = torch.zeros_like(px)
+    count = valid.sum(1, keepdim=True).clamp_min(1).to(px.dtype)
+    rx = px - torch.where(valid, px, zero).sum(1, keepdim=True) / count  # about the points' mean
+    ry = py - torch.where(valid, py, zero).sum(1, keepdim=True) / count
+    # A pseudo-angle, increasing with atan2(ry, rx) on [0, 4): cheaper than atan2 and in ONNX.
+    span = rx.abs() + ry.abs()
+    cos_like = rx / torch.where(span > 0, span, torch.ones_like(span))
+    angle = torch.where(ry >= 0, 1.0 - cos_like, 3.0 + cos_like)
+    angle, order = torch.sort(torch.where(valid, angle, torch.full_like(angle, 8.0)), dim=1)
+    used = angle < 8.0
     # Unused slots repeat the first vertex: their edges have no length and close the outline.
-    ordered = torch.where(ordered_valid[..., None], ordered, ordered[:, :1])
-    fan = _cross(ordered, torch.roll(ordered, -1, dims=1))
+    ox = torch.where(used, torch.gather(rx, 1, order), torch.gather(rx, 1, order[:, :1]))
+    oy = torch.where(used, torch.gather(ry, 1, order), torch.gather(ry, 1, order[:, :1]))
+    fan = ox * torch.roll(oy, -1, 1) - torch.roll(ox, -1, 1) * oy
     return (0.5 * fan.sum(1)).clamp_min(0)
 
 
@@ -110,13 +109,16 @@ def rotated_intersection_area(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tor
         (P,) float64 areas of the intersections.
     """
     boxes1, boxes2 = boxes1.double(), boxes2.double()
-    half_gap = (boxes1[:, None, :2] - boxes2[:, None, :2]) / 2
-    p1 = rotated_corner_offsets(boxes1) + half_gap
-    p2 = rotated_corner_offsets(boxes2) - half_gap
-    crossings, crossing = _edge_crossings(p1, p2)
-    points = torch.cat([crossings, p1, p2], dim=1)
-    valid = torch.cat([crossing, _inside(p1, p2), _inside(p2, p1)], dim=1)
-    return _convex_area(points, valid)
+    half_gap_x = (boxes1[:, 0:1] - boxes2[:, 0:1]) / 2
+    half_gap_y = (boxes1[:, 1:2] - boxes2[:, 1:2]) / 2
+    x1, y1 = rotated_corner_offsets(boxes1)
+    x2, y2 = rotated_corner_offsets(boxes2)
+    x1, y1, x2, y2 = x1 + half_gap_x, y1 + half_gap_y, x2 - half_gap_x, y2 - half_gap_y
+    cross_x, cross_y, crossing = _edge_crossings(x1, y1, x2, y2)
+    px = torch.cat([cross_x, x1, x2], dim=1)
+    py = torch.cat([cross_y, y1, y2], dim=1)
+    valid = torch.cat([crossing, _inside(x1, y1, x2, y2), _inside(x2, y2, x1, y1)], dim=1)
+    return _convex_area(px, py, valid)
 
 
 def rotated_iou_of_pairs(boxes1: torch.Tensor, boxes2: torch.Tensor, min_area: float = _MIN_AREA) -> torch.Tensor:

@@ -42,10 +42,9 @@ def shapely_pairwise_iou(boxes1, boxes2):
     return _iou(p1[:, None], p2[None, :], b1[:, None, :], b2[None, :, :])
 
 
-def reference_nms(boxes, scores, classes, iou_threshold):
-    """Greedy NMS as a plain loop: by decreasing score (ties: lower index first), a box is kept
-    unless a kept box of its class overlaps it with IoU over the threshold."""
-    iou = shapely_pairwise_iou(boxes, boxes)
+def reference_nms(iou, scores, classes, iou_threshold):
+    """Greedy NMS as a plain loop over an (N, N) IoU matrix: by decreasing score (ties: lower index
+    first), a box is kept unless a kept box of its class overlaps it with IoU over the threshold."""
     scores, classes = np.asarray(scores).tolist(), np.asarray(classes).tolist()
     kept = []
     for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):

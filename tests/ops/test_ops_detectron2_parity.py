@@ -3,6 +3,8 @@ Where Detectron2's compiled ops load (`detectron2._C`), ours give the same IoU a
 boxes; where they do not (this project's Detectron2 is a cp310 build on Python 3.11), the tests
 skip with the import error.
 """
+import importlib
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from shapely_rotated import random_boxes
 
 def _detectron2_layers():
     try:
-        from detectron2 import _C  # noqa: F401
+        importlib.import_module("detectron2._C")
     except ImportError as error:
         pytest.skip(f"Detectron2's compiled ops do not load: {error}")
     from detectron2 import layers

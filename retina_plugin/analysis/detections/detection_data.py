@@ -1,23 +1,26 @@
 """
 The two inputs of the error analysis as flat numpy arrays: a dataset's ground truth (a COCO
 dict: images, categories, annotations) and a COCO results file (a list of
-{"image_id", "category_id", "bbox": [x, y, w, h], "score"}). Boxes stay XYWH as in COCO.
-Every detection is kept: `evaluate` runs COCOeval with a maxDets covering the most detections
+{"image_id", "category_id", "bbox": [x, y, w, h], "score"}). Boxes stay XYWH as in COCO; rotated
+boxes, 5 numbers [cx, cy, w, h, angle] (Detectron2's XYWHA, as its RotatedCOCOEvaluator writes
+them), stay XYWHA, and when either side has them both sides are XYWHA (`same_box_kind`: an
+XYWH box at angle 0), matched with rotated IoU. Every detection is kept: `evaluate` runs COCOeval with a maxDets covering the most detections
 of an image, so that a tiled image with thousands of detections is not cut at COCO's 100.
 """
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Sequence
 
 import numpy as np
 from ...errors import InputFileError
 
-from ...evaluation import CocoEvaluation, DetectedBoxes, GroundTruthBoxes, box_iou, evaluate_boxes
+from ...evaluation import (
+    CocoEvaluation, DetectedBoxes, GroundTruthBoxes, as_rotated, box_iou, evaluate_boxes, is_rotated_boxes,
+)  # fmt: skip
 
 __all__ = [ "GroundTruth", "Detections", "ground_truth_from_coco", "load_detections", "detections_from_list",
-    "image_slices", "image_ious", "evaluate",
+    "same_box_kind", "image_slices", "image_ious", "evaluate",
 ]  # fmt: skip
-
 
 
 @dataclass
@@ -30,7 +33,7 @@ class GroundTruth:
     class_names: List[str]
     image: np.ndarray  # (G,) image index
     cls: np.ndarray  # (G,) class index
-    boxes: np.ndarray  # (G, 4) XYWH
+    boxes: np.ndarray  # (G, 4) XYWH or (G, 5) XYWHA
     crowd: np.ndarray  # (G,) bool
 
     @property
@@ -44,7 +47,7 @@ class GroundTruth:
 
 @dataclass
 class Detections:
-    """Sorted by image, then score (descending, stable in file order): image, class index, XYWH box, score."""
+    """Sorted by image, then score (descending, stable in file order): image, class index, XYWH / XYWHA box, score."""
 
     image: np.ndarray
     cls: np.ndarray
@@ -69,7 +72,7 @@ def ground_truth_from_coco(coco: dict) -> GroundTruth:
     anns = [a for a in coco.get("annotations", []) if a["image_id"] in image_index and a["category_id"] in class_index]
     image = np.array([image_index[a["image_id"]] for a in anns], dtype=np.int64)
     order = np.argsort(image, kind="stable")
-    boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    boxes = box_array([a["bbox"] for a in anns])
     return GroundTruth(
         image_ids=[im["id"] for im in images],
         file_names=[im.get("file_name", "") for im in images],
@@ -101,14 +104,16 @@ def detections_from_list(results: list, gt: GroundTruth, source: str = "predicti
         if r["category_id"] not in class_index:
             raise InputFileError(f"{where}: category_id {r['category_id']!r} is not a category of the dataset")
         box, score = r["bbox"], r["score"]
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)) or not _is_number(score):
-            raise InputFileError(f"{where}: bbox must be 4 numbers [x, y, w, h] and score a number")
+        if not (isinstance(box, list) and len(box) in (4, 5) and all(_is_number(v) for v in box)) or not _is_number(score):
+            raise InputFileError(
+                f"{where}: bbox must be 4 numbers [x, y, w, h] or 5 [cx, cy, w, h, angle] and score a number"
+            )
         image.append(image_index[r["image_id"]])
         cls.append(class_index[r["category_id"]])
         boxes.append(box)
         scores.append(score)
     image, cls, scores = np.array(image, np.int64), np.array(cls, np.int64), np.array(scores, np.float64)
-    boxes = np.array(boxes, np.float64).reshape(-1, 4)
+    boxes = box_array(boxes)
     order = np.lexsort((np.arange(len(scores)), -scores, image))
     return Detections(image[order], cls[order], boxes[order], scores[order])
 
@@ -125,12 +130,30 @@ def load_detections(path: str, gt: GroundTruth) -> Detections:
     return detections_from_list(results, gt, source=path)
 
 
+def box_array(boxes: list) -> np.ndarray:
+    """(N, 4) XYWH of 4-number boxes; (N, 5) XYWHA when one has 5 numbers (then the 4-number ones at angle 0)."""
+    four = np.array([len(b) == 4 for b in boxes], bool)
+    if four.all():
+        return np.array(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros((len(boxes), 5))
+    out[four] = as_rotated(np.array([b for b in boxes if len(b) == 4], np.float64).reshape(-1, 4))
+    out[~four] = np.array([b for b in boxes if len(b) != 4], np.float64).reshape(-1, 5)
+    return out
+
+
+def same_box_kind(gt: GroundTruth, dets: Detections):
+    """(gt, dets), both XYWHA when either has XYWHA boxes (XYWH ones at angle 0), else as they are."""
+    if not (is_rotated_boxes(gt.boxes) or is_rotated_boxes(dets.boxes)):
+        return gt, dets
+    return replace(gt, boxes=as_rotated(gt.boxes)), replace(dets, boxes=as_rotated(dets.boxes))
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def image_ious(gt: GroundTruth, dets: Detections) -> List[np.ndarray]:
-    """Per image: the (D_i, G_i) IoU of its detections (rows) with its ground truth (columns), any class."""
+    """Per image: the (D_i, G_i) IoU (rotated for XYWHA boxes) of its detections (rows) with its ground truth (columns), any class."""
     num = len(gt.image_ids)
     g, d = image_slices(gt.image, num), image_slices(dets.image, num)
     return [

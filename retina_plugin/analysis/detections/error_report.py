@@ -14,7 +14,7 @@ import numpy as np
 from ...evaluation import COCO_IOU_THRESHOLDS, Matches
 from .class_thresholds import best_f1, write_class_thresholds
 from .confusion import confusion_matrix
-from .detection_data import Detections, GroundTruth, evaluate, image_ious
+from .detection_data import Detections, GroundTruth, evaluate, image_ious, same_box_kind
 from .tide import Errors, classify_errors, error_summary
 
 __all__ = ["ResultsAnalysis", "analyse_results", "format_table", "write_tables"]
@@ -63,7 +63,11 @@ class ResultsAnalysis:
 
 
 def analyse_results(gt: GroundTruth, dets: Detections, iou: float = 0.5) -> ResultsAnalysis:
-    """COCOeval at COCO's IoUs and `iou`; the APs, curves, best-F1 thresholds, confusion matrix and TIDE errors."""
+    """
+    COCOeval at COCO's IoUs and `iou`; the APs, curves, best-F1 thresholds, confusion matrix and
+    TIDE errors. Rotated (XYWHA) boxes on either side: all of it by rotated IoU (`same_box_kind`).
+    """
+    gt, dets = same_box_kind(gt, dets)
     iou = float(iou)
     extra = [] if iou in COCO_IOU_THRESHOLDS else [iou]
     ev = evaluate(gt, dets, np.concatenate([COCO_IOU_THRESHOLDS, extra]))

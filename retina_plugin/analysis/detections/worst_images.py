@@ -1,16 +1,17 @@
 """
 The images with the most errors at the per-class thresholds, drawn with Detectron2's
 Visualizer: true positives, false positives (labelled with their TIDE type) and missed
-ground-truth boxes in three colours. Dense images stay readable (`inference.dense_drawing`):
+ground-truth boxes in three colours (rotated boxes drawn turned). Dense images stay readable (`inference.dense_drawing`):
 labels only where they fit, then the window with most errors enlarged below the whole view,
 and a legend with the counts in a strip of its own below everything.
 """
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
+from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import Visualizer
 
 from ...errors import InputFileError
@@ -29,12 +30,16 @@ ZOOMS = range(2, 9)  # the zoomed window's side is the image's long side / one o
 
 @dataclass
 class Mark:
-    """One box to draw: its kind (a COLORS key), XYXY box in image pixels, label, and error type ("" if none)."""
+    """
+    One box to draw: its kind (a COLORS key), XYXY box in image pixels (a rotated box's
+    enclosing one), label, error type ("" if none), and the XYWHA box of a rotated one.
+    """
 
     kind: str
     box: Tuple[float, float, float, float]
     label: str
     error: str
+    rotated: Optional[Tuple[float, float, float, float, float]] = None
 
 
 def image_errors(a):
@@ -57,8 +62,15 @@ def worst_images(a, count: int) -> List[int]:
 
 
 def _xyxy(box):
+    if len(box) == 5:
+        return tuple(BoxMode.convert(np.asarray([box], np.float64), BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS)[0].tolist())
     x, y, w, h = box
     return x, y, x + w, y + h
+
+
+def _mark(kind: str, box, label: str, error: str) -> Mark:
+    """The Mark of an XYWH or XYWHA box."""
+    return Mark(kind, _xyxy(box), label, error, tuple(float(v) for v in box) if len(box) == 5 else None)
 
 
 def image_marks(a, i: int) -> List[Mark]:
@@ -66,14 +78,14 @@ def image_marks(a, i: int) -> List[Mark]:
     _, tp, fp, missed, _ = image_errors(a)
     names = a.class_names
     g, d = image_slices(a.gt.image, len(a.gt.image_ids)), image_slices(a.dets.image, len(a.gt.image_ids))
-    marks = [Mark("missed", _xyxy(a.gt.boxes[j]), f"missed {names[a.gt.cls[j]]}", "missed")
+    marks = [_mark("missed", a.gt.boxes[j], f"missed {names[a.gt.cls[j]]}", "missed")
              for j in range(g[i], g[i + 1]) if missed[j]]  # fmt: skip
     for r in range(d[i], d[i + 1]):
         if tp[r] or fp[r]:
             error = ERROR_TYPES[a.errors.det_error[r]] if fp[r] else ""
             label = f"{names[a.dets.cls[r]]} {a.dets.scores[r]:.2f}"
             label = f"{error}: {label}" if error else label
-            marks.append(Mark("true positive" if tp[r] else "false positive", _xyxy(a.dets.boxes[r]), label, error))
+            marks.append(_mark("true positive" if tp[r] else "false positive", a.dets.boxes[r], label, error))
     return marks
 
 
@@ -83,7 +95,12 @@ def _draw(rgb: np.ndarray, marks: List[Mark], scale: float, labels: bool, origin
     ox, oy = origin
     for m in marks:
         x0, y0, x1, y1 = m.box[0] - ox, m.box[1] - oy, m.box[2] - ox, m.box[3] - oy
-        vis.draw_box((x0, y0, x1, y1), alpha=1.0, edge_color=COLORS[m.kind], line_style="--" if m.kind == "missed" else "-")
+        style = dict(alpha=1.0, edge_color=COLORS[m.kind], line_style="--" if m.kind == "missed" else "-")
+        if m.rotated is None:
+            vis.draw_box((x0, y0, x1, y1), **style)
+        else:
+            cx, cy, w, h, angle = m.rotated
+            vis.draw_rotated_box_with_label((cx - ox, cy - oy, w, h, angle), **style)
         if labels:
             y = y1 if m.kind == "missed" else y0
             vis.draw_text(m.label, (x0, y), font_size=FONT_SIZE / scale, color=COLORS[m.kind], horizontal_alignment="left")
