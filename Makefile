@@ -1,5 +1,5 @@
 # One entry point: `make test` (set up + run the tests), `make run` (set up + the embedded run).
-.PHONY: setup test test-slow run bench clean
+.PHONY: setup test test-slow run run-rotated bench clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -14,6 +14,10 @@ test-slow: setup
 
 run: setup
 	bash scripts/run_embedded.sh
+
+# The rotated model against its horizontal twin on the embedded rotated dataset, both scored with rotated IoU (docs/rotated.md).
+run-rotated: setup
+	bash scripts/run_rotated.sh
 
 # The benchmark (benchmarks/bench.py: ours, Detectron2, torchvision; then ONNX Runtime and OpenVINO, runtimes.py; then DeepForest, deepforest.py); installs the bench extra first.
 bench: setup

@@ -1,12 +1,15 @@
 """
 Whether two detectors' outputs on one image are the same detections: compared as sets (class,
 IoU, score), not rank by rank, so that near-tied scores which swap places, or which decide the
-last detection kept, do not make equal models look different.
+last detection kept, do not make equal models look different. Rotated boxes (XYWHA) are
+compared by their exact rotated IoU (`retina_plugin.ops.pairwise_iou_rotated`).
 """
 from typing import Dict, Tuple, Union
 
 import torch
 from detectron2.structures import Boxes, Instances, pairwise_iou
+
+from .ops import pairwise_iou_rotated
 
 Detections = Union[Instances, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -31,7 +34,7 @@ def compare_detections(
 
     Args:
         candidate, reference: Instances (pred_boxes, scores, pred_classes) or
-            (boxes (R, 4), scores (R,), classes (R,)).
+            (boxes (R, 4) XYXY or (R, 5) XYWHA, scores (R,), classes (R,)); both of one kind.
     Returns:
         {"count": (candidate R, reference R), "matched", "ties", "unmatched" (not ties),
         "min_iou" and "max_score_diff" over matched pairs, "match": no unmatched detection}.
@@ -41,7 +44,10 @@ def compare_detections(
     scores, ref_scores = scores.detach().float().cpu(), ref_scores.detach().float().cpu()
     classes, ref_classes = classes.detach().long().cpu(), ref_classes.detach().long().cpu()
 
-    iou = pairwise_iou(Boxes(ref_boxes), Boxes(boxes))  # (R_ref, R)
+    if boxes.shape[-1] != ref_boxes.shape[-1]:
+        raise ValueError(f"boxes of {boxes.shape[-1]} and of {ref_boxes.shape[-1]} numbers cannot be compared")
+    rotated = boxes.shape[-1] == 5
+    iou = pairwise_iou_rotated(ref_boxes, boxes) if rotated else pairwise_iou(Boxes(ref_boxes), Boxes(boxes))  # (R_ref, R)
     same_class = ref_classes[:, None] == classes[None, :]
     close_score = (ref_scores[:, None] - scores[None, :]).abs() <= score_atol
     candidates = same_class & close_score & (iou >= min_iou)

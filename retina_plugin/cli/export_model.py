@@ -7,8 +7,10 @@ tools/export_model.py: export RetinaNetPlugin to TorchScript or ONNX, like Detec
         --output export/ --sample-image img.jpg --check --opts MODEL.WEIGHTS model_final.pth
 
 Writes export/model.ts or export/model.onnx: one (C, H, W) float32 image in, C =
-len(MODEL.PIXEL_MEAN) channels; boxes (R, 4), scores (R,), classes (R,) out (see
-retina_plugin/deploy/export.py). The model is traced on --sample-image, resized as
+len(MODEL.PIXEL_MEAN) channels; boxes (R, 4) (rotated models: (R, 5) XYWHA), scores (R,),
+classes (R,) out (see retina_plugin/deploy/export.py). --format onnx-network writes
+export/network.onnx, the network and anchors without the postprocess, which then runs outside
+(retina_plugin/deploy/network_export.py): the ONNX export of a rotated model. The model is traced on --sample-image, resized as
 DefaultPredictor resizes, or on a generated image of the test size (and channel count).
 --check runs the exported and the eager model on that image and compares their detections as
 sets (class, IoU, score; near-tied scores may swap places).
@@ -26,6 +28,7 @@ from ..deploy.export import (
     EXPORT_METHODS,
     LOAD_INSTRUCTIONS,
     build_model_for_export,
+    check_export_format,
     check_export_request,
     channel_description,
     check_exported,
@@ -43,7 +46,7 @@ def get_parser():
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript", help="output format")
     parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing", help="how to export")
-    parser.add_argument("--output", required=True, metavar="DIR", help="directory for model.ts / model.onnx")
+    parser.add_argument("--output", required=True, metavar="DIR", help="directory for model.ts / model.onnx / network.onnx")
     parser.add_argument(
         "--sample-image",
         metavar="FILE",
@@ -73,11 +76,14 @@ def main(argv=None):
     with one_line_errors(PROG):
         check_export_request(args.format, args.export_method)
         cfg = load_config(args.config_file, args.opts)
+        check_export_format(cfg, args.format)
         image = sample_image(cfg, args.sample_image)
         model = build_model_for_export(cfg)
         path = export_model(model, image, args.output, args.format, args.export_method)
     logger.info(f"traced on a {tuple(image.shape)} image; wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
-    load = LOAD_INSTRUCTIONS[args.format].format(path=path, fmt=channel_description(cfg), channels=image.shape[0])
+    load = LOAD_INSTRUCTIONS[args.format].format(
+        path=path, fmt=channel_description(cfg), channels=image.shape[0], config=args.config_file
+    )
     print(f"Load it with:\n{load}")
     if args.check:
         ok, line = check_exported(path, model, image)

@@ -6,7 +6,7 @@ import collections.abc
 import functools
 
 from ..modeling.backbone import P6_SOURCES as VALID_P6_SOURCES
-from ..modeling.box_transform import box_dim
+from ..modeling.box_transform import box_dim, is_rotated
 from ..modeling.head import BOX_REG_LOSSES as VALID_BOX_REG_LOSSES
 from ..modeling.meta_arch import VALID_INFERENCE_DTYPES
 from .keys import MOVED_KEYS, VALID_TILE_MERGES, VALID_TTA_MERGES, add_retina_plugin_config
@@ -91,6 +91,12 @@ def _check_detectron2_keys(cfg):
         )
     if r.BBOX_REG_LOSS_TYPE not in VALID_BOX_REG_LOSSES:
         _fail("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", r.BBOX_REG_LOSS_TYPE, f"must be one of {VALID_BOX_REG_LOSSES}")
+    if is_rotated(cfg) and r.BBOX_REG_LOSS_TYPE != "smooth_l1":
+        # Detectron2's giou/diou/ciou losses take XYXY boxes; rotated boxes regress (dx, dy, dw, dh, da).
+        _fail(
+            "MODEL.RETINANET.BBOX_REG_LOSS_TYPE", r.BBOX_REG_LOSS_TYPE,
+            f"is a loss of horizontal boxes; with MODEL.ANCHOR_GENERATOR.NAME {cfg.MODEL.ANCHOR_GENERATOR.NAME} use smooth_l1",
+        )
     if r.SMOOTH_L1_LOSS_BETA < 0:
         _fail("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", r.SMOOTH_L1_LOSS_BETA, "must be >= 0")
     if not 0.0 <= r.SCORE_THRESH_TEST < 1.0:
@@ -190,15 +196,38 @@ def _check_anchors(cfg):
     ratios = anchor_params_per_level(a.ASPECT_RATIOS, num_levels, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")
     if not 0.0 <= a.OFFSET < 1.0:
         _fail("MODEL.ANCHOR_GENERATOR.OFFSET", a.OFFSET, "must be in [0, 1)")
-    if a.NAME in SIZE_TIMES_RATIO_GENERATORS:
+    if a.NAME in SIZE_TIMES_RATIO_GENERATORS or is_rotated(cfg):
         counts = [len(s) * len(r) for s, r in zip(sizes, ratios)]
+        with_angles = ""
+        if is_rotated(cfg):
+            angles = _angles_per_level(a.ANGLES, num_levels)
+            counts = [n * len(angles_i) for n, angles_i in zip(counts, angles)]
+            with_angles = f" and ANGLES {a.ANGLES}"
         if len(set(counts)) != 1:
             _fail(
                 "MODEL.ANCHOR_GENERATOR.SIZES",
                 a.SIZES,
-                f"gives {counts} anchors per level (with ASPECT_RATIOS {a.ASPECT_RATIOS}); the head shares "
+                f"gives {counts} anchors per level (with ASPECT_RATIOS {a.ASPECT_RATIOS}{with_angles}); the head shares "
                 "its weights across levels, so every level needs the same number",
             )
+
+
+def _angles_per_level(angles, num_levels: int):
+    """MODEL.ANCHOR_GENERATOR.ANGLES read as Detectron2's RotatedAnchorGenerator reads it (as SIZES): one list per level."""
+    def is_angle_list(values):
+        return (
+            isinstance(values, collections.abc.Sequence) and len(values) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -180 <= v <= 180 for v in values)
+        )  # fmt: skip
+
+    if is_angle_list(angles):
+        return [list(angles)] * num_levels
+    if not angles or not all(is_angle_list(v) for v in angles) or len(angles) not in (1, num_levels):
+        _fail(
+            "MODEL.ANCHOR_GENERATOR.ANGLES", angles,
+            f"must be a list of angles in degrees in [-180, 180], or of such lists (1 or one per level: {num_levels})",
+        )
+    return [list(angles[0])] * num_levels if len(angles) == 1 else [list(v) for v in angles]
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,8 +8,9 @@ The exported model takes one image and returns its postprocessed detections:
     image (C, H, W) float32, C = len(cfg.MODEL.PIXEL_MEAN) channels (the RGB ones in
         cfg.INPUT.FORMAT order, further bands after them), pixel values 0..255, already resized
         as `DefaultPredictor` does (shortest edge MIN_SIZE_TEST, longest <= MAX_SIZE_TEST)
-    -> boxes (R, 4) float32 XYXY in the input image's pixels, scores (R,) float32,
-       classes (R,) int64, sorted by score; R <= DETECTIONS_PER_IMAGE.
+    -> boxes (R, 4) float32 XYXY in the input image's pixels (a rotated model: (R, 5) XYWHA,
+       cx, cy, w, h, angle in degrees counter-clockwise), scores (R,) float32, classes (R,)
+       int64, sorted by score; R <= DETECTIONS_PER_IMAGE.
 
 Normalization, padding, anchors, score threshold, per-level top-k, decoding, class-wise NMS
 and clipping are inside the exported graph. H and W are not fixed at export: padding and
@@ -20,6 +21,12 @@ Only tracing is supported. Scripting (`torch.jit.script`, Detectron2's
 `scripting_with_instances`) would need the model's Python to be TorchScript: the anchor
 cache keyed by feature-map sizes, the postprocessor (a plain callable, not an nn.Module), the
 training-only code (`get_event_storage`, fvcore losses) and the autocast switch all are not.
+
+A rotated model (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) exports to TorchScript the
+same way: its rotated NMS (`retina_plugin.ops.batched_nms_rotated`) is TorchScript, so the traced
+graph keeps it as a call that runs on any image. It has no ONNX form (it iterates to a fixed point
+with ops ONNX lacks), so `--format onnx` is refused for a rotated model, and `--format
+onnx-network` exports the network without its postprocess instead (`network_export`).
 
 ONNX uses PyTorch's TorchScript-based exporter (`dynamo=False`, opset 17), for which
 `import torchvision.ops` registers `torchvision::nms` as ONNX `NonMaxSuppression`. The
@@ -40,7 +47,10 @@ from detectron2.export import TracingAdapter
 from ..compare import compare_detections
 from ..errors import UserError
 from ..inference.model import load_model
+from ..modeling.box_transform import is_rotated
+from ..modeling import postprocess as postprocess_module
 from ..modeling.meta_arch import RetinaNetPlugin
+from .network_export import export_network_onnx, network_detections
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -54,6 +64,7 @@ __all__ = [
     "export_torchscript",
     "export_onnx",
     "check_export_request",
+    "check_export_format",
     "export_model",
     "run_exported",
     "LOAD_INSTRUCTIONS",
@@ -62,9 +73,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("torchscript", "onnx")
+EXPORT_FORMATS = ("torchscript", "onnx", "onnx-network")
 EXPORT_METHODS = ("tracing", "scripting")
-FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "onnx-network": "network.onnx"}
 # NonMaxSuppression and TopK with a tensor k need opset 11 (Detectron2's stable opset);
 # 17 is the opset the exports are tested with in onnxruntime.
 ONNX_OPSET = 17
@@ -177,12 +188,32 @@ def _anchors_in_graph(model: RetinaNetPlugin):
     # The anchor generator caches anchors per feature-map size. While tracing the sizes are
     # tensors: an empty cache makes the anchors graph ops of the input shape (so the export
     # takes any size), and the traced tensors stay out of the eager model's cache.
+    # Detectron2's own generators (RotatedAnchorGenerator) keep no cache.
     generator = model.anchor_generator
+    if not hasattr(generator, "_cache"):
+        yield
+        return
     cache, generator._cache = generator._cache, {}
     try:
         yield
     finally:
         generator._cache = cache
+
+
+@contextlib.contextmanager
+def _rotated_nms_in_graph(model: RetinaNetPlugin):
+    # A rotated model's postprocess calls retina_plugin.ops.batched_nms_rotated, a loop to a fixed
+    # point in Python: traced, it would record the iterations of the traced image only. Its
+    # TorchScript compilation, called while tracing, is recorded as one call, which runs on any image.
+    if model.anchor_generator.box_dim != 5:
+        yield
+        return
+    eager = postprocess_module.batched_nms_rotated
+    postprocess_module.batched_nms_rotated = torch.jit.script(eager)
+    try:
+        yield
+    finally:
+        postprocess_module.batched_nms_rotated = eager
 
 
 def _tracing_adapter(model: RetinaNetPlugin, image: torch.Tensor) -> TracingAdapter:
@@ -197,7 +228,7 @@ def export_torchscript(model: RetinaNetPlugin, image: torch.Tensor, path: str) -
     `import torchvision` first (for torchvision::nms).
     """
     adapter = _tracing_adapter(model, image)
-    with _anchors_in_graph(model), torch.no_grad():
+    with _anchors_in_graph(model), _rotated_nms_in_graph(model), torch.no_grad():
         # Outputs are compared explicitly (`compare_detections`), not by the tracer's check.
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     torch.jit.save(traced, path)
@@ -245,12 +276,26 @@ def check_export_request(format: str, method: str) -> None:
         )
 
 
+def check_export_format(cfg, format: str) -> None:
+    """
+    Raises:
+        ExportError: format "onnx" for a model of rotated boxes, whose rotated NMS has no ONNX form.
+    """
+    if format == "onnx" and is_rotated(cfg):
+        raise ExportError(
+            "format onnx: the model predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator), whose "
+            "rotated NMS has no ONNX form; use --format onnx-network (the network in ONNX, its postprocess run "
+            "outside by build_retina_postprocess(cfg)) or --format torchscript (the whole model)"
+        )
+
+
 def export_model(
     model: RetinaNetPlugin, image: torch.Tensor, output_dir: str, format: str, method: str = "tracing"
 ) -> str:
     """
     Export `model` traced on the (C, H, W) `image` into `output_dir` as "model.ts"
-    (format "torchscript") or "model.onnx" (format "onnx").
+    (format "torchscript"), "model.onnx" (format "onnx") or "network.onnx" (format
+    "onnx-network": the network and anchors, without the postprocess; `network_export`).
 
     Returns:
         the path of the written file.
@@ -262,19 +307,33 @@ def export_model(
     path = os.path.join(output_dir, FILE_NAMES[format])
     if format == "torchscript":
         export_torchscript(model, image, path)
-    else:
+    elif format == "onnx":
         export_onnx(model, image, path)
+    else:
+        with _anchors_in_graph(model):
+            export_network_onnx(model, image, path, ONNX_OPSET)
     return path
 
 
-def run_exported(path: str, image: torch.Tensor) -> Detections:
-    """Run an exported "model.ts" (TorchScript) or "model.onnx" (onnxruntime, CPU) on a (C, H, W) image."""
+def run_exported(path: str, image: torch.Tensor, postprocess=None) -> Detections:
+    """
+    Run an exported "model.ts" (TorchScript) or "model.onnx" (onnxruntime, CPU) on a (C, H, W)
+    image; a "network.onnx" (format onnx-network) with `postprocess` (the model's DecodeAndNMS)
+    applied to its outputs.
+    """
     if path.endswith(".onnx"):
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        outputs = session.run(list(OUTPUT_NAMES), {"image": image.cpu().numpy()})
-        return tuple(torch.from_numpy(x) for x in outputs)
+        network = os.path.basename(path) == FILE_NAMES["onnx-network"]
+        outputs = session.run(None if network else list(OUTPUT_NAMES), {"image": image.cpu().numpy()})
+        outputs = [torch.from_numpy(x) for x in outputs]
+        if network:
+            if postprocess is None:
+                raise ValueError(f"{path} holds the network only: pass the model's postprocess to run it")
+            instances = network_detections(postprocess, outputs, tuple(image.shape[1:]))
+            return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+        return tuple(outputs)
     import torchvision  # noqa: F401  (registers torchvision::nms, which the traced graph calls)
 
     module = torch.jit.load(path)
@@ -291,6 +350,15 @@ LOAD_INSTRUCTIONS = {
     import onnxruntime
     session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])
     boxes, scores, classes = session.run(None, {{"image": image}})  # ({channels}, H, W) float32 {fmt} numpy""",
+    "onnx-network": """\
+    import onnxruntime, torch
+    from retina_plugin import load_config
+    from retina_plugin.deploy.network_export import network_detections
+    from retina_plugin.modeling import build_retina_postprocess
+    session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])
+    outputs = [torch.from_numpy(x) for x in session.run(None, {{"image": image}})]  # ({channels}, H, W) float32 {fmt} numpy
+    postprocess = build_retina_postprocess(load_config("{config}", OPTS))  # OPTS: the export's --opts
+    detections = network_detections(postprocess, outputs, image.shape[1:])  # Instances""",
 }
 
 
@@ -300,7 +368,8 @@ def check_exported(path: str, model: RetinaNetPlugin, image: torch.Tensor) -> Tu
     sets (`retina_plugin.compare.compare_detections`: class, IoU >= 0.99, score within 1e-4; near
     tied scores may swap places or decide the last one kept), and a line saying so.
     """
-    result = compare_detections(run_exported(path, image), eager_detections(model, image), min_iou=0.99, score_atol=1e-4)
+    exported = run_exported(path, image, model.postprocess)
+    result = compare_detections(exported, eager_detections(model, image), min_iou=0.99, score_atol=1e-4)
     diff = "n/a" if result["max_score_diff"] is None else f"{result['max_score_diff']:.3g}"
     iou = "n/a" if result["min_iou"] is None else f"{result['min_iou']:.6f}"
     line = (

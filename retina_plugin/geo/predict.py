@@ -1,7 +1,10 @@
 """
 A detector run over georeferenced rasters window by window
 (`TiledInference.detect_windows` fed by `RasterSource`), the detections written as map
-features (vectors.py) and, optionally, as COCO results in pixel coordinates.
+features (vectors.py) and, optionally, as COCO results in pixel coordinates. A model of rotated
+boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) writes each detection's four corners
+as the polygon, and its XYWHA box (cx, cy, w, h, angle) as the COCO result's bbox, the results
+format of Detectron2's RotatedCOCOEvaluator.
 
 Memory is bounded by TILE_BATCH windows, whatever the raster's size: a window is read when its
 batch runs, windows that are all nodata are skipped unread by the model, and only the kept
@@ -63,7 +66,8 @@ class RasterPredictor(TiledPredictor):
     def predict(self, path: str, progress: bool = True) -> SimpleNamespace:
         """
         Returns:
-            namespace of boxes (N, 4) pixel XYXY, scores (N,), classes (N,) (numpy), the
+            namespace of boxes (N, 4) pixel XYXY (or (N, 5) XYWHA for a rotated model),
+            scores (N,), classes (N,) (numpy), the
             raster's crs and transform, and windows (total), windows_run, windows_skipped
             (all nodata), seconds.
         """
@@ -118,14 +122,15 @@ def coco_results(detections: List[SimpleNamespace], class_ids: Optional[dict] = 
     COCO results format (as Detectron2's COCOEvaluator writes coco_instances_results.json):
     per detection image_id (1-based position of its raster), file_name, category_id (the
     dataset's id through `class_ids` {contiguous: dataset id}, else the contiguous id), bbox
-    [x, y, w, h] in the raster's pixels, score.
+    [x, y, w, h] in the raster's pixels (rotated boxes: [cx, cy, w, h, angle], as Detectron2's
+    RotatedCOCOEvaluator writes them), score.
     """
     results = []
     for image_id, d in enumerate(detections, start=1):
-        for (x0, y0, x1, y1), score, cls in zip(d.boxes.tolist(), d.scores.tolist(), d.classes.tolist()):
+        for box, score, cls in zip(d.boxes.tolist(), d.scores.tolist(), d.classes.tolist()):
             category = class_ids[cls] if class_ids else cls
-            results.append({"image_id": image_id, "file_name": d.path, "category_id": int(category),
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})  # fmt: skip
+            bbox = box if len(box) == 5 else [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            results.append({"image_id": image_id, "file_name": d.path, "category_id": int(category), "bbox": bbox, "score": score})
     return results
 
 

@@ -14,10 +14,12 @@ from typing import List, Optional, Sequence, Tuple
 import geopandas as gpd
 import numpy as np
 import shapely
+import torch
 from affine import Affine
 
 from ..config import ConfigError
 from ..data.output_files import OutputSet
+from ..ops import rotated_box_corners
 
 __all__ = [
     "VECTOR_DRIVERS",
@@ -54,16 +56,23 @@ def vector_driver(path: str) -> str:
 def boxes_to_polygons(boxes: np.ndarray, transform: Affine) -> np.ndarray:
     """
     Args:
-        boxes: (N, 4) pixel boxes (x0, y0, x1, y1), pixel i covering [i, i + 1).
+        boxes: (N, 4) pixel boxes (x0, y0, x1, y1), pixel i covering [i, i + 1); or (N, 5)
+            rotated pixel boxes (cx, cy, w, h, angle in degrees counter-clockwise, Detectron2's
+            XYWHA).
         transform: the raster's affine transform (pixel column, row -> CRS x, y).
     Returns:
-        (N,) shapely Polygons of the four corners (x0,y0), (x1,y0), (x1,y1), (x0,y1) in the CRS;
+        (N,) shapely Polygons of the four corners in the CRS: (x0,y0), (x1,y0), (x1,y1), (x0,y1),
+        or a rotated box's four corners in the order of `retina_plugin.ops.rotated_box_corners`;
         a rotated or sheared transform gives the exact parallelogram, not its bounds.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x0, y0, x1, y1 = boxes.T
-    cols = np.stack([x0, x1, x1, x0], axis=1)
-    rows = np.stack([y0, y0, y1, y1], axis=1)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim == 2 and boxes.shape[1] == 5:
+        corners = rotated_box_corners(torch.from_numpy(boxes)).numpy()  # (N, 4, 2) float64
+        cols, rows = corners[..., 0], corners[..., 1]
+    else:
+        x0, y0, x1, y1 = boxes.reshape(-1, 4).T
+        cols = np.stack([x0, x1, x1, x0], axis=1)
+        rows = np.stack([y0, y0, y1, y1], axis=1)
     a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
     xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
     return shapely.polygons(np.stack([xs, ys], axis=2))
@@ -92,7 +101,8 @@ def detections_frame(boxes, scores, classes, class_names: Sequence[str], transfo
     One feature per detection of one raster.
 
     Args:
-        boxes: (N, 4) pixel boxes; scores: (N,); classes: (N,) contiguous class ids.
+        boxes: (N, 4) pixel boxes, or (N, 5) rotated ones (XYWHA); scores: (N,); classes: (N,)
+            contiguous class ids.
         class_names: name of each class id (ids beyond it are labelled by their number).
         transform, crs: the raster's; without a CRS, pass the identity transform (pixel space).
         source: the raster file, written in the `source` column.

@@ -152,7 +152,8 @@ def inference_model(model: nn.Module, settings: InferenceSettings, tta: bool = N
     """
     `model` wrapped for use as `settings` say, keeping Detectron2's model inputs and outputs:
     with test-time augmentation (`tta`, default `settings.tta`) each image, or with tiling
-    (`settings.tile_size` > 0) each tile; both: TTA on every tile.
+    (`settings.tile_size` > 0) each tile; both: TTA on every tile. The tiles' boxes are rotated
+    when the model's anchor generator's are (box_dim 5, Detectron2's RotatedAnchorGenerator).
     """
     tta = settings.tta if tta is None else tta
     runner = model
@@ -169,6 +170,7 @@ def inference_model(model: nn.Module, settings: InferenceSettings, tta: bool = N
             runner, tile_size=settings.tile_size, overlap=settings.tile_overlap, tile_batch=settings.tile_batch,
             nms_thresh=settings.tile_nms_thresh or unwrap(model).postprocess.nms_thresh,
             detections_per_image=settings.tiled_detections_per_image, resize=settings.tile_resize, merge=settings.tile_merge,
+            box_dim=unwrap(model).anchor_generator.box_dim,
         )  # fmt: skip
     return runner
 

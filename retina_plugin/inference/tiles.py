@@ -4,7 +4,16 @@ the grid of overlapping tiles (`tile_starts`, `tile_grid`), what a tile sees who
 (`tile_interiors`, `keep_tile_detections`, `reaches_other_tiles`: a piece of an object cut by a
 tile edge is dropped where a neighbouring tile sees it whole), and the class-wise NMS over all
 tiles (`merge_tile_detections`). `retina_plugin.inference.tiling.TiledInference` runs a model
-over the tiles with them. `mosaic_merge` is DeepForest's merge instead (`predict.mosiac`: one NMS
+over the tiles with them.
+
+Boxes are horizontal (N, 4) XYXY or rotated (N, 5) XYWHA (cx, cy, w, h, angle in degrees
+counter-clockwise, Detectron2's `RotatedBoxes`). The tile-edge rules read a rotated box's
+enclosing axis-aligned box (`enclosing_boxes`), which is exact for them: a rotated box lies in an
+axis-aligned region exactly when its four corners do, i.e. when its enclosing box does; the
+enclosing box has the rotated box's centre (which picks the owning tile); and a box whose
+enclosing box reaches no other tile does not reach it either. Only the NMS needs the rotated
+boxes themselves (`retina_plugin.ops.batched_nms_rotated`, exact rotated IoU): diagonal objects
+side by side (parked cars, moored ships) have enclosing boxes that overlap although they do not. `mosaic_merge` is DeepForest's merge instead (`predict.mosiac`: one NMS
 over all windows' boxes, cut to whole pixels), for models converted from DeepForest
 (docs/deepforest.md).
 """
@@ -13,10 +22,15 @@ from typing import List, Tuple
 
 import torch
 from detectron2.layers import batched_nms
+from detectron2.structures import BoxMode
 from torchvision.ops import nms
+
+from ..ops import batched_nms_rotated
 
 __all__ = [
     "EDGE_MARGIN",
+    "enclosing_boxes",
+    "shift_boxes",
     "tile_starts",
     "tile_grid",
     "tile_interiors",
@@ -30,6 +44,24 @@ __all__ = [
 # A box within this many pixels of a tile edge that is not the image border counts as cut by
 # that edge: a truncated object's regressed box stops near the edge, not exactly on it.
 EDGE_MARGIN = 4.0
+
+
+def enclosing_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 4) XYXY, returned as they are, or (N, 5) rotated XYWHA.
+    Returns:
+        (N, 4) XYXY: the smallest axis-aligned box holding each box (Detectron2's BoxMode.convert).
+    """
+    if boxes.shape[-1] == 4:
+        return boxes
+    return BoxMode.convert(boxes, BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS)
+
+
+def shift_boxes(boxes: torch.Tensor, x0: float, y0: float) -> torch.Tensor:
+    """(N, 4) XYXY or (N, 5) XYWHA boxes of a tile starting at (x0, y0) -> the same boxes in image coordinates."""
+    offset = [x0, y0, x0, y0] if boxes.shape[-1] == 4 else [x0, y0, 0.0, 0.0, 0.0]
+    return boxes + boxes.new_tensor(offset)
 
 
 def shared_pixels(tile_size: int, overlap: float) -> int:
@@ -109,13 +141,15 @@ def keep_tile_detections(
     kept from every tile, for the NMS.
 
     Args:
-        boxes: (N, 4) boxes (x0, y0, x1, y1) of one tile, in image coordinates.
+        boxes: (N, 4) boxes (x0, y0, x1, y1) or (N, 5) rotated boxes (their enclosing boxes
+            decide) of one tile, in image coordinates.
         tile_index: the tile they were detected in, a row of `tiles`.
         tiles: (T, 4) tiles of `tile_grid`.
         interiors: (T, 4) their regions of `tile_interiors`.
     Returns:
         (N,) bool mask of the boxes to keep.
     """
+    boxes = enclosing_boxes(boxes)
     regions = interiors[None].to(boxes)
     inside = (boxes[:, None, :2] >= regions[..., :2]).all(2) & (boxes[:, None, 2:] <= regions[..., 2:]).all(2)
     tiles = tiles.to(boxes)
@@ -128,11 +162,13 @@ def keep_tile_detections(
 def reaches_other_tiles(boxes: torch.Tensor, tile_index: int, tiles: torch.Tensor) -> torch.Tensor:
     """
     Args:
-        boxes: (N, 4) boxes of tile `tile_index`, in image coordinates, inside that tile.
+        boxes: (N, 4) boxes of tile `tile_index`, in image coordinates, inside that tile; or
+            (N, 5) rotated boxes, whose enclosing boxes are tested.
         tiles: (T, 4) tiles of `tile_grid`.
     Returns:
         (N,) bool: whether a box overlaps (with positive area) a tile other than its own.
     """
+    boxes = enclosing_boxes(boxes)
     tiles = tiles.to(boxes)
     width = torch.minimum(boxes[:, None, 2], tiles[None, :, 2]) - torch.maximum(boxes[:, None, 0], tiles[None, :, 0])
     height = torch.minimum(boxes[:, None, 3], tiles[None, :, 3]) - torch.maximum(boxes[:, None, 1], tiles[None, :, 1])
@@ -151,7 +187,7 @@ def merge_tile_detections(
 ) -> torch.Tensor:
     """
     Merge the detections of all tiles, in image coordinates: class-wise NMS where tiles
-    overlap, then the `max_detections` best.
+    overlap (rotated NMS for rotated boxes), then the `max_detections` best.
 
     Each tile's detections have been through class-wise NMS at `nms_thresh` already, and a box
     lies inside its tile, so two boxes can only suppress each other when they come from
@@ -160,14 +196,15 @@ def merge_tile_detections(
     quadratic cost on huge images.
 
     Args:
-        boxes: (N, 4); scores: (N,); classes: (N,) int64;
+        boxes: (N, 4) XYXY or (N, 5) XYWHA; scores: (N,); classes: (N,) int64;
         shared: (N,) bool, `reaches_other_tiles` of each box.
         max_detections: the most kept, by score; 0 keeps all.
     Returns:
         indices of the kept detections, by decreasing score.
     """
     candidates = shared.nonzero().squeeze(1)
-    kept = candidates[batched_nms(boxes[candidates], scores[candidates], classes[candidates], nms_thresh)]
+    nms_of_boxes = batched_nms if boxes.shape[-1] == 4 else batched_nms_rotated
+    kept = candidates[nms_of_boxes(boxes[candidates], scores[candidates], classes[candidates], nms_thresh)]
     kept = torch.cat([kept, (~shared).nonzero().squeeze(1)])
     order = scores[kept].argsort(descending=True, stable=True)
     return kept[order][: max_detections or None]

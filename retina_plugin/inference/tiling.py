@@ -20,6 +20,10 @@ Each tile is capped by the model's own TEST.DETECTIONS_PER_IMAGE; the whole imag
 unless MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE sets one, since a large image holds far
 more objects than a tile.
 
+A model of rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator, `box_dim` 5) is
+tiled the same way: the edge rules read each rotated box's enclosing box, which decides exactly
+what they decide (see retina_plugin.inference.tiles), and the tiles merge by rotated NMS.
+
 `TiledInference` wraps a built model so that Detectron2's `inference_on_dataset` (and the
 trainer's `test`) evaluates tiled prediction; `retina_plugin.inference.predictor.TiledPredictor` is
 Detectron2's `DefaultPredictor` with it (one numpy image in, its detections out).
@@ -35,15 +39,17 @@ from torch import nn
 from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, RotatedBoxes
 
 from ..config import VALID_TILE_MERGES, ConfigError
+from ..modeling import box_transform
 from .tiles import (
     EDGE_MARGIN,
     keep_tile_detections,
     merge_tile_detections,
     mosaic_merge,
     reaches_other_tiles,
+    shift_boxes,
     tile_grid,
     tile_interiors,
     tile_starts,
@@ -72,6 +78,7 @@ class TiledInference(nn.Module):
         edge_margin: float = EDGE_MARGIN,
         resize: Sequence[int] = (),
         merge: str = "edges",
+        box_dim: int = 4,
     ):
         """
         Args:
@@ -89,6 +96,9 @@ class TiledInference(nn.Module):
                 tile first (`resize_tile`), the model mapping its boxes back to the tile.
             merge: "edges" (each object from the tile that sees it whole, then class-wise NMS
                 where tiles overlap) or "deepforest" (`mosaic_merge`: one NMS over all boxes).
+            box_dim: 4 for a model of horizontal boxes (XYXY), 5 for one of rotated boxes
+                (XYWHA, `RotatedBoxes`): the edge rules read their enclosing boxes and the tiles
+                merge by rotated NMS (retina_plugin.inference.tiles).
         """
         super().__init__()
         if tile_size < 1 or tile_batch < 1 or detections_per_image < 0:
@@ -100,6 +110,13 @@ class TiledInference(nn.Module):
             raise ValueError(f"overlap {overlap} must be in [0, 1)")
         if merge not in VALID_TILE_MERGES or len(resize) not in (0, 2):
             raise ValueError(f"merge {merge!r} must be one of {VALID_TILE_MERGES}, resize {resize!r} () or (min_size, max_size)")
+        if box_dim not in (4, 5):
+            raise ValueError(f"box_dim {box_dim} must be 4 (XYXY) or 5 (XYWHA)")
+        if box_dim == 5 and merge == "deepforest":
+            raise ConfigError(
+                "MODEL.RETINA_PLUGIN.TILE_MERGE deepforest merges horizontal boxes as DeepForest does; the model "
+                "predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator): use TILE_MERGE edges"
+            )
         self.model = model
         # Start in the wrapped model's mode: inference_on_dataset puts the wrapper in eval mode
         # and then back in the mode it found, which a new Module's default (training) would
@@ -113,6 +130,7 @@ class TiledInference(nn.Module):
         self.edge_margin = edge_margin
         self.resize = tuple(resize)
         self.merge = merge
+        self.box_dim = box_dim
 
     @classmethod
     def from_config(cls, cfg, model):
@@ -126,6 +144,7 @@ class TiledInference(nn.Module):
             "detections_per_image": node.TILED_DETECTIONS_PER_IMAGE,
             "resize": tuple(node.TILE_RESIZE),
             "merge": node.TILE_MERGE,
+            "box_dim": box_transform.box_dim(cfg),
         }
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:
@@ -159,7 +178,8 @@ class TiledInference(nn.Module):
             image: (C, H, W) image in the model's channel order, uint8 or float, on any device;
                 it is sliced, never copied whole.
         Returns:
-            Instances of size (H, W) with pred_boxes, scores, pred_classes.
+            Instances of size (H, W) with pred_boxes (Boxes, or RotatedBoxes when box_dim is 5),
+            scores, pred_classes.
         """
         height, width = image.shape[-2:]
         return self.detect_windows(lambda x0, y0, x1, y1: image[:, y0:y1, x0:x1], height, width)
@@ -201,8 +221,7 @@ class TiledInference(nn.Module):
             for (tile_index, _), output in zip(batch, self.model(inputs)):
                 instances = output["instances"]
                 x0, y0 = rows[tile_index][:2]
-                tile_boxes = instances.pred_boxes.tensor
-                tile_boxes = tile_boxes + tile_boxes.new_tensor([x0, y0, x0, y0])
+                tile_boxes = shift_boxes(instances.pred_boxes.tensor, x0, y0)
                 if self.merge == "deepforest":
                     keep = torch.ones(len(tile_boxes), dtype=torch.bool, device=tile_boxes.device)
                 else:
@@ -250,10 +269,11 @@ class TiledInference(nn.Module):
         found = self.detect_tiles(read, tiles, interiors, progress=progress)
         boxes, scores, classes, shared = ([f[i] for f in found] for i in range(1, 5))
         device = self.model.device
+        structure = RotatedBoxes if self.box_dim == 5 else Boxes
         if not boxes:
-            device_boxes = torch.zeros((0, 4), device=device)
+            device_boxes = torch.zeros((0, self.box_dim), device=device)
             return Instances(
-                (height, width), pred_boxes=Boxes(device_boxes), scores=device_boxes.new_zeros(0),
+                (height, width), pred_boxes=structure(device_boxes), scores=device_boxes.new_zeros(0),
                 pred_classes=torch.zeros(0, dtype=torch.int64, device=device),
             )  # fmt: skip
         boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
@@ -262,7 +282,7 @@ class TiledInference(nn.Module):
         else:
             keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
         return Instances(
-            (height, width), pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
+            (height, width), pred_boxes=structure(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
         )
 
 

@@ -15,7 +15,13 @@ and the candidates of all versions merged at once by MODEL.RETINA_PLUGIN.TTA_MER
   cluster, whose fused box is the score-weighted mean of its members and whose score is the
   mean over the versions of each version's best member score.
 
-then the best TEST.DETECTIONS_PER_IMAGE, clipped to the image. `RetinaNetWithTTA` takes and
+then the best TEST.DETECTIONS_PER_IMAGE, clipped to the image.
+
+A model of rotated boxes (XYWHA, MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) maps its
+candidates back with Detectron2's `apply_rotated_box` of each transform (flip: x mirrored and the
+angle negated; resize: its own approximation, exact for the uniform scale of a shortest-edge
+resize) and merges them by rotated NMS (`retina_plugin.ops.batched_nms_rotated`). "wbf" is refused
+for it: a score-weighted mean of angles is not a box of the cluster where angles wrap at ±180°. `RetinaNetWithTTA` takes and
 returns Detectron2's model inputs and outputs, so `inference_on_dataset` (the trainer's `test`,
 results under OUTPUT_DIR/inference_TTA/), `RetinaPredictor` (the demo's --tta) and
 `TiledInference` (TTA on every tile) use it as they use the model.
@@ -33,21 +39,34 @@ from detectron2.data.detection_utils import read_image
 from detectron2.layers import batched_nms
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances, RotatedBoxes, pairwise_iou
 
-from ..config import VALID_TTA_MERGES, check_tta_config
+from ..config import VALID_TTA_MERGES, ConfigError, check_tta_config
+from ..ops import batched_nms_rotated
 
 __all__ = ["RetinaNetWithTTA", "check_tta_config", "map_boxes_back", "weighted_box_fusion"]
 
 logger = logging.getLogger(__name__)
 
-Candidates = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (R, 4), scores (R,), classes (R,)
+Candidates = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (R, 4) or (R, 5), scores (R,), classes (R,)
+
+
+def box_structure(boxes: torch.Tensor):
+    """Boxes for (R, 4) XYXY, RotatedBoxes for (R, 5) XYWHA."""
+    return RotatedBoxes(boxes) if boxes.shape[-1] == 5 else Boxes(boxes)
 
 
 def map_boxes_back(boxes: torch.Tensor, transforms) -> torch.Tensor:
-    """Boxes (R, 4) XYXY of an augmented version -> the original image, with the inverse of its `transforms`."""
-    mapped = transforms.inverse().apply_box(boxes.detach().cpu().numpy())
-    return torch.as_tensor(np.ascontiguousarray(mapped), dtype=boxes.dtype).reshape(-1, 4).to(boxes.device)
+    """
+    Boxes (R, 4) XYXY or (R, 5) XYWHA of an augmented version -> the original image, with the
+    inverse of its `transforms` (`apply_box`, or `apply_rotated_box` for rotated boxes).
+    """
+    dim = boxes.shape[-1]
+    # apply_rotated_box edits its array in place: give it a copy, never the tensor's memory.
+    array = np.array(boxes.detach().cpu().numpy(), dtype=np.float64 if dim == 5 else None)
+    inverse = transforms.inverse()
+    mapped = inverse.apply_rotated_box(array) if dim == 5 else inverse.apply_box(array)
+    return torch.as_tensor(np.ascontiguousarray(mapped), dtype=boxes.dtype).reshape(-1, dim).to(boxes.device)
 
 
 def weighted_box_fusion(
@@ -117,7 +136,7 @@ class _RawCandidates:
             boxes, scores, classes = self.postprocess.candidates_single_image(
                 anchors, [x[i] for x in pred_logits], [x[i] for x in pred_anchor_deltas]
             )
-            results.append(Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes))
+            results.append(Instances(image_size, pred_boxes=box_structure(boxes), scores=scores, pred_classes=classes))
         return results
 
 
@@ -156,6 +175,11 @@ class RetinaNetWithTTA(nn.Module):
             )
         if merge not in VALID_TTA_MERGES:
             raise ValueError(f"merge {merge!r} is not one of {VALID_TTA_MERGES}")
+        if merge == "wbf" and model.anchor_generator.box_dim == 5:
+            raise ConfigError(
+                "MODEL.RETINA_PLUGIN.TTA_MERGE wbf averages boxes, which rotated boxes (MODEL.ANCHOR_GENERATOR.NAME "
+                "RotatedAnchorGenerator) cannot be: their angles wrap at ±180°; use TTA_MERGE nms"
+            )
         self.model = model
         # inference_on_dataset puts a model in eval mode and back in the mode it found: start in
         # the wrapped model's mode, not a new Module's (training).
@@ -246,9 +270,10 @@ class RetinaNetWithTTA(nn.Module):
                 boxes, scores, classes, versions, len(candidates), self.nms_thresh, self.detections_per_image
             )
         else:
-            keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
+            nms = batched_nms_rotated if boxes.shape[-1] == 5 else batched_nms
+            keep = nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
             boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-        merged = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
+        merged = Instances(image_size, pred_boxes=box_structure(boxes), scores=scores, pred_classes=classes)
         return detector_postprocess(merged, *image_size)  # clips, drops empty boxes (as the model does)
 
     def detect(self, x: Dict) -> Instances:

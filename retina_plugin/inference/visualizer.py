@@ -3,7 +3,8 @@ Detections drawn on images and video frames, as Detectron2's `demo/predictor.py`
 (VisualizationDemo) draws them: `RetinaPredictor` (or `TiledPredictor` when
 MODEL.RETINA_PLUGIN.TILE_SIZE > 0) and Detectron2's `Visualizer` / `VideoVisualizer`.
 An image too dense for its labels (`dense_drawing.labels_fit`) gets its boxes in one colour
-per class, without text, at its own size.
+per class, without text, at its own size. Rotated boxes ((N, 5) `RotatedBoxes`) are drawn by the
+same calls: Visualizer's `overlay_instances` draws (N, 5) boxes as rotated rectangles.
 """
 import logging
 from typing import Iterator, Tuple
@@ -11,7 +12,7 @@ from typing import Iterator, Tuple
 import cv2
 import numpy as np
 import torch
-from detectron2.structures import Instances
+from detectron2.structures import BoxMode, Instances
 from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
@@ -19,22 +20,27 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from .dense_drawing import labels_fit
 from .predictor import RetinaPredictor, TiledPredictor, dataset_metadata
 
-__all__ = ["DetectionVisualizer", "draw_detections"]
+__all__ = ["DetectionVisualizer", "RotatedBoxVideoVisualizer", "draw_detections"]
 
 logger = logging.getLogger(__name__)
 
 
 def _label_font_sizes(boxes: np.ndarray, height: int, width: int, default: float) -> np.ndarray:
-    """(N,) the font size Visualizer.overlay_instances gives the label of each XYXY box (N, 4)."""
-    height_ratio = (boxes[:, 3] - boxes[:, 1]) / np.sqrt(height * width)
+    """
+    (N,) the font size Visualizer.overlay_instances gives the label of each XYXY box (N, 4), or
+    of each rotated XYWHA box (N, 5) (draw_rotated_box_with_label: by the box's own height h).
+    """
+    box_heights = boxes[:, 3] if boxes.shape[1] == 5 else boxes[:, 3] - boxes[:, 1]
+    height_ratio = box_heights / np.sqrt(height * width)
     return np.clip((height_ratio - 0.02) / 0.08 + 1, 1.2, 2) * 0.5 * default
 
 
 def draw_detections(rgb: np.ndarray, instances: Instances, metadata, instance_mode: ColorMode = ColorMode.IMAGE) -> VisImage:
     """
     Args:
-        rgb (np.ndarray): (H, W, 3) uint8 RGB image; instances: its detections (pred_boxes,
-            scores, pred_classes), on the CPU; metadata: thing_classes (and thing_colors).
+        rgb (np.ndarray): (H, W, 3) uint8 RGB image; instances: its detections (pred_boxes:
+            Boxes (N, 4) or RotatedBoxes (N, 5), scores, pred_classes), on the CPU; metadata:
+            thing_classes (and thing_colors).
 
     Returns:
         VisImage (H, W): Detectron2's `draw_instance_predictions` while the labels fit
@@ -59,6 +65,21 @@ def draw_detections(rgb: np.ndarray, instances: Instances, metadata, instance_mo
                     for c in range(len(names)) if counts[c])  # fmt: skip
     logger.info(f"{len(boxes)} detections, too dense for labels on {w}x{h}: boxes coloured by class ({key})")
     return visualizer.overlay_instances(boxes=boxes, assigned_colors=[colours[c] for c in classes])
+
+
+class RotatedBoxVideoVisualizer(VideoVisualizer):
+    """
+    Detectron2's VideoVisualizer, which keeps an object's colour from frame to frame by matching
+    boxes with pycocotools' IoU, which takes (x, y, w, h) boxes only: rotated boxes (XYWHA) are
+    matched by their enclosing boxes. Horizontal boxes go through unchanged.
+    """
+
+    def _assign_colors(self, instances):
+        for instance in instances:
+            if instance.bbox is not None and len(instance.bbox) == 5:
+                enclosing = BoxMode.convert(np.asarray(instance.bbox)[None], BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS)
+                instance.bbox = BoxMode.convert(enclosing, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)[0]
+        return super()._assign_colors(instances)
 
 
 class DetectionVisualizer:
@@ -120,7 +141,7 @@ class DetectionVisualizer:
         Yields:
             np.ndarray: each annotated frame, in BGR order and of the input frame's size.
         """
-        video_visualizer = VideoVisualizer(self.metadata, self.instance_mode)
+        video_visualizer = RotatedBoxVideoVisualizer(self.metadata, self.instance_mode)
         for frame in _frames(video):
             instances = self._kept(self.predictor(frame))["instances"].to(self.cpu_device)
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

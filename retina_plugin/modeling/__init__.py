@@ -3,7 +3,7 @@ The model of the paper, one concept a file: backbone (ResNet-FPN, P3-P7), anchor
 anchor matching, focal loss, head (classification and box subnets), postprocess (decode + NMS)
 and the meta-architecture; and the parts that run torchvision's RetinaNets as they were
 trained (torchvision_anchors, torchvision_head, torchvision_postprocess). Importing it
-registers them in Detectron2's registries (and the plugin's head and postprocess registries). It imports nothing else of retina_plugin.
+registers them in Detectron2's registries (and the plugin's head and postprocess registries). Of retina_plugin it imports only the rotated IoU and NMS of retina_plugin.ops (the layer below).
 """
 from .anchor_generator import RetinaAnchorGenerator, anchor_tensors
 from .backbone import build_retina_plugin_resnet_fpn_backbone, fold_frozen_batchnorm

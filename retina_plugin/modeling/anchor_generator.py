@@ -47,6 +47,7 @@ class RetinaAnchorGenerator(DefaultAnchorGenerator):
 def anchor_tensors(anchor_generator: nn.Module, features: List[torch.Tensor]) -> List[torch.Tensor]:
     """
     The anchors of any Detectron2 anchor generator as tensors: features per level (N, C, Hi, Wi)
-    -> per level (Hi*Wi*A, 4), in the order the head's rows follow.
+    -> per level (Hi*Wi*A, 4) XYXY, or (Hi*Wi*A, 5) XYWHA from Detectron2's RotatedAnchorGenerator,
+    in the order the head's rows follow.
     """
     return [boxes.tensor for boxes in anchor_generator(features)]

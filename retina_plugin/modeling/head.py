@@ -11,7 +11,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.utils.registry import Registry
 from fvcore.nn import giou_loss, smooth_l1_loss
 
-from .box_transform import build_box2box_transform
+from .box_transform import build_box2box_transform, nearest_equivalent_angle
 from .focal_loss import sigmoid_focal_loss_from_labels
 from .winograd import inference_layers
 
@@ -52,7 +52,9 @@ def _subnet(in_channels: int, num_convs: int, norm: str, num_levels: int) -> nn.
 class FocalLossHead(nn.Module):
     """
     Classification subnet (NUM_CONVS x [3x3 conv, ReLU], then a 3x3 conv to A*K logits) and box
-    subnet (same shape, separate weights, 3x3 conv to A*4 deltas), each shared by all levels.
+    subnet (same shape, separate weights, 3x3 conv to A*B deltas), each shared by all levels.
+    B, the deltas per box, is the box2box_transform's: 4 (dx, dy, dw, dh) for horizontal boxes,
+    5 (dx, dy, dw, dh, da) for rotated ones (Box2BoxTransformRotated).
     New convs start from normal(std=0.01) weights and zero bias; the logit bias is
     -log((1 - pi) / pi), so every anchor starts at foreground probability pi (paper section 4.1).
     With `winograd` (set by RetinaNetPlugin from MODEL.RETINA_PLUGIN.WINOGRAD), CPU float32
@@ -82,6 +84,9 @@ class FocalLossHead(nn.Module):
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.box2box_transform = box2box_transform
+        self.box_dim = len(box2box_transform.weights)  # one weight per delta
+        if self.box_dim == 5 and box_reg_loss_type != "smooth_l1":
+            raise ValueError(f"box regression loss {box_reg_loss_type!r} is for horizontal boxes; rotated boxes use smooth_l1")
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.box_reg_loss_type = box_reg_loss_type
@@ -90,7 +95,7 @@ class FocalLossHead(nn.Module):
         self.cls_subnet = _subnet(in_channels, num_convs, norm, num_levels)
         self.bbox_subnet = _subnet(in_channels, num_convs, norm, num_levels)
         self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=3, stride=1, padding=1)
-        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=3, stride=1, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * self.box_dim, kernel_size=3, stride=1, padding=1)
 
         for module in (self.cls_subnet, self.bbox_subnet, self.cls_score, self.bbox_pred):
             for layer in module.modules():
@@ -125,7 +130,7 @@ class FocalLossHead(nn.Module):
         Args:
             features: per level (N, C, Hi, Wi), high to low resolution.
         Returns:
-            logits: per level (N, Hi*Wi*A, K); deltas: per level (N, Hi*Wi*A, 4).
+            logits: per level (N, Hi*Wi*A, K); deltas: per level (N, Hi*Wi*A, B), B = box_dim.
         """
         if self.winograd and not self.training and not torch.is_grad_enabled():
             # Winograd filters transformed once for all levels (modeling/winograd.py).
@@ -141,7 +146,7 @@ class FocalLossHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             logits.append(permute_to_N_HWA_K(cls_branch(x), self.num_classes))
-            deltas.append(permute_to_N_HWA_K(box_branch(x), 4))
+            deltas.append(permute_to_N_HWA_K(box_branch(x), self.box_dim))
         return logits, deltas
 
     def losses(
@@ -155,10 +160,10 @@ class FocalLossHead(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
-            anchors: (R, 4) all levels' anchors, R = sum(Hi*Wi*A).
+            anchors: (R, B) all levels' anchors, R = sum(Hi*Wi*A), B = box_dim (4 XYXY, 5 XYWHA).
             pred_logits, pred_anchor_deltas: outputs of `forward`.
             gt_labels: (N, R) in {-1 ignored, 0..K-1 foreground class, K background}.
-            gt_boxes: (N, R, 4) matched ground-truth box per anchor (used on foreground only).
+            gt_boxes: (N, R, B) matched ground-truth box per anchor (used on foreground only).
             normalizer: the (smoothed) foreground anchor count the summed losses are divided by.
         Returns:
             {"loss_cls", "loss_box_reg"}: scalars.
@@ -173,9 +178,11 @@ class FocalLossHead(nn.Module):
         )
 
         foreground = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        fg_deltas = torch.cat(pred_anchor_deltas, dim=1)[foreground]  # (F, 4)
+        fg_deltas = torch.cat(pred_anchor_deltas, dim=1)[foreground]  # (F, B)
         fg_anchors = anchors.unsqueeze(0).expand_as(gt_boxes)[foreground]
         fg_gt_boxes = gt_boxes[foreground]
+        if self.box_dim == 5:
+            fg_gt_boxes = nearest_equivalent_angle(fg_gt_boxes, fg_anchors)
         if self.box_reg_loss_type == "smooth_l1":
             gt_deltas = self.box2box_transform.get_deltas(fg_anchors, fg_gt_boxes)
             loss_box_reg = smooth_l1_loss(fg_deltas, gt_deltas, beta=self.smooth_l1_beta, reduction="sum")

@@ -7,9 +7,10 @@ from detectron2.config import configurable
 from detectron2.layers import batched_nms
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, RotatedBoxes
 from detectron2.utils.registry import Registry
 
+from ..ops import batched_nms_rotated
 from .box_transform import build_box2box_transform
 
 RETINA_POSTPROCESS_REGISTRY = Registry("RETINA_POSTPROCESS")
@@ -30,6 +31,9 @@ class DecodeAndNMS:
     Per level: keep (anchor, class) pairs scoring above `score_thresh`, then the best
     `topk_candidates`, and decode only their boxes. Then over all levels: class-wise NMS,
     the best `detections_per_image`, and boxes rescaled and clipped to the output size.
+    With Box2BoxTransformRotated the boxes are rotated (XYWHA, `RotatedBoxes`) and the NMS is
+    the exact rotated one of `retina_plugin.ops`; Detectron2's `detector_postprocess` rescales
+    and clips them (`RotatedBoxes.scale`, `clip`, `nonempty`).
     """
 
     @configurable
@@ -72,9 +76,9 @@ class DecodeAndNMS:
     ) -> List[Instances]:
         """
         Args:
-            anchors: per level (Hi*Wi*A, 4).
+            anchors: per level (Hi*Wi*A, B): B = 4 (XYXY) or 5 (XYWHA, rotated).
             pred_logits: per level (N, Hi*Wi*A, K).
-            pred_anchor_deltas: per level (N, Hi*Wi*A, 4).
+            pred_anchor_deltas: per level (N, Hi*Wi*A, B).
             image_sizes: (h, w) of each image as the network saw it (before padding).
             output_sizes: (h, w) to rescale each image's boxes to (its original size).
         Returns:
@@ -89,10 +93,13 @@ class DecodeAndNMS:
         return results
 
     def detect_single_image(self, anchors, logits, deltas, image_size) -> Instances:
-        """anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image."""
+        """anchors, logits, deltas: per level (R_i, B), (R_i, K), (R_i, B) of one image."""
         boxes, scores, classes = self.candidates_single_image(anchors, logits, deltas)
-        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
-        return Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
+        rotated = boxes.shape[1] == 5
+        nms = batched_nms_rotated if rotated else batched_nms
+        keep = nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
+        box_type = RotatedBoxes if rotated else Boxes
+        return Instances(image_size, pred_boxes=box_type(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])
 
     def candidates_single_image(self, anchors, logits, deltas) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
@@ -101,9 +108,9 @@ class DecodeAndNMS:
         (retina_plugin.inference.tta) merges those of several versions of an image.
 
         Args:
-            anchors, logits, deltas: per level (R_i, 4), (R_i, K), (R_i, 4) of one image.
+            anchors, logits, deltas: per level (R_i, B), (R_i, K), (R_i, B) of one image.
         Returns:
-            boxes (R, 4) in the network input's pixels (not clipped), scores (R,), classes (R,).
+            boxes (R, B) in the network input's pixels (not clipped), scores (R,), classes (R,).
         """
         boxes_all, scores_all, classes_all = [], [], []
         for anchors_i, logits_i, deltas_i in zip(anchors, logits, deltas):
