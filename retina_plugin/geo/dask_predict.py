@@ -31,6 +31,7 @@ from ..data.raster import RasterSource
 from .blocks import detect_block, merge_blocks, raster_blocks
 from .parts import PartsFolder, read_part, run_settings, write_part
 from ..config import ConfigError
+from ..modeling.box_transform import is_rotated
 from ..inference.predictor import dataset_metadata
 from .predict import RasterPredictor, detections_to_frame, write_outputs
 from .vectors import vector_driver
@@ -151,6 +152,12 @@ def predict_rasters_on_dask(
     detection namespaces.
     """
     check_class_names(cfg, output, class_names)
+    if is_rotated(cfg):
+        # The parts hold x0, y0, x1, y1 columns and the blocks merge horizontal boxes.
+        raise ConfigError(
+            f"--workers/--scheduler run models of horizontal boxes; this config's MODEL.ANCHOR_GENERATOR.NAME "
+            f"{cfg.MODEL.ANCHOR_GENERATOR.NAME} predicts rotated boxes: run it without --workers/--scheduler"
+        )
     node = cfg.MODEL.RETINA_PLUGIN
     sources = {}
     for path in paths:  # bad bands or an unreadable file fail before anything runs
