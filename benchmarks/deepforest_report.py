@@ -86,6 +86,9 @@ def targets(rows: dict) -> list:
         f32, i8 = rows.get(f"{raster}/float32"), rows.get(f"{raster}/int8")
         if f32 is None or i8 is None:
             continue
+        if f32["detections"] == 0:  # 0 of 0 matched would read as "met"
+            out.append(f"- {raster}: float32 made no detections: the targets are not judged on it")
+            continue
         c = f32["vs_deepforest"]
         same = c["match"]  # retina_plugin.compare: every detection matched, or one of two near-equal scores kept (a tie)
         lost = 1.0 - i8["recall_of_float32"]
