@@ -3,14 +3,15 @@ DeepForest's `predict_tile` against tools/predict_raster.py's path (`RasterPredi
 same converted weights and the same GeoTIFFs (issue 27): seconds per megapixel and peak memory,
 ours in float32 and int8, one run each, each in its own process.
 
-    python benchmarks/deepforest.py [--threads 2] [--size 4096] [--workdir /tmp/retina_deepforest_bench]
+    python benchmarks/deepforest.py [--threads 2] [--size 4096] [--weights DIR] [--workdir /tmp/retina_deepforest_bench]
 
 Needs the peer venv (`bash scripts/setup_peers_venv.sh`, `.venv-peers/`), where DeepForest runs
 through scripts/deepforest_peer.py. Rasters: a generated SIZE x SIZE 3-band GeoTIFF
 (retina_plugin.geo.scenes, shapes of 10-20 px) and DeepForest's own data/OSBS_029.tif
-(400 x 400). The model: a DeepForest tree model with random weights (seed 0; BN statistics
-and class biases set so that scores spread around DeepForest's 0.1 threshold on the generated
-raster), saved as DeepForest saves it, converted with retina_plugin.weights.convert; int8
+(400 x 400). The model: --weights DIR, a DeepForest folder (benchmarks/deepforest_model.py
+trains one), else a DeepForest tree model with random weights (seed 0; BN statistics and class
+biases set so that scores spread around DeepForest's 0.1 threshold on the generated raster),
+saved as DeepForest saves it; converted with retina_plugin.weights.convert; int8
 ranges calibrated on 4 of the generated raster's windows as the network sees them (800 px).
 
 Each run: the model built and loaded, one warm-up window, then the timed call, whose reads are
