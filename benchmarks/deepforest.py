@@ -3,14 +3,15 @@ DeepForest's `predict_tile` against tools/predict_raster.py's path (`RasterPredi
 same converted weights and the same GeoTIFFs (issue 27): seconds per megapixel and peak memory,
 ours in float32 and int8, one run each, each in its own process.
 
-    python benchmarks/deepforest.py [--threads 2] [--size 4096] [--workdir /tmp/retina_deepforest_bench]
+    python benchmarks/deepforest.py [--threads 2] [--size 4096] [--weights DIR] [--workdir /tmp/retina_deepforest_bench]
 
 Needs the peer venv (`bash scripts/setup_peers_venv.sh`, `.venv-peers/`), where DeepForest runs
 through scripts/deepforest_peer.py. Rasters: a generated SIZE x SIZE 3-band GeoTIFF
 (retina_plugin.geo.scenes, shapes of 10-20 px) and DeepForest's own data/OSBS_029.tif
-(400 x 400). The model: a DeepForest tree model with random weights (seed 0; BN statistics
-and class biases set so that scores spread around DeepForest's 0.1 threshold on the generated
-raster), saved as DeepForest saves it, converted with retina_plugin.weights.convert; int8
+(400 x 400). The model: --weights DIR, a DeepForest folder (benchmarks/deepforest_model.py
+trains one), else a DeepForest tree model with random weights (seed 0; BN statistics and class
+biases set so that scores spread around DeepForest's 0.1 threshold on the generated raster),
+saved as DeepForest saves it; converted with retina_plugin.weights.convert; int8
 ranges calibrated on 4 of the generated raster's windows as the network sees them (800 px).
 
 Each run: the model built and loaded, one warm-up window, then the timed call, whose reads are
@@ -22,6 +23,7 @@ detections. Targets: float32 >= 1.5x DeepForest's speed, int8 >= 4x with <= 1 % 
 This file is the command line, the worker and the driver; deepforest_report.py the table.
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -100,25 +102,40 @@ def prepare(args) -> dict:
     generated = workdir / f"shapes_{args.size}.tif"
     scene = write_shapes_scene(str(generated), args.size, seed=SEED)  # cheap next to the runs; gives the objects
     files = {"generated": str(generated), "OSBS_029": osbs_path(), "objects": scene.boxes.tolist()}
-    model_dir = workdir / f"deepforest_seed{SEED}"
-    if not (model_dir / "model.safetensors").exists():
-        run_peer(model_dir, "--save-random", "--seed", SEED, "--images", generated, "--torch-home", workdir / "torch_home", threads=args.threads)
+    if args.weights:
+        model_dir = Path(args.weights).resolve()
+        if not (model_dir / "model.safetensors").is_file() or not (model_dir / "config.json").is_file():
+            raise SystemExit(f"deepforest.py: error: --weights {model_dir}: not a DeepForest model folder (model.safetensors + config.json)")
+    else:
+        model_dir = workdir / f"deepforest_seed{SEED}"
+        if not (model_dir / "model.safetensors").exists():
+            run_peer(model_dir, "--save-random", "--seed", SEED, "--images", generated, "--torch-home", workdir / "torch_home", threads=args.threads)
     files["model"] = str(model_dir)
-    files["config"] = str(workdir / "converted" / "config.yaml")
+    cache = workdir / f"model_{model_fingerprint(model_dir)}"  # the converted model and calibration of these weights
+    files["config"] = str(cache / "converted" / "config.yaml")
     if not Path(files["config"]).exists():
-        convert_to_plugin("deepforest", str(model_dir), str(workdir / "converted"))
-    files["calibration"] = ensure_calibration(workdir, files["config"], str(generated))
+        convert_to_plugin("deepforest", str(model_dir), str(cache / "converted"))
+    files["calibration"] = ensure_calibration(cache / f"int8_calibration_{args.size}.json", files["config"], str(generated))
     return files
 
 
-def ensure_calibration(workdir: Path, config: str, raster: str) -> str:
+def model_fingerprint(model_dir: Path) -> str:
+    """The first 12 hex digits of the SHA-256 of a DeepForest folder's model.safetensors and config.json."""
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "config.json"):
+        with open(model_dir / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def ensure_calibration(path: Path, config: str, raster: str) -> str:
     """int8 ranges of the converted float32 model on CALIBRATION_WINDOWS windows along the raster's diagonal, resized as at inference."""
     from retina_plugin.config import load_config
     from retina_plugin.data.raster import RasterSource
     from retina_plugin.geo.predict import RasterPredictor
     from retina_plugin.inference.int8 import calibrate_int8, save_int8_calibration, weights_fingerprint
 
-    path = workdir / "int8_calibration.json"
     if path.exists():
         return str(path)
     predictor = RasterPredictor(load_config(config, ["MODEL.DEVICE", "cpu"]))
@@ -149,7 +166,8 @@ def run_driver(args) -> None:
 
     args.workdir = str(Path(args.workdir).resolve())
     files = prepare(args)
-    print(f"{args.threads} threads; torch {torch.__version__}; load average {harness.load_average():.2f}", flush=True)
+    model = f"{files['model']} (--weights)" if args.weights else f"random weights (seed {SEED})"
+    print(f"{args.threads} threads; torch {torch.__version__}; model {model}; load average {harness.load_average():.2f}", flush=True)
     results = {}
     for name in ("generated", "OSBS_029"):
         with rasterio.open(files[name]) as source:
@@ -168,7 +186,7 @@ def run_driver(args) -> None:
                 f"load average {harness.load_average():.2f}",
                 flush=True,
             )
-    summary, table = report(results, files["objects"], args.threads)
+    summary, table = report(results, files["objects"], args.threads, model, trained=bool(args.weights))
     harness.write_results(args.out, f"deepforest_{args.threads}t", summary, table)
 
 
@@ -176,6 +194,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=4096, help="side of the generated raster")
+    parser.add_argument(
+        "--weights", metavar="DIR",
+        help="a DeepForest model folder (model.safetensors + config.json), e.g. benchmarks/deepforest_model.py's trained "
+        "one (default: a random model, seed 0)",
+    )  # fmt: skip
     parser.add_argument("--workdir", default="/tmp/retina_deepforest_bench", help="cache of the rasters, model, calibration")
     parser.add_argument("--out", default=str(harness.ROOT / "benchmarks" / "results"))
     harness.add_worker_arguments(parser, RUNTIMES[1:])

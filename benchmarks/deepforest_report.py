@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from retina_plugin.compare import compare_detections
-from retina_plugin.geo.evaluate import RasterTruth, match_raster
+
+from deepforest_match import greedy_match
 
 RASTERS = ("generated", "OSBS_029")
 RUNTIMES = ("deepforest", "float32", "int8")
@@ -29,14 +30,11 @@ def same_detections(ours, theirs) -> dict:
 
 
 def recall(detections, reference_boxes) -> float:
-    """Share of `reference_boxes` matched at IoU >= RECALL_IOU by `detections` (COCOeval's matching, as tools/evaluate_raster.py)."""
+    """Share of `reference_boxes` matched at IoU >= RECALL_IOU by `detections` (COCOeval's greedy matching, deepforest_match.py)."""
     boxes, scores = _arrays(detections)
     reference = np.asarray(reference_boxes, np.float64).reshape(-1, 4)
-    truth = RasterTruth(
-        "raster", 0, 0, None, reference, np.array(["tree"] * len(reference)), boxes, scores, np.array(["tree"] * len(boxes))
-    )  # fmt: skip
-    (_, gt_matched), = match_raster(truth, [RECALL_IOU])
-    return float(gt_matched.mean()) if len(reference) else 1.0
+    _, ref_matched = greedy_match(boxes, scores, reference, RECALL_IOU)
+    return float(ref_matched.mean()) if len(reference) else 1.0
 
 
 def summarize(results: dict, objects) -> dict:
@@ -88,6 +86,9 @@ def targets(rows: dict) -> list:
         f32, i8 = rows.get(f"{raster}/float32"), rows.get(f"{raster}/int8")
         if f32 is None or i8 is None:
             continue
+        if f32["detections"] == 0:  # 0 of 0 matched would read as "met"
+            out.append(f"- {raster}: float32 made no detections: the targets are not judged on it")
+            continue
         c = f32["vs_deepforest"]
         same = c["match"]  # retina_plugin.compare: every detection matched, or one of two near-equal scores kept (a tie)
         lost = 1.0 - i8["recall_of_float32"]
@@ -98,13 +99,15 @@ def targets(rows: dict) -> list:
     return out
 
 
-def report(results: dict, objects, threads: int):
+def report(results: dict, objects, threads: int, model: str, trained: bool):
+    """(rows, the markdown table with the targets and notes); `model` names the weights, `trained` False for random ones."""
     rows = summarize(results, objects)
-    notes = [f"{threads} threads, one run each, every run in its own process."]
+    notes = [f"{threads} threads, one run each, every run in its own process. Model: {model}."]
     generated = {k: v for k, v in rows.items() if k.startswith("generated/") and "recall_of_objects" in v}
     if generated:
         notes.append(
-            "Recall of the generated raster's objects at IoU 0.4 (random weights: not a measure of the model): "
+            f"Recall of the generated raster's {len(objects)} objects at IoU {RECALL_IOU}"
+            + ("" if trained else " (random weights: not a measure of the model)") + ": "
             + ", ".join(f"{k.split('/')[1]} {v['recall_of_objects']:.4f}" for k, v in generated.items())
         )
     text = "## DeepForest predict_tile vs predict_raster\n\n" + table(rows) + "\n" + "\n".join(targets(rows) + [""] + notes) + "\n"

@@ -9,7 +9,7 @@ the peer venv's interpreter (`.venv-peers/bin/python`, scripts/setup_peers_venv.
     deepforest_peer.py DIR --predict-tile RASTER --out OUT.json [--patch-size 400]
             [--patch-overlap 0.05] [--iou-threshold 0.15] [--threads N]
         the model in DIR loaded as a DeepForest user loads one (`deepforest.main.deepforest` with
-        config_args model.name DIR), `predict_tile(RASTER)` timed after one warm-up window; OUT.json
+        config_args model.name DIR and its config.json's label_dict), `predict_tile(RASTER)` timed after one warm-up window; OUT.json
         holds the boxes in pixels (xmin, ymin, xmax, ymax), score, label, seconds, peak RSS
 
 Both in one run save one import of DeepForest (~7 s of CPU).
@@ -112,7 +112,9 @@ def predict_tile(args) -> None:
     from deepforest import main
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    model = main.deepforest(config_args={"model": {"name": args.dir}, "num_classes": len(LABEL_DICT), "label_dict": LABEL_DICT})
+    with open(os.path.join(args.dir, "config.json")) as f:
+        label_dict = json.load(f).get("label_dict", LABEL_DICT)  # the model's classes, as save_pretrained wrote them
+    model = main.deepforest(config_args={"model": {"name": args.dir}, "num_classes": len(label_dict), "label_dict": label_dict})
     model.create_trainer(enable_progress_bar=False, logger=False)
     warm = np.full((args.patch_size, args.patch_size, 3), 128, np.uint8)
     model.predict_tile(image=warm, patch_size=args.patch_size, patch_overlap=args.patch_overlap, iou_threshold=args.iou_threshold)
