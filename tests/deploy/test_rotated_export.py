@@ -29,9 +29,56 @@ def rotated_cfg():
     return cfg
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The rotated model, three images (2 of 192x256, 1 of 160x224) and its two exports, traced on the first."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = rotated_cfg()
+    model = build_model_for_export(cfg)
+    images = [sample_image(cfg, seed=0), sample_image(cfg, seed=1), sample_image(cfg, seed=2)[:, :160, :224]]
+    traced_count, other_count = (candidates_per_level(model, x)[0] for x in images[:2])
+    model.postprocess.topk_candidates = (traced_count + other_count) // 2
+    assert abs(traced_count - other_count) > 100, (traced_count, other_count)
+    output_dir = str(tmp_path_factory.mktemp("export"))
+    paths = {f: export_model(model, images[0], output_dir, f) for f in ("torchscript", "onnx-network")}
+    yield model, images, paths
+    torch.set_num_threads(previous_threads)
+
+
+@pytest.mark.parametrize("image_index", [0, 1, 2], ids=["traced-image", "other-image", "other-size"])
+@pytest.mark.parametrize("format", ["torchscript", "onnx-network"])
+def test_exported_rotated_model_gives_eager_detections(exported, format, image_index):
+    model, images, paths = exported
+    image = images[image_index]
+    boxes, scores, classes = run_exported(paths[format], image, model.postprocess)
+    assert boxes.shape[1] == 5 and boxes[:, 4].abs().max() > 0.1  # rotated boxes, turned
+    assert_same_detections((boxes, scores, classes), eager_detections(model, image))
+
+
+def test_export_tool_checks_a_rotated_torchscript_export(tmp_path):
+    result = run_export_tool("--format", "torchscript", "--output", str(tmp_path), "--check", "--opts", *SMALL_MODEL_OPTS, *ROTATED_OPTS)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert os.path.getsize(tmp_path / "model.ts") > 1e6
+    assert "check (ts vs eager, (3, 192, 256) image)" in log and ": OK" in log
+
+
 def test_whole_model_onnx_is_refused_for_a_rotated_model(tmp_path):
     result = run_export_tool("--format", "onnx", "--output", str(tmp_path / "out"), "--opts", *SMALL_MODEL_OPTS, *ROTATED_OPTS)
     assert result.returncode == 2, result.stdout + result.stderr
     line = "export_model: error: format onnx: the model predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator)"
     assert line in result.stderr and "--format onnx-network" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rotated", [True, False], ids=["rotated", "horizontal"])
+def test_export_tool_checks_the_onnx_network(tmp_path, rotated):
+    opts = [*SMALL_MODEL_OPTS, *(ROTATED_OPTS if rotated else [])]
+    result = run_export_tool("--format", "onnx-network", "--output", str(tmp_path), "--check", "--opts", *opts)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert os.path.getsize(tmp_path / "network.onnx") > 1e6
+    assert "network_detections(postprocess, outputs" in log
+    assert "check (onnx vs eager, (3, 192, 256) image)" in log and ": OK" in log

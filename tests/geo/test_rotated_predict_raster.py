@@ -31,7 +31,7 @@ RASTER_OPTS = [
     *tool_runs.SMALL_MODEL_OPTS,
     "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
     "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.RETINANET.PRIOR_PROB", "0.3",
-    "TEST.DETECTIONS_PER_IMAGE", "30", "MODEL.WEIGHTS", "",
+    "TEST.DETECTIONS_PER_IMAGE", "30", "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "100", "MODEL.WEIGHTS", "",
 ]  # fmt: skip
 
 
@@ -103,3 +103,37 @@ def test_coco_results_of_rotated_detections_keep_the_five_numbers():
     ]
     horizontal = SimpleNamespace(path="scene.tif", boxes=np.array([[10.0, 20.0, 50.0, 30.0]]), scores=np.array([0.5]), classes=np.array([0]))
     assert coco_results([horizontal])[0]["bbox"] == [10.0, 20.0, 40.0, 10.0]
+
+
+def test_predict_raster_with_a_rotated_model(tmp_path, single_thread):
+    """
+    tools/predict_raster.py with a rotated RetinaNetPlugin (random weights) on a generated GeoTIFF:
+    every feature is the rectangle of its COCO result's XYWHA box through the raster's transform;
+    and the windowed run equals tiled inference on the raster loaded whole.
+    """
+    scene = write_shapes_scene(str(tmp_path / "scene.tif"), 256, seed=3)
+    assert scene.transform == from_origin(ORIGIN_X, ORIGIN_Y, PIXEL, PIXEL)
+    out, coco = tmp_path / "dets.gpkg", tmp_path / "dets.json"
+    run_tool("tools/predict_raster.py", "--config-file", BASE_CONFIG, "--input", scene.path, "--output", str(out),
+             "--tile", str(TILE), "--overlap", "0.25", "--coco-json", str(coco), "--opts", *RASTER_OPTS)  # fmt: skip
+    frame = gpd.read_file(out)
+    results = json.loads(coco.read_text())
+    assert frame.crs == rasterio.crs.CRS.from_string(CRS)
+    assert len(frame) == len(results) > 9  # more than one a window
+    boxes = np.array([r["bbox"] for r in results])
+    assert boxes.shape[1] == 5 and np.abs(boxes[:, 4]).max() > 0.1  # rotated boxes, turned by the regression
+    np.testing.assert_allclose(frame.score.values, [r["score"] for r in results], rtol=1e-6)
+    corners = rotated_box_corners(torch.as_tensor(boxes)).numpy()
+    for polygon, box, box_corners in zip(frame.geometry.values, boxes, corners):
+        assert same_ring(polygon, to_map(box_corners))
+        assert abs(polygon.area - box[2] * box[3] * PIXEL**2) < 1e-6
+
+    cfg, _ = raster_config(BASE_CONFIG, RASTER_OPTS, tile=TILE, overlap=0.25)
+    predictor = RasterPredictor(cfg)
+    windowed = predictor.predict(scene.path, progress=False)
+    with rasterio.open(scene.path) as src:
+        rgb = src.read()
+    whole = predictor(np.ascontiguousarray(rgb[::-1].transpose(1, 2, 0)))["instances"]  # BGR, as OpenCV reads
+    assert windowed.boxes.shape[1] == 5 and len(windowed.boxes) > 9
+    np.testing.assert_allclose(windowed.boxes, whole.pred_boxes.tensor.numpy(), atol=1e-4)
+    np.testing.assert_allclose(windowed.scores, whole.scores.numpy(), atol=1e-5)

@@ -20,7 +20,7 @@ from retina_plugin.inference.visualizer import DetectionVisualizer, RotatedBoxVi
 from retina_plugin.ops import rotated_box_corners
 from test_demo import SMALL_MODEL_OPTS as DEMO_OPTS
 from test_demo import count_changed_pixels, write_video
-from test_rotated_tta import ROTATED_OPTS
+from test_rotated_tta import FEW_CANDIDATES, ROTATED_OPTS
 from tool_runs import BASE_CONFIG, run_tool
 
 GREY = 150
@@ -109,3 +109,37 @@ def test_video_frames_of_rotated_detections_keep_each_objects_colour():
         colours.append(picture[points[..., 1], points[..., 0]].astype(int))  # (2 objects, 2 edges, 3)
     assert np.abs(colours[0] - colours[1]).max() <= 10
     assert np.abs(colours[0][0] - colours[0][1]).max() > 30  # two objects, two colours
+
+
+def test_demo_draws_a_rotated_models_detections(tmp_path, single_thread):
+    """tools/demo.py with a rotated RetinaNetPlugin (random weights): images, tiled, and a video."""
+    image = np.full((120, 160, 3), GREY, np.uint8)
+    image[30:90, 40:120] = (40, 160, 220)
+    cv2.imwrite(str(tmp_path / "scene.png"), image)
+    opts = [*DEMO_OPTS, *(str(x) for x in ROTATED_OPTS + FEW_CANDIDATES)]
+    for extra in ([], ["--tile", "64", "--overlap", "0.25"]):
+        out = tmp_path / f"out{len(extra)}"
+        result = run_tool("tools/demo.py", "--config-file", BASE_CONFIG, "--confidence-threshold", "0.3",
+                          "--input", str(tmp_path / "scene.png"), "--output", str(out), *extra, "--opts", *opts)  # fmt: skip
+        written = cv2.imread(str(out / "scene.png"))
+        assert written is not None and written.shape == image.shape
+        assert count_changed_pixels(written, image) > 100, result.stdout + result.stderr
+        assert "scene.png: detected" in result.stdout + result.stderr
+
+    cfg, _ = demo_config(BASE_CONFIG, opts, confidence_threshold=0.3)
+    demo = DetectionVisualizer(cfg)
+    grey = np.full_like(image, GREY)
+    predictions, picture = demo.run_on_image(grey)
+    instances = predictions["instances"]
+    assert isinstance(instances.pred_boxes, RotatedBoxes) and len(instances) > 0
+    points = edge_points(instances.pred_boxes.tensor.numpy())[:, SOLID_EDGES].reshape(-1, 2)
+    points = points[(points[:, 0] >= 0) & (points[:, 0] < 159.5) & (points[:, 1] >= 0) & (points[:, 1] < 119.5)]
+    assert len(points) > 0 and painted(picture.get_image(), points).all()
+
+    write_video(tmp_path / "clip.mp4", [image, np.roll(image, 3, axis=1), np.roll(image, 6, axis=1)])
+    video = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    try:
+        frames = list(demo.run_on_video(video))  # colours kept from frame to frame by RotatedBoxVideoVisualizer
+    finally:
+        video.release()
+    assert len(frames) == 3 and all(f.shape == image.shape for f in frames)

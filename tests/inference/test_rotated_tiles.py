@@ -26,7 +26,7 @@ from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.tiling import TiledInference
 from retina_plugin.errors import UserError
 from retina_plugin.ops import batched_nms_rotated, pairwise_iou_rotated, rotated_box_corners
-from test_rotated_tta import ROTATED_OPTS
+from test_rotated_tta import FEW_CANDIDATES, ROTATED_OPTS
 
 # Image 448 x 256: two tiles, [0, 256) and [192, 448) in x, sharing [192, 256); interiors
 # [0, 252) and [196, 448) with the 4 px margin; the tiles' centres at x 128 and 320.
@@ -195,3 +195,37 @@ def test_nms_over_the_shared_rotated_boxes_equals_nms_over_all(seed):
 def test_deepforest_merge_is_refused_for_rotated_boxes():
     with pytest.raises(UserError, match="TILE_MERGE deepforest merges horizontal boxes .* use TILE_MERGE edges"):
         TiledInference(torch.nn.Identity(), tile_size=256, merge="deepforest", box_dim=5)
+
+
+def test_tiled_run_of_a_rotated_model_is_its_tiles_detections_merged(small_cfg, single_thread):
+    """
+    A rotated RetinaNetPlugin (random weights) run tile by tile through `inference_model`: its
+    result is the tiles' own detections (RotatedBoxes, in tile coordinates) through the edge
+    rules and the rotated merge, and no two kept boxes of a class overlap over the threshold.
+    """
+    small_cfg.merge_from_list(ROTATED_OPTS + FEW_CANDIDATES + ["MODEL.RETINANET.PRIOR_PROB", 0.3, "TEST.DETECTIONS_PER_IMAGE", 60])
+    torch.manual_seed(0)
+    model = build_model(small_cfg).eval()
+    # One tile a forward, as the reference below runs them: batched convolutions round otherwise.
+    tiled = inference_model(model, InferenceSettings(tile_size=TILE, tile_overlap=OVERLAP, tile_batch=1))
+    assert isinstance(tiled, TiledInference) and tiled.box_dim == 5
+    image = (torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    tiles, interiors = two_tiles()
+    with torch.no_grad():
+        result = tiled.detect(image)
+        per_tile = []
+        for x0, y0, x1, y1 in tiles.tolist():
+            instances = model([{"image": image[:, y0:y1, x0:x1].float()}])[0]["instances"]
+            assert isinstance(instances.pred_boxes, RotatedBoxes)
+            per_tile.append((instances.pred_boxes.tensor, instances.scores, instances.pred_classes))
+    boxes, scores, classes = merge_tiles(per_tile, tiles, interiors, tiled.nms_thresh)
+
+    assert isinstance(result.pred_boxes, RotatedBoxes) and result.image_size == (HEIGHT, WIDTH)
+    assert 0 < len(result) < 120  # at most 60 a tile, some dropped or merged
+    torch.testing.assert_close(result.pred_boxes.tensor, boxes, atol=1e-4, rtol=0)
+    torch.testing.assert_close(result.scores, scores, atol=1e-6, rtol=0)
+    assert torch.equal(result.pred_classes, classes)
+    assert (result.pred_boxes.tensor[:, 0] > 256).any()  # shifted from tile 1
+    same_class = result.pred_classes[:, None] == result.pred_classes[None]
+    iou = pairwise_iou_rotated(result.pred_boxes.tensor, result.pred_boxes.tensor).fill_diagonal_(0)
+    assert not (same_class & (iou > tiled.nms_thresh)).any()

@@ -24,6 +24,9 @@ ROTATED_OPTS = [
     "MODEL.ANCHOR_GENERATOR.ANGLES", [[0.0]],
     "MODEL.RETINANET.BBOX_REG_WEIGHTS", (1.0, 1.0, 1.0, 1.0, 1.0),
 ]  # fmt: skip
+# A random model scores nearly every anchor above the threshold: 100 candidates a level (of 1000)
+# keep the rotated NMS of the tests' images (a few hundred boxes) well under a second.
+FEW_CANDIDATES = ["MODEL.RETINANET.TOPK_CANDIDATES_TEST", 100]
 
 
 def same_rectangles(a: torch.Tensor, b: torch.Tensor, atol=1e-3) -> bool:
@@ -49,3 +52,66 @@ def test_rotated_boxes_mapped_back_through_resizes_and_flips():
     # ... and the resize by 1.5 scales centres and sizes, keeping the angle.
     resized = torch.tensor([[45.0, 30.0, 60.0, 15.0, 30.0], [150.0, 90.0, 30.0, 12.0, -170.0]])
     assert same_rectangles(map_boxes_back(resized, versions[2]["transforms"]), boxes)
+
+
+def symmetric_rotated_model(cfg):
+    """
+    test_tta.symmetric_model for rotated boxes (anchors at angle 0): under a horizontal flip dx
+    and da change sign (a box's horizontal offset and its angle), so the box conv's dx and da rows
+    are antisymmetric in the width axis and every other 3x3 conv of the head symmetric.
+    """
+    torch.manual_seed(0)
+    kwargs = RetinaNetPlugin.from_config(cfg)
+    shapes = {f: s for f, s in kwargs["backbone"].output_shape().items() if f in cfg.MODEL.RETINANET.IN_FEATURES}
+    kwargs["backbone"] = PoolBackbone(shapes)
+    model = RetinaNetPlugin(**kwargs).eval()
+    with torch.no_grad():
+        for conv in model.head.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)
+        box = model.head.bbox_pred
+        assert box.weight.shape[0] == 9 * 5  # 9 anchors a location, 5 deltas each
+        odd = torch.isin(torch.arange(box.weight.shape[0]) % 5, torch.tensor([0, 4]))
+        box.weight[odd] = torch.randn_like(box.weight[odd]) * 0.01
+        box.weight[odd] = (box.weight[odd] - box.weight[odd].flip(-1)) / 2
+        box.bias[odd] = 0
+        for conv in (model.head.cls_score, box):
+            conv.weight.mul_(10)
+    return model
+
+
+def symmetric_cfg(merge="nms"):
+    return load_config(
+        BASE_CONFIG,
+        SMALL_MODEL_OPTS + ROTATED_OPTS + FEW_CANDIDATES + [
+            "MODEL.ANCHOR_GENERATOR.OFFSET", 0.5, "MODEL.RETINANET.PRIOR_PROB", 0.1,
+            "TEST.AUG.ENABLED", True, "TEST.AUG.MIN_SIZES", (HEIGHT,), "TEST.AUG.MAX_SIZE", 1000, "TEST.AUG.FLIP", True,
+            "MODEL.RETINA_PLUGIN.TTA_MERGE", merge,
+        ],
+    )  # fmt: skip
+
+
+def test_flip_tta_of_a_symmetric_rotated_model_is_the_plain_result(single_thread):
+    cfg = symmetric_cfg()
+    model = symmetric_rotated_model(cfg)
+    image = (torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    tta = RetinaNetWithTTA(cfg, model)
+    with torch.no_grad():
+        plain = model([{"image": image}])[0]["instances"]
+        (output,) = tta([{"image": image}])
+        versions, transforms = tta.versions({"image": image, "height": HEIGHT, "width": WIDTH})
+        own, flipped = tta.candidates(versions, transforms)
+
+    assert isinstance(plain.pred_boxes, RotatedBoxes) and isinstance(output["instances"].pred_boxes, RotatedBoxes)
+    assert own[0].shape[1] == 5 and plain.pred_boxes.tensor[:, 4].abs().max() > 1  # turned boxes, not only angle 0
+    # The flipped version's candidates, mapped back (x mirrored, angle negated), are the image's own.
+    assert compare_detections(flipped, own, min_iou=0.999, score_atol=1e-5)["match"]
+    comparison = compare_detections(output["instances"], plain, min_iou=0.999, score_atol=1e-5)
+    assert comparison["match"], comparison
+    assert comparison["matched"] >= 95 and len(plain) == 100
+
+
+def test_weighted_box_fusion_is_refused_for_rotated_boxes():
+    cfg = symmetric_cfg("wbf")
+    with pytest.raises(UserError, match=r"TTA_MERGE wbf averages boxes, which rotated boxes .* use TTA_MERGE nms"):
+        RetinaNetWithTTA(cfg, symmetric_rotated_model(symmetric_cfg()))
