@@ -48,7 +48,6 @@ from ..compare import compare_detections
 from ..errors import UserError
 from ..inference.model import load_model
 from ..modeling.box_transform import is_rotated
-from ..modeling import postprocess as postprocess_module
 from ..modeling.meta_arch import RetinaNetPlugin
 from .network_export import export_network_onnx, network_detections
 
@@ -200,22 +199,6 @@ def _anchors_in_graph(model: RetinaNetPlugin):
         generator._cache = cache
 
 
-@contextlib.contextmanager
-def _rotated_nms_in_graph(model: RetinaNetPlugin):
-    # A rotated model's postprocess calls retina_plugin.ops.batched_nms_rotated, a loop to a fixed
-    # point in Python: traced, it would record the iterations of the traced image only. Its
-    # TorchScript compilation, called while tracing, is recorded as one call, which runs on any image.
-    if model.anchor_generator.box_dim != 5:
-        yield
-        return
-    eager = postprocess_module.batched_nms_rotated
-    postprocess_module.batched_nms_rotated = torch.jit.script(eager)
-    try:
-        yield
-    finally:
-        postprocess_module.batched_nms_rotated = eager
-
-
 def _tracing_adapter(model: RetinaNetPlugin, image: torch.Tensor) -> TracingAdapter:
     # A new nn.Module is in training mode; exporters restore that mode to the whole tree.
     return TracingAdapter(model, [{"image": image}], _detections).eval()
@@ -228,7 +211,7 @@ def export_torchscript(model: RetinaNetPlugin, image: torch.Tensor, path: str) -
     `import torchvision` first (for torchvision::nms).
     """
     adapter = _tracing_adapter(model, image)
-    with _anchors_in_graph(model), _rotated_nms_in_graph(model), torch.no_grad():
+    with _anchors_in_graph(model), torch.no_grad():
         # Outputs are compared explicitly (`compare_detections`), not by the tracer's check.
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     torch.jit.save(traced, path)

@@ -17,6 +17,7 @@ rounded in float32, so their IoU is not the IoU of the boxes.
 Both functions compile with `torch.jit.script`, so a scripted or exported rotated model can
 call them.
 """
+import functools
 from typing import List
 
 import torch
@@ -71,12 +72,27 @@ def batched_nms_rotated(
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
+    if torch.jit.is_scripting():
+        return _batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+    if torch.jit.is_tracing():
+        # Traced, the sweep's loop would keep the traced image's iterations; the compiled
+        # function is recorded as one call, which runs on any image (export).
+        return _scripted_batched_nms_rotated()(boxes, scores, idxs, float(iou_threshold))
+    return _batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_rotated(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True)[1]
     ranked, classes = boxes[order], idxs[order].long()
     higher, lower = _suppression_edges(ranked, classes, iou_threshold)
     return order[_greedy_sweep(boxes.shape[0], higher, lower)]
+
+
+@functools.lru_cache(maxsize=1)
+def _scripted_batched_nms_rotated():
+    return torch.jit.script(_batched_nms_rotated)
 
 
 def nms_rotated(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
