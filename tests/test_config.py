@@ -11,6 +11,7 @@ from retina_plugin import check_retina_plugin_config, get_retina_plugin_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+ROTATED_CONFIGS = ("rotated_shapes_R18.yaml",)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -20,7 +21,8 @@ def test_every_yaml_loads_safely_and_merges(path):
     cfg.merge_from_file(str(path))
     assert cfg.MODEL.META_ARCHITECTURE == "RetinaNetPlugin"
     assert cfg.MODEL.BACKBONE.NAME == "build_retina_plugin_resnet_fpn_backbone"
-    assert cfg.MODEL.ANCHOR_GENERATOR.NAME == "RetinaAnchorGenerator"
+    # The rotated model takes Detectron2's RotatedAnchorGenerator (docs/rotated.md).
+    assert cfg.MODEL.ANCHOR_GENERATOR.NAME == ("RotatedAnchorGenerator" if path.name in ROTATED_CONFIGS else "RetinaAnchorGenerator")
 
 
 @pytest.mark.parametrize("name,depth", [("retinanet_R50.yaml", 50), ("retinanet_R101.yaml", 101)])

@@ -125,7 +125,9 @@ def seconds_to_end(machine, since) -> float:
     return time.monotonic() - since
 
 
-@pytest.mark.parametrize("launcher", ["srun", "torchrun"])
+# The same fault under torchrun's environment runs with the slow tests (the suite's time); the
+# frozen-machine test below covers torchrun by default.
+@pytest.mark.parametrize("launcher", ["srun", pytest.param("torchrun", marks=pytest.mark.slow)])
 def test_a_killed_machine_is_named_by_the_other_within_the_bound_then_resume_continues(launcher, machines, tiny_shapes, tmp_path):
     out = tmp_path / "run"
     group = start_two(machines, launcher, tiny_shapes, out, tmp_path, "SOLVER.MAX_ITER", "10000")

@@ -5,6 +5,8 @@ tools/predict_raster.py --workers 2 gives the single-process run's detections, e
 """
 import glob
 
+import pytest
+
 from dask_runs import detection_set, run_predict_raster
 from retina_plugin.cli.predict_raster import raster_config
 from retina_plugin.geo.parts import read_part
@@ -18,6 +20,9 @@ DEEPFOREST_OPTS = ["MODEL.RETINA_PLUGIN.TILE_RESIZE", "[192, 1333]", "MODEL.RETI
                    "MODEL.RETINA_PLUGIN.TILE_NMS_THRESH", "0.15"]  # fmt: skip
 
 
+# A minute on the 2 shared cores: with the slow tests. The default run checks the same merge in
+# one process (test_dask_predict.py::test_blocks_merged_equal_tiled_inference_over_the_raster[2-deepforest]).
+@pytest.mark.slow
 def test_deepforest_resize_and_mosaic_on_dask_equal_one_process(trained, tmp_path, single_thread):
     paths = [write_shapes_scene(str(tmp_path / f"scene_{size}.tif"), size, seed=30 + size, single_class=True).path for size in SIZES]
     opts = ["MODEL.WEIGHTS", trained.weights, "MODEL.RETINANET.SCORE_THRESH_TEST", str(SCORE), *DEEPFOREST_OPTS]
