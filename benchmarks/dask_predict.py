@@ -171,7 +171,7 @@ def prepare(args) -> list:
     source = ensure_raster(workdir, args.size)
     paths = []
     for i in range(args.count):
-        path = workdir / f"raster_{i:02d}.tif"
+        path = workdir / f"raster_{args.size}_{i:02d}.tif"  # per size: a link is never another size's
         if not path.exists():
             os.link(source, path)
         paths.append(str(path))
