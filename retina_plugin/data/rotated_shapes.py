@@ -25,9 +25,8 @@ import shutil
 import cv2
 import numpy as np
 
-from .coco_json import register_coco_boxes
 from .rotated_boxes import le90
-from .shapes import _NOISE_MAX, _NOISE_STD, _lock, _object_colour, _read_manifest, default_shapes_root
+from .shapes import _NOISE_MAX, _NOISE_STD, _lock, _object_colour, _read_manifest, default_shapes_root, register_splits
 
 __all__ = [
     "ROTATED_SHAPES_CLASSES",
@@ -247,20 +246,7 @@ def register_rotated_shapes_dataset(root=None, **generate_kwargs):
     Returns:
         str: the absolute dataset root.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     root = os.path.abspath(os.fspath(root) if root is not None else default_rotated_shapes_root())
     generate_rotated_shapes_dataset(root, **generate_kwargs)
-    for split in _SPLITS:
-        name = f"rotated_shapes_{split}"
-        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        if name in DatasetCatalog.list():
-            if MetadataCatalog.get(name).get("json_file") == json_file:
-                continue
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
-        metadata = {"thing_classes": list(ROTATED_SHAPES_CLASSES),
-                    "thing_dataset_id_to_contiguous_id": {k + 1: k for k in range(len(ROTATED_SHAPES_CLASSES))}}  # fmt: skip
-        register_coco_boxes(name, metadata, json_file, os.path.join(root, split))
+    register_splits("rotated_shapes", root, ROTATED_SHAPES_CLASSES)
     return root

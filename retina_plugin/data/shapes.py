@@ -254,13 +254,25 @@ def register_shapes_dataset(root=None, **generate_kwargs):
     Returns:
         str: the absolute dataset root.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.datasets import register_coco_instances
-
     root = os.path.abspath(os.fspath(root) if root is not None else default_shapes_root())
     generate_shapes_dataset(root, **generate_kwargs)
+    register_splits("shapes", root, SHAPES_CLASSES)
+    return root
+
+
+def register_splits(prefix: str, root: str, classes) -> None:
+    """
+    Register `root`'s splits (annotations/instances_<split>.json, images in <split>/) as
+    "<prefix>_train" and "<prefix>_val" with `classes` as thing_classes (category ids 1..K).
+    A name already registered for the same json file is left alone; one registered for another
+    file (another root) is registered again for this one.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from .coco_json import register_coco_boxes
+
     for split in _SPLITS:
-        name = f"shapes_{split}"
+        name = f"{prefix}_{split}"
         json_file = os.path.join(root, "annotations", f"instances_{split}.json")
         if name in DatasetCatalog.list():
             if MetadataCatalog.get(name).get("json_file") == json_file:
@@ -268,11 +280,5 @@ def register_shapes_dataset(root=None, **generate_kwargs):
             DatasetCatalog.remove(name)
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
-        register_coco_instances(
-            name,
-            {"thing_classes": list(SHAPES_CLASSES),
-             "thing_dataset_id_to_contiguous_id": {k + 1: k for k in range(len(SHAPES_CLASSES))}},
-            json_file,
-            os.path.join(root, split),
-        )
-    return root
+        metadata = {"thing_classes": list(classes), "thing_dataset_id_to_contiguous_id": {k + 1: k for k in range(len(classes))}}
+        register_coco_boxes(name, metadata, json_file, os.path.join(root, split))
