@@ -84,7 +84,7 @@ model = L(RetinaNetPlugin)(
     input_format="BGR",
     channels_last=True,  # MODEL.RETINA_PLUGIN.CHANNELS_LAST
     inference_dtype="float32",
-    winograd=True,  # MODEL.RETINA_PLUGIN.WINOGRAD
+    winograd="auto",  # MODEL.RETINA_PLUGIN.WINOGRAD: measured per convolution shape on this machine
     vis_period=0,
 )
 

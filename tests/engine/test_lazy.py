@@ -195,6 +195,10 @@ def _assert_same_architecture(lazy_model, yaml_model):
     assert list(a) == list(b)
     assert {k: tuple(v.shape) for k, v in a.items()} == {k: tuple(v.shape) for k, v in b.items()}
     assert str(lazy_model) == str(yaml_model)  # same module classes (folded FrozenBN, norms) and options
+    # Inference settings not in str(): Winograd mode ("auto" measures per shape), dtype, compile.
+    for attr in ("inference_dtype", "compile_inference", "memory_format"):
+        assert getattr(lazy_model, attr) == getattr(yaml_model, attr), attr
+    assert {m.winograd for m in lazy_model.modules() if hasattr(m, "winograd")} == {m.winograd for m in yaml_model.modules() if hasattr(m, "winograd")}
     frozen = lambda m: sorted(n for n, p in m.named_parameters() if not p.requires_grad)  # noqa: E731
     assert frozen(lazy_model) == frozen(yaml_model)
     for x, y in zip(lazy_model.anchor_generator.cell_anchors, yaml_model.anchor_generator.cell_anchors):
