@@ -128,7 +128,8 @@ def _shapes_dota_folder(root, count, seed):
     return root
 
 
-@pytest.mark.parametrize("config", ["shapes_R18_cpu.yaml", "rotated_shapes_R18.yaml"])
+# The horizontal config on DOTA folders runs with the slow tests (the rotated one covers the tool path).
+@pytest.mark.parametrize("config", [pytest.param("shapes_R18_cpu.yaml", marks=pytest.mark.slow), "rotated_shapes_R18.yaml"])
 def test_train_net_trains_and_evaluates_on_dota_folders(tmp_path, config):
     """
     A rotated model trains on the DOTA boxes, a horizontal one on their enclosing boxes; the folders

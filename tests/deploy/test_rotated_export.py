@@ -73,7 +73,8 @@ def test_whole_model_onnx_is_refused_for_a_rotated_model(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("rotated", [True, False], ids=["rotated", "horizontal"])
+# The horizontal model's onnx-network runs with the slow tests (tests/deploy/test_export.py covers its network).
+@pytest.mark.parametrize("rotated", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["rotated", "horizontal"])
 def test_export_tool_checks_the_onnx_network(tmp_path, rotated):
     opts = [*SMALL_MODEL_OPTS, *(ROTATED_OPTS if rotated else [])]
     result = run_export_tool("--format", "onnx-network", "--output", str(tmp_path), "--check", "--opts", *opts)

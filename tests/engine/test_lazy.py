@@ -68,6 +68,9 @@ def _copypaste_aps(log: str):
     return [float(x) for x in lines[header + 1].split(",")]
 
 
+# 48 s: with the slow tests. The default run trains LazyConfigs in test_two_cpu_processes,
+# tests/engine/test_lazy_zoo.py and test_metrics_resume.py (resumed from a checkpoint).
+@pytest.mark.slow
 def test_shapes_lazyconfig_trains_checkpoints_evaluates_and_resumes(tiny_shapes, tmp_path):
     out = tmp_path / "run"
     common = ["--config-file", f"{SHAPES}.py", *_dataset_args(tiny_shapes)]

@@ -153,7 +153,8 @@ def test_a_killed_machine_is_named_by_the_other_within_the_bound_then_resume_con
     assert final["iteration"] == start + 1
 
 
-@pytest.mark.parametrize("launcher, frozen", [("torchrun", 0), ("srun", 1)])
+# Rank 1 frozen (rank 0, the store's host, frozen is the default case) runs with the slow tests: the suite's time.
+@pytest.mark.parametrize("launcher, frozen", [("torchrun", 0), pytest.param("srun", 1, marks=pytest.mark.slow)])
 def test_a_frozen_machine_is_named_by_the_other_within_the_bound(launcher, frozen, machines, tiny_shapes, tmp_path):
     # Frozen, nothing closes a socket: the survivor's collective would wait for --dist-timeout.
     # Rank 0 also hosts the rendezvous store, which then stops answering too.
