@@ -91,12 +91,24 @@ def targets(rows: dict) -> list:
             continue
         c = f32["vs_deepforest"]
         same = c["match"]  # retina_plugin.compare: every detection matched, or one of two near-equal scores kept (a tie)
-        lost = 1.0 - i8["recall_of_float32"]
+        lost, measure = recall_lost(f32, i8)
         ok32 = f32["speedup"] >= FLOAT32_TARGET and same
         ok8 = i8["speedup"] >= INT8_TARGET and lost <= MAX_RECALL_LOST
         out.append(f"- {raster}: float32 {f32['speedup']:.2f}x DeepForest's speed, same detections {same}: target >= {FLOAT32_TARGET}x {'met' if ok32 else 'NOT met'}")
-        out.append(f"- {raster}: int8 {i8['speedup']:.2f}x, recall of float32 lost {100 * lost:.2f} %: target >= {INT8_TARGET}x at <= {100 * MAX_RECALL_LOST:.0f} % {'met' if ok8 else 'NOT met'}")
+        out.append(
+            f"- {raster}: int8 {i8['speedup']:.2f}x, {measure} {100 * lost:.2f} % (int8 finds {100 * i8['recall_of_float32']:.2f} % of "
+            f"float32's detections): target >= {INT8_TARGET}x at <= {100 * MAX_RECALL_LOST:.0f} % {'met' if ok8 else 'NOT met'}"
+        )
     return out
+
+
+def recall_lost(f32: dict, i8: dict) -> tuple:
+    """(share lost, what it is): the issue's measure, the recall of the raster's objects at IoU 0.4, int8's against
+    float32's, where the objects are known (the generated raster); else, the stricter stand-in, the share of float32's
+    detections int8 does not find (a near-tie that rounding reorders counts there even when both find the object)."""
+    if "recall_of_objects" in f32 and "recall_of_objects" in i8:
+        return f32["recall_of_objects"] - i8["recall_of_objects"], "recall of the objects lost against float32"
+    return 1.0 - i8["recall_of_float32"], "recall of float32's detections lost (objects unknown)"
 
 
 def report(results: dict, objects, threads: int, model: str, trained: bool):
