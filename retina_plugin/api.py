@@ -5,7 +5,8 @@ RetinaNetPlugin from Python, as short as a notebook wants it, on the same layer 
 
     detector = Detector.from_config("configs/retinanet_R50.yaml", weights="model_final.pth")
     instances = detector.predict("image.jpg")            # Detectron2 Instances, boxes in the image's pixels
-    table = detector.predict_frame("image.jpg")          # xmin, ymin, xmax, ymax, score, label (pandas)
+    table = detector.predict_frame("image.jpg")          # xmin, ymin, xmax, ymax, score, label (pandas);
+                                                         # a rotated model: cx, cy, w, h, angle, score, label
     crowns = detector.predict_raster("scene.tif")        # polygons in the raster's CRS (GeoDataFrame)
     results = detector.evaluate(("val.json", "val/"))    # COCO box AP, as train_net's evaluation
 
@@ -24,13 +25,14 @@ from detectron2.config import CfgNode
 from detectron2.structures import Instances
 
 from .config import load_config, merge_options
-from .data.catalog import register_config_datasets
+from .data.catalog import check_dataset_files, register_config_datasets
 from .data.coco_json import register_coco_json
 from .inference.evaluation import evaluate
 from .inference.media import read_bgr_image
 from .inference.model import inference_model
 from .inference.predictor import RetinaPredictor, TiledPredictor, dataset_metadata
 from .inference.tiling import check_tiled_evaluation
+from .modeling.box_transform import is_rotated
 
 __all__ = ["Detector"]
 
@@ -88,22 +90,28 @@ class Detector:
         Args:
             image: an image file, or an (H, W, 3) uint8 array in BGR order (as OpenCV reads it).
         Returns:
-            Instances (on the CPU) with pred_boxes (XYXY, the image's pixels), scores, pred_classes.
+            Instances (on the CPU) with pred_boxes (Boxes (N, 4) XYXY; a rotated model's
+            RotatedBoxes (N, 5) XYWHA), in the image's pixels, scores, pred_classes.
         """
         array = read_bgr_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else image
         return self.predictor(array)["instances"].to("cpu")
 
     def predict_frame(self, image: Image):
-        """`predict` as a pandas DataFrame: xmin, ymin, xmax, ymax, score, class_id, label (a name, or the id)."""
+        """
+        `predict` as a pandas DataFrame, one row a detection: the box as xmin, ymin, xmax, ymax;
+        or, for a model of rotated boxes (`is_rotated(cfg)`), as Detectron2's XYWHA cx, cy, w, h,
+        angle (degrees, counter-clockwise as seen on the image); then score, class_id, label (a
+        name, or the id).
+        """
         import pandas as pd
 
         instances = self.predict(image)
         boxes = instances.pred_boxes.tensor.numpy()
+        columns = ("cx", "cy", "w", "h", "angle") if is_rotated(self.cfg) else ("xmin", "ymin", "xmax", "ymax")
         classes = instances.pred_classes.numpy()
         names = self.class_names
         return pd.DataFrame({
-            "xmin": boxes[:, 0], "ymin": boxes[:, 1], "xmax": boxes[:, 2], "ymax": boxes[:, 3],
-            "score": instances.scores.numpy(), "class_id": classes,
+            **dict(zip(columns, boxes.reshape(-1, len(columns)).T)), "score": instances.scores.numpy(), "class_id": classes,
             "label": [names[c] if names else str(c) for c in classes],
         })  # fmt: skip
 
@@ -133,6 +141,7 @@ class Detector:
             register_coco_json(name, json_file, image_root)
         else:
             name = dataset
+        check_dataset_files([name], rotated=is_rotated(self.cfg))
         check_tiled_evaluation(self.cfg)
         runner = inference_model(self.model, self.predictor.settings)
         folder = output_folder or os.path.join(self.cfg.OUTPUT_DIR, "inference", name)

@@ -21,6 +21,7 @@ from ..inference.evaluation import build_evaluator, build_test_loader
 from ..inference.model import InferenceSettings, inference_model, load_model
 from ..errors import InputFileError
 from ..inference.tiling import check_tiled_evaluation
+from ..modeling.box_transform import is_rotated
 from .arguments import ToolParser, check_device, one_line_errors, user_dataset_opts
 
 __all__ = ["get_parser", "dataset_to_analyse", "run_model", "main"]
@@ -44,18 +45,22 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def dataset_to_analyse(args, cfg) -> str:
-    """--test-json (registered, named by `user_dataset_opts`), else --dataset, else the config's first DATASETS.TEST."""
+    """
+    --test-json (registered, named by `user_dataset_opts`), else --dataset, else the config's
+    first DATASETS.TEST; its files checked, and for a rotated config its boxes (`check_dataset_files`).
+    """
     if args.test_json is not None or args.test_images is not None:
-        return cfg.DATASETS.TEST[0]
-    name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
-    if name is None:
-        raise ConfigError("no dataset: pass --dataset NAME, or --test-json FILE --test-images DIR")
-    if name not in DatasetCatalog.list():
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.DATASETS.TEST = (name,)
-        register_config_datasets(cfg)
-    check_dataset_files([name])
+        name = cfg.DATASETS.TEST[0]
+    else:
+        name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        if name is None:
+            raise ConfigError("no dataset: pass --dataset NAME, or --test-json FILE --test-images DIR")
+        if name not in DatasetCatalog.list():
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATASETS.TEST = (name,)
+            register_config_datasets(cfg)
+    check_dataset_files([name], rotated=is_rotated(cfg))
     return name
 
 

@@ -97,14 +97,13 @@ def add_raster_dataset_arguments(parser):
     return parser
 
 
-def user_dataset_opts(args, skip_bad_images: bool = False, rotated: bool = False) -> list:
+def user_dataset_opts(args, skip_bad_images: bool = False) -> list:
     """
     Register --train-json/--test-json, --train-dota/--test-dota or --train-raster/--test-raster;
     the opts pointing DATASETS.TRAIN/TEST and NUM_CLASSES at them. `skip_bad_images` (the config's
     DATALOADER.SKIP_UNREADABLE_IMAGES) lets the training json register with images of another
     size than it says, counted in one line (the loader then leaves them out); a test json never.
-    `rotated` (the config's model is rotated, `modeling.box_transform.is_rotated`) refuses a json
-    of 4-number boxes.
+    Whether the boxes suit the model is `data.catalog.check_dataset_files`'s to check.
     """
     from ..data import register_coco_json
 
@@ -119,7 +118,7 @@ def user_dataset_opts(args, skip_bad_images: bool = False, rotated: bool = False
             if getattr(args, f"{split}_{other}", None) is not None:
                 raise ConfigError(f"--{split}-json and --{split}-{other}: one {split} dataset, not both")
         name = f"user_{split}_{Path(json_file).stem}"
-        metadata = register_coco_json(name, json_file, image_root, skip_bad_images=skip_bad_images and split == "train", rotated=rotated)
+        metadata = register_coco_json(name, json_file, image_root, skip_bad_images=skip_bad_images and split == "train")
         opts += [key, (name,)]
         if split == "train":
             opts += ["MODEL.RETINANET.NUM_CLASSES", len(metadata.thing_classes)]

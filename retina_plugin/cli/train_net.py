@@ -45,13 +45,13 @@ def checked_config(args):
     """
     The config of --config-file, the dataset flags and the trailing KEY VALUE opts, checked
     before anything is built or launched: an unknown key, a wrong type or an out-of-range value,
-    a CUDA device the machine lacks, or a dataset whose files are not there raises ConfigError
-    saying what to do.
+    a CUDA device the machine lacks, or a dataset whose files are not there (or, for a rotated
+    model, whose json has 4-number boxes) raises a UserError saying what to do.
     """
     # The dataset flags register their files before the config is whole: it is read once
     # without them for the keys registration needs.
     first = load_config(args.config_file, list(args.opts))
-    dataset_opts = user_dataset_opts(args, skip_bad_images=first.DATALOADER.SKIP_UNREADABLE_IMAGES, rotated=is_rotated(first))
+    dataset_opts = user_dataset_opts(args, skip_bad_images=first.DATALOADER.SKIP_UNREADABLE_IMAGES)
     cfg = load_config(args.config_file, dataset_opts + list(args.opts))
     if len(cfg.DATASETS.TEST):
         check_tiled_evaluation(cfg)  # before training, not when evaluating after it
@@ -62,7 +62,7 @@ def checked_config(args):
         )
     check_device(cfg.MODEL.DEVICE, args.num_gpus)
     register_config_datasets(cfg)
-    check_dataset_files(list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN)))
+    check_dataset_files(([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST), rotated=is_rotated(cfg))
     check_class_names([] if args.eval_only else list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.TEST), cfg.MODEL.RETINANET.NUM_CLASSES)
     return cfg
 

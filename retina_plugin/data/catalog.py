@@ -1,12 +1,15 @@
 """
 The datasets a config names, ready before anything is built: the embedded shapes and rotated
-shapes datasets registered (generated the first time), and every registered json dataset's files present.
+shapes datasets registered (generated the first time), and every registered json dataset's files
+present, its boxes of 5 numbers for a rotated model (`check_dataset_files`: every tool that reads
+a config's datasets calls it).
 """
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import ConfigError
+from .coco_json import check_rotated_boxes
 from .rotated_shapes import register_rotated_shapes_dataset
 from .shapes import register_shapes_dataset
 
@@ -22,10 +25,13 @@ def register_config_datasets(cfg):
         register_rotated_shapes_dataset()
 
 
-def check_dataset_files(names):
+def check_dataset_files(names, *, rotated: bool = False):
     """
     Each registered json dataset's annotation file and image folder exist (Detectron2 registers
     COCO under $DETECTRON2_DATASETS without looking), or a ConfigError naming what is missing.
+    For a `rotated` model (`modeling.box_transform.is_rotated(cfg)`), each json holds 5-number
+    boxes only (`coco_json.check_rotated_boxes`: a DatasetError naming the file, the annotation
+    and its 4-number bbox), however the dataset was registered.
     """
     for name in names:
         if name not in DatasetCatalog.list():
@@ -41,6 +47,9 @@ def check_dataset_files(names):
                     "coco/train2017/, coco/val2017/; set it to the folder holding them, or pass your own "
                     "data with --train-json/--train-images --test-json/--test-images"
                 )
+        json_file = metadata.get("json_file", None)
+        if rotated and json_file:
+            check_rotated_boxes(json_file)
 
 
 def check_class_names(train_names, test_names, num_classes: int) -> None:

@@ -4,7 +4,8 @@ Register a user's COCO-format detection dataset, checking its json when it is re
 A `bbox` holds 4 numbers [x, y, width, height] (XYWH_ABS), or 5 for a rotated box
 [cx, cy, w, h, angle] (XYWHA_ABS, the angle in degrees counter-clockwise; `rotated_boxes`), as
 Detectron2's `convert_to_coco_json` writes them. A horizontal model trains on a rotated box's
-enclosing box; a rotated model takes 5-number boxes only.
+enclosing box; a rotated model takes 5-number boxes only (`check_rotated_boxes`, which
+`catalog.check_dataset_files` runs on every json dataset of a rotated config).
 """
 import json
 import logging
@@ -17,7 +18,15 @@ from .rotated_boxes import normalize_angle, rotated_box_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetError", "check_image_sizes", "load_coco_boxes", "register_coco_boxes", "register_coco_json", "validate_coco_json"]
+__all__ = [
+    "DatasetError",
+    "check_image_sizes",
+    "check_rotated_boxes",
+    "load_coco_boxes",
+    "register_coco_boxes",
+    "register_coco_json",
+    "validate_coco_json",
+]
 
 
 def _short(entry, limit=200):
@@ -33,13 +42,13 @@ class DatasetError(UserError):
     """A dataset that cannot be used (a malformed json, an empty split); the message names the file or dataset."""
 
 
-def validate_coco_json(json_file, *, rotated: bool = False):
+def validate_coco_json(json_file):
     """
     Check that `json_file` is a COCO instances json that Detectron2's `load_coco_json` can
     read, and raise a DatasetError naming the file and the first offending entry if it is not:
     the file is missing or not json; `images`, `annotations` or `categories` is missing or not
     a list; there are no categories; a category lacks id/name; an image lacks id/file_name/height/width; an annotation
-    lacks id, has a `bbox` that is not 4 or 5 numbers (5 only, for a `rotated` model), a rotated
+    lacks id, has a `bbox` that is not 4 or 5 numbers, a rotated
     box that is not finite or has zero width or height, or refers to an unknown image_id or
     category_id; image, annotation or category ids repeat. Category ids need not be 1..K.
 
@@ -48,9 +57,7 @@ def validate_coco_json(json_file, *, rotated: bool = False):
     """
     path = os.fspath(json_file)
 
-    def fail(msg):
-        raise DatasetError(f"Invalid COCO json {path}: {msg}")
-
+    fail = _failure(path)
     if not os.path.isfile(path):
         fail("file not found")
     try:
@@ -85,7 +92,7 @@ def validate_coco_json(json_file, *, rotated: bool = False):
     image_ids = ids_of("images", ("id", "file_name", "height", "width"))
     ids_of("annotations", ("id", "image_id", "category_id", "bbox"))
     for i, ann in enumerate(data["annotations"]):
-        _check_bbox(ann, i, rotated, fail)
+        _check_bbox(ann, i, fail)
         if ann["image_id"] not in image_ids:
             fail(f"annotations[{i}] has image_id {ann['image_id']!r}, not among the images: "
                  f"{_short(ann)}")
@@ -95,22 +102,46 @@ def validate_coco_json(json_file, *, rotated: bool = False):
     return data
 
 
-def _check_bbox(ann: dict, i: int, rotated: bool, fail):
-    """An annotation's bbox: 4 numbers (not for a rotated model) or a usable rotated box of 5."""
+def _failure(path: str):
+    def fail(msg):
+        raise DatasetError(f"Invalid COCO json {path}: {msg}")
+
+    return fail
+
+
+def _is_horizontal(bbox) -> bool:
+    return isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))
+
+
+def _check_bbox(ann: dict, i: int, fail):
+    """An annotation's bbox: 4 numbers or a usable rotated box of 5."""
     bbox = ann["bbox"]
     where = f"annotations[{i}] (id {ann['id']!r})"
-    if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox)):
-        if rotated:
-            fail(f"{where} has bbox {bbox}: 4 numbers [x, y, width, height], but the model is rotated "
-                 "(MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)")
+    if _is_horizontal(bbox):
         return
     if isinstance(bbox, (list, tuple)) and len(bbox) == 5:
         problem = rotated_box_problem(list(bbox))
         if problem is not None:
             fail(f"{where} has bbox {_short(bbox)}: {problem}")
         return
-    expected = "5 numbers [cx, cy, w, h, angle]" if rotated else "4 numbers [x, y, width, height] or 5 [cx, cy, w, h, angle]"
-    fail(f"{where} bbox is not {expected}: {_short(ann)}")
+    fail(f"{where} bbox is not 4 numbers [x, y, width, height] or 5 [cx, cy, w, h, angle]: {_short(ann)}")
+
+
+def check_rotated_boxes(json_file) -> None:
+    """
+    A COCO json for a rotated model (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator):
+    valid (`validate_coco_json`) and every `bbox` of 5 numbers, else a DatasetError naming the
+    file, the first annotation of 4 numbers (its position and id) and its bbox. A 4-number box
+    is [x, y, width, height]: taken as a turned box it would teach or score a wrong angle.
+    """
+    path = os.fspath(json_file)
+    data = validate_coco_json(path)
+    for i, ann in enumerate(data["annotations"]):
+        if _is_horizontal(ann["bbox"]):
+            _failure(path)(
+                f"annotations[{i}] (id {ann['id']!r}) has bbox {ann['bbox']}: 4 numbers [x, y, width, height], but the "
+                "model is rotated (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)"
+            )
 
 
 def load_coco_boxes(json_file: str, image_root: str, dataset_name: str = None) -> list:
@@ -158,7 +189,7 @@ def check_image_sizes(dataset: dict, json_file: str, image_root: str, *, skip_ba
     logger.warning(f"{json_file}: {summary}; the training loader skips them")
 
 
-def register_coco_json(name, json_file, image_root, *, skip_bad_images=False, rotated=False):
+def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
     """
     Register the COCO-format dataset `json_file` (images under `image_root`) as `name` in
     Detectron2's DatasetCatalog and MetadataCatalog, as `register_coco_instances` does
@@ -166,8 +197,7 @@ def register_coco_json(name, json_file, image_root, *, skip_bad_images=False, ro
     category ids to contiguous ids 0..K-1 are set when the dataset is first loaded; 5-number
     boxes XYWHA_ABS).
 
-    The json is validated now (`validate_coco_json`; `rotated`: for a rotated model, which
-    refuses 4-number boxes), so a malformed file fails here with a
+    The json is validated now (`validate_coco_json`), so a malformed file fails here with a
     DatasetError naming the file and entry rather than later inside data loading, and so are
     the images' sizes against the json's (`check_image_sizes`; with `skip_bad_images` a
     warning). A `name` registered before is replaced.
@@ -178,7 +208,7 @@ def register_coco_json(name, json_file, image_root, *, skip_bad_images=False, ro
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    dataset = validate_coco_json(json_file, rotated=rotated)
+    dataset = validate_coco_json(json_file)
     check_image_sizes(dataset, json_file, image_root, skip_bad_images=skip_bad_images)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)

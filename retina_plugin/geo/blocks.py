@@ -10,7 +10,9 @@ shifted to raster coordinates, those `keep_tile_detections` keeps (all of them w
 "deepforest"), each flagged by `reaches_other_tiles`. The merge of a raster (`merge_blocks`)
 then runs the one cross-tile merge (`merge_tile_detections`, or DeepForest's `mosaic_merge`)
 over the tiles of all its blocks, as detect_windows runs it over the tiles of the raster: seams
-between blocks are merged as seams between tiles, by construction.
+between blocks are merged as seams between tiles, by construction. A model of rotated boxes
+(XYWHA, 5 columns) goes the same way: its tiles' boxes are shifted and judged at the edges as in
+tiled inference, and the blocks merge by the same rotated NMS (`merge_tile_detections`).
 """
 from typing import Callable, List, Optional
 
@@ -57,7 +59,8 @@ def detect_block(
         read: read(x0, y0, x1, y1) -> the (C, y1 - y0, x1 - x0) tile in the model's channel order,
             or None to skip it (all nodata), as for `TiledInference.detect_windows`.
     Returns:
-        numpy arrays boxes (N, 4) XYXY in raster pixels, scores (N,), classes (N,), shared (N,)
+        numpy arrays boxes (N, 4) XYXY, or (N, 5) XYWHA for a model of rotated boxes
+        (`tiled.box_dim` 5), in raster pixels, scores (N,), classes (N,), shared (N,)
         (`reaches_other_tiles`), tile (N,) (the tile index of each detection): what each tile
         keeps for the merge; and skipped, the number of tiles `read` skipped.
     """
@@ -76,7 +79,7 @@ def detect_block(
         found["tile"].append(torch.full((len(detections[0]),), tile_index, dtype=torch.int64))
         for key, values in zip(("boxes", "scores", "classes", "shared"), detections):
             found[key].append(values.cpu())
-    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "classes": np.zeros(0, np.int64),
+    empty = {"boxes": np.zeros((0, tiled.box_dim), np.float32), "scores": np.zeros(0, np.float32), "classes": np.zeros(0, np.int64),
              "shared": np.zeros(0, bool), "tile": np.zeros(0, np.int64)}  # fmt: skip
     result = {k: torch.cat(v).numpy() if v else empty[k] for k, v in found.items()}
     result["skipped"] = len(skipped)
@@ -89,14 +92,16 @@ def merge_blocks(blocks: List[dict], nms_thresh: float, max_detections: int, cla
     in tile order, as detect_windows gathers them, merged as detect_windows merges them (`merge`
     "edges": `merge_tile_detections`; "deepforest": `mosaic_merge`, one NMS over all of them);
     then, with `class_thresholds` (K,), those under their class's threshold dropped, as
-    RasterPredictor does.
+    RasterPredictor does. The blocks' boxes are (N, 4) XYXY or, of a rotated model, (N, 5)
+    XYWHA, merged by rotated NMS.
 
     Returns:
-        numpy arrays boxes (M, 4), scores (M,), classes (M,), by decreasing score.
+        numpy arrays boxes (M, 4) or (M, 5), scores (M,), classes (M,), by decreasing score.
     """
     arrays = {k: np.concatenate([b[k] for b in blocks]) if blocks else np.zeros(0) for k in ("boxes", "scores", "classes", "shared", "tile")}
     order = np.argsort(arrays["tile"], kind="stable")
-    boxes = torch.as_tensor(arrays["boxes"][order], dtype=torch.float32).reshape(-1, 4)
+    box_dim = blocks[0]["boxes"].shape[1] if blocks else 4
+    boxes = torch.as_tensor(arrays["boxes"][order], dtype=torch.float32).reshape(-1, box_dim)
     scores = torch.as_tensor(arrays["scores"][order], dtype=torch.float32)
     classes = torch.as_tensor(arrays["classes"][order], dtype=torch.int64)
     shared = torch.as_tensor(arrays["shared"][order], dtype=torch.bool)

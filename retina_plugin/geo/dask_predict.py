@@ -31,8 +31,9 @@ from ..data.raster import RasterSource
 from .blocks import detect_block, merge_blocks, raster_blocks
 from .parts import PartsFolder, read_part, run_settings, write_part
 from ..config import ConfigError
-from ..modeling.box_transform import is_rotated
+from ..modeling.box_transform import box_dim
 from ..inference.predictor import dataset_metadata
+from ..inference.tiling import check_tile_merge
 from .predict import RasterPredictor, detections_to_frame, write_outputs
 from .vectors import vector_driver
 
@@ -73,6 +74,7 @@ def predict_block(path: str, block: int, tile_indices: List[int], part: str) -> 
             return tensor if tensor.dtype == torch.uint8 else tensor.float()
 
         found = detect_block(predictor.tiled, read, source.height, source.width, tile_indices)
+        transform, crs = source.transform, source.crs
     attrs = {
         "raster": path, "block": block, "windows": len(tile_indices), "skipped": found["skipped"],
         "detections": len(found["scores"]), "seconds": time.perf_counter() - start,
@@ -81,7 +83,7 @@ def predict_block(path: str, block: int, tile_indices: List[int], part: str) -> 
         "tile_merge": predictor.tiled.merge, "tile_nms_thresh": predictor.tiled.nms_thresh,
         "tiled_detections_per_image": predictor.tiled.detections_per_image,
     }  # fmt: skip
-    write_part(part, found, attrs)
+    write_part(part, found, attrs, transform, crs)
     return attrs
 
 
@@ -152,13 +154,8 @@ def predict_rasters_on_dask(
     detection namespaces.
     """
     check_class_names(cfg, output, class_names)
-    if is_rotated(cfg):
-        # The parts hold x0, y0, x1, y1 columns and the blocks merge horizontal boxes.
-        raise ConfigError(
-            f"--workers/--scheduler run models of horizontal boxes; this config's MODEL.ANCHOR_GENERATOR.NAME "
-            f"{cfg.MODEL.ANCHOR_GENERATOR.NAME} predicts rotated boxes: run it without --workers/--scheduler"
-        )
     node = cfg.MODEL.RETINA_PLUGIN
+    check_tile_merge(node.TILE_MERGE, box_dim(cfg))  # here, not when each worker builds its model
     sources = {}
     for path in paths:  # bad bands or an unreadable file fail before anything runs
         with RasterSource(path, list(node.RASTER_BANDS) or None, cfg.INPUT.FORMAT, len(cfg.MODEL.PIXEL_MEAN)) as source:

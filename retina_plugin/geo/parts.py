@@ -6,7 +6,10 @@ where it stopped and counts every block exactly once.
 - A part is named `<raster stem>.<raster key>.b<block>.<fingerprint>.parquet`: the raster key
   hashes the raster's absolute path, size and modification time, the fingerprint the run's
   settings (`run_settings`: every config key, the weights file's content, the per-class
-  thresholds, the block size).
+  thresholds, the block size, the boxes' columns).
+- A part holds the block's boxes in the raster's pixels, exactly, as columns: x0, y0, x1, y1, or
+  cx, cy, w, h, angle for a model of rotated boxes (XYWHA); its geometry is their polygons in the
+  raster's CRS.
 - It is written under a temporary name holding the writer's pid (`.<name>.partial-<pid>`) and
   renamed into place (os.replace): a worker killed while writing leaves only a temporary, which
   never counts and which the next run removes.
@@ -22,13 +25,18 @@ from typing import Dict, Optional, Sequence
 
 import geopandas as gpd
 import numpy as np
-import shapely
+from affine import Affine
 
 from ..errors import UserError
+from ..modeling.box_transform import is_rotated
+from .vectors import boxes_to_polygons
 
-__all__ = ["PartsMismatchError", "run_settings", "PartsFolder", "write_part", "read_part"]
+__all__ = ["BOX_COLUMNS", "PartsMismatchError", "run_settings", "PartsFolder", "write_part", "read_part"]
 
 SETTINGS_FILE = "settings.json"
+# A part's pixel boxes by their number of values: horizontal XYXY, rotated XYWHA (Detectron2's
+# RotatedBoxes: the angle in degrees counter-clockwise).
+BOX_COLUMNS = {4: ("x0", "y0", "x1", "y1"), 5: ("cx", "cy", "w", "h", "angle")}
 # Tests kill a worker while it writes a part (tests/geo/test_dask_predict.py): with
 # RETINA_TEST_PAUSE_PART=<file>, a part's temporary is written, then renamed only once <file> is gone.
 PAUSE_VARIABLE = "RETINA_TEST_PAUSE_PART"
@@ -59,13 +67,15 @@ def _file_sha256(path: str) -> str:
 def run_settings(cfg, class_thresholds: Optional[Sequence[float]], block_windows: int) -> Dict[str, object]:
     """
     What the detections of a run depend on, by name: every config key (dotted), the sha256 of
-    MODEL.WEIGHTS's content, the per-class thresholds and the block side in windows.
+    MODEL.WEIGHTS's content, the per-class thresholds, the block side in windows, and the boxes
+    the parts hold (`BOX_COLUMNS`: horizontal, or rotated for `is_rotated(cfg)`).
     """
     settings = json.loads(json.dumps(_flatten(cfg), default=str))
     weights = cfg.MODEL.WEIGHTS
     settings["weights sha256"] = _file_sha256(weights) if weights and os.path.isfile(weights) else None
     settings["class thresholds"] = None if class_thresholds is None else [float(t) for t in class_thresholds]
     settings["--block-windows"] = block_windows
+    settings["part boxes"] = ", ".join(BOX_COLUMNS[5 if is_rotated(cfg) else 4])
     return settings
 
 
@@ -120,17 +130,21 @@ class PartsFolder:
         return os.path.join(self.root, f"{stem}.{raster_key(raster)}.b{block:06d}.{self.fingerprint}.parquet")
 
 
-def write_part(path: str, block: dict, attrs: dict) -> None:
+def write_part(path: str, block: dict, attrs: dict, transform: Affine, crs) -> None:
     """
     Write one block's detections (`blocks.detect_block`) to `path` as GeoParquet, atomically:
-    boxes as pixel-coordinate polygons and as exact x0..y1 columns, score, class_id, shared,
-    tile; `attrs` (windows, skipped, seconds, class names) in the file's metadata.
+    the exact pixel boxes as columns (`BOX_COLUMNS`: x0..y1, or cx, cy, w, h, angle for rotated
+    boxes), score, class_id, shared, tile; the boxes' polygons in the raster's CRS (`transform`,
+    `crs`: vectors.boxes_to_polygons, as the output has them) as the geometry, to look at; `attrs`
+    (windows, skipped, seconds, class names) in the file's metadata.
     """
-    boxes = block["boxes"].reshape(-1, 4)
+    boxes = block["boxes"]
+    columns = BOX_COLUMNS[boxes.shape[1]]
     frame = gpd.GeoDataFrame(
-        {"x0": boxes[:, 0], "y0": boxes[:, 1], "x1": boxes[:, 2], "y1": boxes[:, 3], "score": block["scores"],
-         "class_id": block["classes"], "shared": block["shared"], "tile": block["tile"]},
-        geometry=shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]),
+        {**dict(zip(columns, boxes.T)), "score": block["scores"], "class_id": block["classes"], "shared": block["shared"],
+         "tile": block["tile"]},
+        # Without a CRS in pixel coordinates, as the output (geo.predict.detections_to_frame).
+        geometry=boxes_to_polygons(boxes, transform if crs is not None else Affine.identity()), crs=crs,
     )  # fmt: skip
     frame.attrs.update(attrs)
     folder, name = os.path.split(path)
@@ -145,8 +159,9 @@ def write_part(path: str, block: dict, attrs: dict) -> None:
 def read_part(path: str) -> dict:
     """A part written by `write_part`: the arrays of `blocks.detect_block` and its attrs."""
     frame = gpd.read_parquet(path)
+    columns = BOX_COLUMNS[5] if BOX_COLUMNS[5][0] in frame.columns else BOX_COLUMNS[4]
     return {
-        "boxes": frame[["x0", "y0", "x1", "y1"]].to_numpy(np.float32).reshape(-1, 4),
+        "boxes": frame[list(columns)].to_numpy(np.float32).reshape(-1, len(columns)),
         "scores": frame["score"].to_numpy(np.float32),
         "classes": frame["class_id"].to_numpy(np.int64),
         "shared": frame["shared"].to_numpy(bool),

@@ -55,7 +55,17 @@ from .tiles import (
     tile_starts,
 )
 
-__all__ = ["TiledInference", "check_tiled_evaluation", "resize_tile"]
+__all__ = ["TiledInference", "check_tile_merge", "check_tiled_evaluation", "resize_tile"]
+
+
+def check_tile_merge(merge: str, box_dim: int) -> None:
+    """DeepForest's merge (`merge` "deepforest") is of horizontal boxes: a ConfigError for `box_dim` 5 (XYWHA)."""
+    if box_dim == 5 and merge == "deepforest":
+        raise ConfigError(
+            "MODEL.RETINA_PLUGIN.TILE_MERGE deepforest merges horizontal boxes as DeepForest does; the model "
+            "predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator): use TILE_MERGE edges"
+        )
+
 
 class TiledInference(nn.Module):
     """
@@ -112,11 +122,7 @@ class TiledInference(nn.Module):
             raise ValueError(f"merge {merge!r} must be one of {VALID_TILE_MERGES}, resize {resize!r} () or (min_size, max_size)")
         if box_dim not in (4, 5):
             raise ValueError(f"box_dim {box_dim} must be 4 (XYXY) or 5 (XYWHA)")
-        if box_dim == 5 and merge == "deepforest":
-            raise ConfigError(
-                "MODEL.RETINA_PLUGIN.TILE_MERGE deepforest merges horizontal boxes as DeepForest does; the model "
-                "predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator): use TILE_MERGE edges"
-            )
+        check_tile_merge(merge, box_dim)
         self.model = model
         # Start in the wrapped model's mode: inference_on_dataset puts the wrapper in eval mode
         # and then back in the mode it found, which a new Module's default (training) would

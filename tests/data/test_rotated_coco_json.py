@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.coco import convert_to_coco_json
 from detectron2.structures import BoxMode
 
-from retina_plugin.data import register_coco_json
+from retina_plugin.data import check_dataset_files, register_coco_json
 from retina_plugin.data.coco_json import DatasetError
 from tool_runs import BASE_CONFIG, REPO, run_tool
 
@@ -57,7 +58,8 @@ def test_xywha_round_trip_through_detectron2s_json_writer(tmp_path, names):
     assert [a["bbox"] for a in json.loads(json_file.read_text())["annotations"]] == BOXES  # 5 numbers each
 
     name = names("loaded")
-    register_coco_json(name, json_file, images, rotated=True)
+    register_coco_json(name, json_file, images)
+    check_dataset_files([name], rotated=True)
     (record,) = DatasetCatalog.get(name)
     assert [a["bbox_mode"] for a in record["annotations"]] == [BoxMode.XYWHA_ABS] * 3
     # The angle outside [-180, 180) is normalised, not refused: 200 -> -160.
@@ -73,39 +75,88 @@ def test_horizontal_json_keeps_its_boxes(tmp_path, names):
 
 
 @pytest.mark.parametrize(
-    "box, rotated, message",
+    "box, message",
     [
-        ([1, 2, 3, 4], True, "(id 7) has bbox [1, 2, 3, 4]: 4 numbers [x, y, width, height], but the model is rotated"),
-        ([10, 20, 0, 4, 30], False, "(id 7) has bbox [10, 20, 0, 4, 30]: a rotated box of zero width or height"),
-        ([10, 20, 5, 0, 30], True, "(id 7) has bbox [10, 20, 5, 0, 30]: a rotated box of zero width or height"),
-        ([10, 20, 5, 4], None, None),
-        ([10, 20, 5], True, "(id 7) bbox is not 5 numbers [cx, cy, w, h, angle]"),
+        ([10, 20, 0, 4, 30], "(id 7) has bbox [10, 20, 0, 4, 30]: a rotated box of zero width or height"),
+        ([10, 20, 5, 0, 30], "(id 7) has bbox [10, 20, 5, 0, 30]: a rotated box of zero width or height"),
+        ([10, 20, 5, 4], None),
+        ([10, 20, 5], "(id 7) bbox is not 4 numbers [x, y, width, height] or 5 [cx, cy, w, h, angle]"),
     ],
 )
-def test_bad_boxes_are_refused_naming_file_annotation_and_value(tmp_path, names, box, rotated, message):
+def test_bad_boxes_are_refused_naming_file_annotation_and_value(tmp_path, names, box, message):
     json_file = _write_json(tmp_path / "bad.json", [[1, 2, 5, 5, 0], box], annotation_ids=[3, 7])
     name = names("bad")
     if message is None:  # a horizontal model takes 4-number boxes
         register_coco_json(name, json_file, _images(tmp_path / "images"))
         return
     with pytest.raises(DatasetError) as e:
-        register_coco_json(name, json_file, _images(tmp_path / "images"), rotated=rotated)
+        register_coco_json(name, json_file, _images(tmp_path / "images"))
     assert str(e.value).startswith(f"Invalid COCO json {json_file}: annotations[1] ") and message in str(e.value)
     assert name not in DatasetCatalog.list()
 
 
-def test_train_net_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_path):
-    json_file = _write_json(tmp_path / "horizontal.json", [[1, 2, 30, 20]], annotation_ids=[5])
-    run = run_tool(
-        "tools/train_net.py", "--config-file", str(REPO / BASE_CONFIG),
-        "--train-json", str(json_file), "--train-images", str(_images(tmp_path / "images")),
-        "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
-        "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
-        check=False,
-    )  # fmt: skip
-    assert run.returncode == 2, run.stderr[-3000:]
-    assert run.stderr.strip().splitlines()[-1] == (
-        f"train_net: error: Invalid COCO json {json_file}: annotations[0] (id 5) has bbox [1, 2, 30, 20]: 4 numbers "
+FOUR_NUMBERS = (
+    "(id 7) has bbox [10, 20, 5, 4]: 4 numbers [x, y, width, height], but the model is rotated "
+    "(MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)"
+)
+
+
+def test_a_rotated_config_refuses_4_number_boxes_of_any_registered_json(tmp_path, names):
+    """
+    The one check every tool runs on its config's datasets (catalog.check_dataset_files): a json
+    registered by the plugin or by Detectron2's own register_coco_instances, refused for a rotated
+    model naming the file, the annotation and its bbox; taken by a horizontal one.
+    """
+    json_file = _write_json(tmp_path / "mixed.json", [[1, 2, 5, 5, 0], [10, 20, 5, 4]], annotation_ids=[3, 7])
+    ours, theirs = names("ours"), names("theirs")
+    register_coco_json(ours, json_file, _images(tmp_path / "images"))
+    register_coco_instances(theirs, {}, str(json_file), str(tmp_path / "images"))
+    for name in (ours, theirs):
+        check_dataset_files([name])  # horizontal
+        with pytest.raises(DatasetError) as e:
+            check_dataset_files([name], rotated=True)
+        assert str(e.value) == f"Invalid COCO json {json_file}: annotations[1] {FOUR_NUMBERS}"
+    good = _write_json(tmp_path / "rotated.json", [[1, 2, 5, 5, 0], [10, 20, 5, 4, 30]])
+    good_name = names("good")
+    register_coco_instances(good_name, {}, str(good), str(tmp_path / "images"))
+    check_dataset_files([good_name], rotated=True)  # 5 numbers each: taken
+
+
+ROTATED_SWITCH = ["MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
+                  "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.DEVICE", "cpu"]  # fmt: skip
+
+
+def refusal(json_file):
+    return (
+        f"Invalid COCO json {json_file}: annotations[0] (id 5) has bbox [1, 2, 30, 20]: 4 numbers "
         "[x, y, width, height], but the model is rotated (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, "
         "[cx, cy, w, h, angle] (XYWHA_ABS)"
     )
+
+
+@pytest.mark.parametrize("split", ["train", "eval-only"])
+def test_train_net_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_path, split):
+    json_file = _write_json(tmp_path / "horizontal.json", [[1, 2, 30, 20]], annotation_ids=[5])
+    data = ["--train-json"] if split == "train" else ["--eval-only", "--test-json"]
+    images = ["--train-images" if split == "train" else "--test-images", str(_images(tmp_path / "images"))]
+    run = run_tool(
+        "tools/train_net.py", "--config-file", str(REPO / BASE_CONFIG), *data, str(json_file), *images,
+        *ROTATED_SWITCH, "OUTPUT_DIR", str(tmp_path / "out"), check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert run.stderr.strip().splitlines()[-1] == f"train_net: error: {refusal(json_file)}"
+
+
+def test_analyze_results_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_path):
+    json_file = _write_json(tmp_path / "horizontal.json", [[1, 2, 30, 20]], annotation_ids=[5])
+    predictions = tmp_path / "results.json"
+    predictions.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 20, 30, 20, 45], "score": 0.9}]))
+    out = tmp_path / "analysis"
+    run = run_tool(
+        "tools/analyze_results.py", "--config-file", str(REPO / BASE_CONFIG), "--test-json", str(json_file),
+        "--test-images", str(_images(tmp_path / "images")), "--predictions", str(predictions), "--output", str(out),
+        *ROTATED_SWITCH, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert run.stderr.strip().splitlines()[-1] == f"analyze_results: error: {refusal(json_file)}"
+    assert not out.exists()  # refused before anything is written

@@ -266,16 +266,16 @@ def test_dask_flags_alone_are_refused(flags, expected, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"predict_raster: error: {expected}"
 
 
-def test_a_rotated_model_on_dask_is_refused_before_anything_runs(tmp_path):
-    # The parts hold x0, y0, x1, y1 columns: a model of rotated boxes runs in one process only.
+def test_deepforest_merge_of_a_rotated_model_on_dask_is_refused_before_anything_runs(tmp_path):
+    # DeepForest's merge is of horizontal boxes; a rotated model on Dask merges as tiled inference does (test_dask_rotated.py).
     from retina_plugin import ConfigError, load_config
     from retina_plugin.geo.dask_predict import predict_rasters_on_dask
 
     cfg = load_config(None, [
         "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
-        "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)",
+        "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest",
     ])  # fmt: skip
     output = tmp_path / "o.gpkg"
-    with pytest.raises(ConfigError, match="RotatedAnchorGenerator predicts rotated boxes: run it without --workers/--scheduler"):
+    with pytest.raises(ConfigError, match="TILE_MERGE deepforest merges horizontal boxes as DeepForest does; .* use TILE_MERGE edges"):
         predict_rasters_on_dask(cfg, [str(tmp_path / "a.tif")], str(output), workers=1)
     assert list(tmp_path.iterdir()) == []
