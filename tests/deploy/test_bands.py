@@ -14,7 +14,9 @@ from detectron2.modeling import build_model
 
 import tool_runs
 from retina_plugin import get_retina_plugin_cfg
-from retina_plugin.deploy.export import ExportError, eager_detections, export_model, run_exported, sample_image
+from retina_plugin.deploy.export import ExportError, eager_detections, export_model
+from retina_plugin.deploy.exported import run_exported
+from retina_plugin.deploy.sample_image import sample_image
 from retina_plugin.inference.int8 import Int8Error, calibrate_int8, quantize_int8
 from retina_plugin.weights.checkpoint import RetinaCheckpointer
 from retina_plugin.inference.tiling import TiledInference

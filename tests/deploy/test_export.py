@@ -15,14 +15,10 @@ from retina_plugin import get_retina_plugin_cfg
 from retina_plugin.compare import compare_detections
 import tool_runs
 from retina_plugin.deploy.export import (
-    ExportError,
-    build_model_for_export,
-    check_export_request,
-    eager_detections,
-    export_model,
-    run_exported,
-    sample_image,
-)
+    ExportError, build_model_for_export, check_export_request, eager_detections, export_model,
+)  # fmt: skip
+from retina_plugin.deploy.exported import run_exported
+from retina_plugin.deploy.sample_image import sample_image
 from tool_runs import BASE_CONFIG
 
 # Tracing warns about each assert in Detectron2's structures it records as a constant; whether

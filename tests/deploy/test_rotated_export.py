@@ -11,7 +11,9 @@ import os
 import pytest
 import torch
 
-from retina_plugin.deploy.export import build_model_for_export, eager_detections, export_model, run_exported, sample_image
+from retina_plugin.deploy.export import build_model_for_export, eager_detections, export_model
+from retina_plugin.deploy.exported import run_exported
+from retina_plugin.deploy.sample_image import sample_image
 from test_export import SMALL_MODEL_OPTS, assert_same_detections, candidates_per_level, run_export_tool, small_cfg
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
