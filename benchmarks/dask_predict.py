@@ -247,9 +247,7 @@ def main():
     parser.add_argument("--block-windows", type=int, default=8)
     parser.add_argument("--runs", nargs="+", default=["loop", "1x2", "2x1"])
     parser.add_argument("--workdir", default="/tmp/retina_dask_bench")
-    parser.add_argument("--paths", help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
-    harness.add_worker_arguments(parser)
+    harness.add_worker_arguments(parser, inputs=("paths", "weights"))
     harness.main(parser.parse_args(), run_worker, run_driver)
 
 

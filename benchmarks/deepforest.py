@@ -201,10 +201,7 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--workdir", default="/tmp/retina_deepforest_bench", help="cache of the rasters, model, calibration")
     parser.add_argument("--out", default=str(harness.ROOT / "benchmarks" / "results"))
-    harness.add_worker_arguments(parser, RUNTIMES[1:])
-    parser.add_argument("--raster", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
-    parser.add_argument("--calibration", help=argparse.SUPPRESS)
+    harness.add_worker_arguments(parser, RUNTIMES[1:], inputs=("raster", "config", "calibration"))
     return parser.parse_args(argv)
 
 

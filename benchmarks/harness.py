@@ -24,10 +24,15 @@ FAILED_OUTPUT_CHARS = 6000  # of a failed worker's stdout and of its stderr, pri
 
 # ---- driver and worker ------------------------------------------------------------------
 
-def add_worker_arguments(parser, choices=None):
-    """The worker's hidden arguments: what it measures (`--worker`) and the JSON file it writes."""
+def add_worker_arguments(parser, choices=None, inputs=()):
+    """
+    The worker's hidden arguments: what it measures (`--worker`), the JSON file it writes and
+    `--NAME` for each of `inputs`, the files the driver prepared for it (a raster, weights, ...).
+    """
     parser.add_argument("--worker", choices=choices, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    for name in inputs:
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
 
 
 def main(args, run_worker, run_driver):

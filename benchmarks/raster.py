@@ -191,11 +191,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each path (median time, largest peak)")
     parser.add_argument("--workdir", default="/tmp/retina_raster_bench", help="cache of rasters, weights, calibration")
-    harness.add_worker_arguments(parser, PATHS)
-    parser.add_argument("--raster", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    parser.add_argument("--weights", help=argparse.SUPPRESS)
-    parser.add_argument("--calibration", help=argparse.SUPPRESS)
+    harness.add_worker_arguments(parser, PATHS, inputs=("raster", "dtype", "weights", "calibration"))
     return parser.parse_args(argv)
 
 

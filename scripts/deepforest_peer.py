@@ -28,7 +28,8 @@ import tempfile
 import time
 
 import torch
-from torch import nn
+
+from random_weights import spread_random_weights  # scripts/random_weights.py, beside this script
 
 LABEL_DICT = {"Tree": 0}
 # DeepForest's conf/config.yaml: what main.deepforest passes to the model it builds or loads.
@@ -61,29 +62,6 @@ def raster_windows(path: str, count: int = 3):
         return [torch.from_numpy(source.read([1, 2, 3], window=Window(i * step, i * step, side, side))).float() / 255 for i in range(count)]
 
 
-def spread_random_weights(model: nn.Module, images) -> None:
-    """
-    Random weights of a torchvision RetinaNet (BatchNorm2d backbone) made to give detections on
-    `images` (three (3, H, W) in [0, 1]): BN statistics measured on two of them, as training
-    leaves them; class logits on the third of std 1 around biases N(-6, 1), so that about 0.5 % of
-    (anchor, class) pairs pass 0.1; box deltas of std 0.2.
-    """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = None  # cumulative average of the batches seen
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-        model.backbone.train()(model.transform(images[:2])[0].tensors)
-        model.eval()
-        features = list(model.backbone(model.transform(images[2:])[0].tensors).values())
-        classification, regression = model.head.classification_head, model.head.regression_head
-        classification.cls_logits.bias.zero_()
-        classification.cls_logits.weight /= classification(features).std()
-        classification.cls_logits.bias.normal_(-6.0, 1.0)
-        regression.bbox_reg.weight *= 0.2 / regression(features).std()
-
-
 def save_random(args) -> None:
     from torchvision.models.detection import retinanet_resnet50_fpn
     from deepforest.models.retinanet import RetinaNetHub
@@ -94,7 +72,7 @@ def save_random(args) -> None:
         images = raster_windows(args.images)
     else:
         images = [torch.rand(3, STAT_SIZE, STAT_SIZE) for _ in range(3)]
-    spread_random_weights(trained_like, images)
+    spread_random_weights(trained_like, images[:2], images[2:])
     # As deepforest.models.retinanet.Model.create_model builds it, with DeepForest's thresholds.
     model = RetinaNetHub(num_classes=len(LABEL_DICT), nms_thresh=NMS_THRESH, score_thresh=SCORE_THRESH, label_dict=LABEL_DICT)
     model.load_state_dict(trained_like.state_dict())  # FrozenBatchNorm2d drops num_batches_tracked

@@ -14,15 +14,14 @@ rotated rectangle with rotated IoU, else as its axis-aligned pixel bounds. Write
 into --output-dir (default: the predictions' folder) evaluation.json and <raster>_evaluation.png
 (true positives, false positives and misses at the first IoU). See docs/geospatial_evaluation.md. An error ends
 with one line `evaluate_raster: error: ...` and exit status 2. The logic is in
-retina_plugin.geo.evaluate and evaluate_plot.
+retina_plugin.geo.evaluate_layers, evaluate and evaluate_plot.
 """
 import json
 import os
 
 from ..config import ConfigError
-from ..geo.evaluate import (
-    check_label_sets, evaluate_rasters, format_table, load_ground_truth, load_predictions, raster_paths, raster_truth,
-)
+from ..geo.evaluate import evaluate_rasters, format_table
+from ..geo.evaluate_layers import check_label_sets, load_ground_truth, load_predictions, raster_paths, raster_truth
 from ..geo.evaluate_plot import plot_evaluation
 from ..geo.rotated_rectangles import has_turned_rectangles
 from .arguments import OneLineParser, one_line_errors

@@ -8,7 +8,7 @@ tools/export_model.py: export RetinaNetPlugin to TorchScript or ONNX, like Detec
 
 Writes export/model.ts or export/model.onnx: one (C, H, W) float32 image in, C =
 len(MODEL.PIXEL_MEAN) channels; boxes (R, 4) (rotated models: (R, 5) XYWHA), scores (R,),
-classes (R,) out (see retina_plugin/deploy/export.py). --format onnx-network writes
+classes (R,) out (see retina_plugin/deploy/export.py; --check: deploy/exported.py). --format onnx-network writes
 export/network.onnx, the network and anchors without the postprocess, which then runs outside
 (retina_plugin/deploy/network_export.py): the ONNX export of a rotated model. The model is traced on --sample-image, resized as
 DefaultPredictor resizes, or on a generated image of the test size (and channel count).
@@ -24,17 +24,10 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import load_config
 from ..deploy.export import (
-    EXPORT_FORMATS,
-    EXPORT_METHODS,
-    LOAD_INSTRUCTIONS,
-    build_model_for_export,
-    check_export_format,
-    check_export_request,
-    channel_description,
-    check_exported,
-    export_model,
-    sample_image,
-)
+    EXPORT_FORMATS, EXPORT_METHODS, build_model_for_export, check_export_format, check_export_request, export_model,
+)  # fmt: skip
+from ..deploy.exported import LOAD_INSTRUCTIONS, check_exported
+from ..deploy.sample_image import channel_description, sample_image
 from .arguments import ToolParser, one_line_errors
 
 PROG = "export_model"

@@ -37,19 +37,16 @@ number of boxes.
 import contextlib
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
-from detectron2.data import transforms as T
-from detectron2.data.detection_utils import read_image
 from detectron2.export import TracingAdapter
 
-from ..compare import compare_detections
 from ..errors import UserError
 from ..inference.model import load_model
 from ..modeling.box_transform import is_rotated
 from ..modeling.meta_arch import RetinaNetPlugin
-from .network_export import export_network_onnx, network_detections
+from .network_export import export_network_onnx
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -57,17 +54,12 @@ __all__ = [
     "ONNX_OPSET",
     "ExportError",
     "build_model_for_export",
-    "sample_image",
-    "channel_description",
     "eager_detections",
     "export_torchscript",
     "export_onnx",
     "check_export_request",
     "check_export_format",
     "export_model",
-    "run_exported",
-    "LOAD_INSTRUCTIONS",
-    "check_exported",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,62 +105,6 @@ def build_model_for_export(cfg) -> RetinaNetPlugin:
     if not weights:
         logger.warning("MODEL.WEIGHTS is empty: exporting randomly initialized weights")
     return load_model(cfg)
-
-
-def sample_image(cfg, path: Optional[str] = None, seed: int = 0) -> torch.Tensor:
-    """
-    The model input an export is traced and checked on.
-
-    Args:
-        path: an image file, read in cfg.INPUT.FORMAT and resized as `DefaultPredictor`
-            resizes; it must have the model's channel count. None generates an image of the
-            test size (shortest edge MIN_SIZE_TEST, 512 when that is 0, 4:3 up to
-            MAX_SIZE_TEST): a few rectangles of random colour, with noise over the whole image.
-        seed: seeds the generated image.
-    Returns:
-        (C, H, W) float32, C = len(cfg.MODEL.PIXEL_MEAN), pixel values 0..255.
-    Raises:
-        ExportError: the file is missing, unreadable or has another number of channels.
-    """
-    channels = len(cfg.MODEL.PIXEL_MEAN)
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ExportError(f"sample image not found: {path}")
-        try:
-            image = read_image(path, format=cfg.INPUT.FORMAT)
-        except (OSError, ValueError) as e:
-            raise ExportError(f"cannot read sample image {path}: {e}") from e
-        resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        image = resize.get_transform(image).apply_image(image)
-        if image.shape[2] != channels:
-            raise ExportError(
-                f"sample image {path} reads as {image.shape[2]} channel(s) in INPUT.FORMAT {cfg.INPUT.FORMAT}, the "
-                f"model takes {channels} (len(MODEL.PIXEL_MEAN)); omit --sample-image to trace on a generated image"
-            )
-        return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
-
-    height = cfg.INPUT.MIN_SIZE_TEST or 512
-    width = min(cfg.INPUT.MAX_SIZE_TEST, height * 4 // 3) if cfg.INPUT.MAX_SIZE_TEST else height * 4 // 3
-    g = torch.Generator().manual_seed(seed)
-    # Noise everywhere, also on the rectangles: no two locations see identical features, so
-    # no two candidates tie in score and NMS keeps the same boxes in every runtime.
-    image = torch.rand(channels, height, width, generator=g) * 64 + 96
-    for _ in range(4):
-        h, w = (torch.randint(s // 8, s // 3 + 1, (1,), generator=g).item() for s in (height, width))
-        y, x = (torch.randint(0, s - d, (1,), generator=g).item() for s, d in ((height, h), (width, w)))
-        colour = torch.rand(channels, 1, 1, generator=g) * 160
-        image[:, y : y + h, x : x + w] = colour + torch.rand(channels, h, w, generator=g) * 32
-    return image
-
-
-def channel_description(cfg) -> str:
-    """The model's input channels in words: "BGR", "BGR + 1 further band", "1 band"."""
-    channels = len(cfg.MODEL.PIXEL_MEAN)
-    if channels == 3:
-        return cfg.INPUT.FORMAT
-    if channels > 3:
-        return f"{cfg.INPUT.FORMAT} + {channels - 3} further band{'s' if channels > 4 else ''}"
-    return f"{channels} band{'s' if channels > 1 else ''}"
 
 
 def _detections(model: RetinaNetPlugin, inputs) -> Detections:
@@ -296,69 +232,3 @@ def export_model(
         with _anchors_in_graph(model):
             export_network_onnx(model, image, path, ONNX_OPSET)
     return path
-
-
-def run_exported(path: str, image: torch.Tensor, postprocess=None) -> Detections:
-    """
-    Run an exported "model.ts" (TorchScript) or "model.onnx" (onnxruntime, CPU) on a (C, H, W)
-    image; a "network.onnx" (format onnx-network) with `postprocess` (the model's DecodeAndNMS)
-    applied to its outputs.
-    """
-    if path.endswith(".onnx"):
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        network = os.path.basename(path) == FILE_NAMES["onnx-network"]
-        outputs = session.run(None if network else list(OUTPUT_NAMES), {"image": image.cpu().numpy()})
-        outputs = [torch.from_numpy(x) for x in outputs]
-        if network:
-            if postprocess is None:
-                raise ValueError(f"{path} holds the network only: pass the model's postprocess to run it")
-            instances = network_detections(postprocess, outputs, tuple(image.shape[1:]))
-            return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
-        return tuple(outputs)
-    import torchvision  # noqa: F401  (registers torchvision::nms, which the traced graph calls)
-
-    module = torch.jit.load(path)
-    with torch.no_grad():
-        return tuple(x.cpu() for x in module(image))
-
-
-LOAD_INSTRUCTIONS = {
-    "torchscript": """\
-    import torch, torchvision  # torchvision registers torchvision::nms, which the graph calls
-    model = torch.jit.load("{path}")
-    boxes, scores, classes = model(image)  # image: ({channels}, H, W) float32 {fmt}, 0..255""",
-    "onnx": """\
-    import onnxruntime
-    session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])
-    boxes, scores, classes = session.run(None, {{"image": image}})  # ({channels}, H, W) float32 {fmt} numpy""",
-    "onnx-network": """\
-    import onnxruntime, torch
-    from retina_plugin import load_config
-    from retina_plugin.deploy.network_export import network_detections
-    from retina_plugin.modeling import build_retina_postprocess
-    session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])
-    outputs = [torch.from_numpy(x) for x in session.run(None, {{"image": image}})]  # ({channels}, H, W) float32 {fmt} numpy
-    postprocess = build_retina_postprocess(load_config("{config}", OPTS))  # OPTS: the export's --opts
-    detections = network_detections(postprocess, outputs, image.shape[1:])  # Instances""",
-}
-
-
-def check_exported(path: str, model: RetinaNetPlugin, image: torch.Tensor) -> Tuple[bool, str]:
-    """
-    Whether the exported file at `path` gives the eager model's detections on `image`, compared as
-    sets (`retina_plugin.compare.compare_detections`: class, IoU >= 0.99, score within 1e-4; near
-    tied scores may swap places or decide the last one kept), and a line saying so.
-    """
-    exported = run_exported(path, image, model.postprocess)
-    result = compare_detections(exported, eager_detections(model, image), min_iou=0.99, score_atol=1e-4)
-    diff = "n/a" if result["max_score_diff"] is None else f"{result['max_score_diff']:.3g}"
-    iou = "n/a" if result["min_iou"] is None else f"{result['min_iou']:.6f}"
-    line = (
-        f"check ({os.path.splitext(path)[1][1:]} vs eager, {tuple(image.shape)} image): detections "
-        f"{result['count'][0]} vs {result['count'][1]}, {result['matched']} matched (min IoU {iou}, "
-        f"max |score diff| {diff}), {result['ties']} near-tied, {result['unmatched']} unmatched: "
-        f"{'OK' if result['match'] else 'MISMATCH'}"
-    )
-    return result["match"], line

@@ -4,7 +4,6 @@ A model of four input bands (BGR + near-infrared: len(MODEL.PIXEL_MEAN) = 4) thr
 inference.
 """
 import copy
-import os
 
 import numpy as np
 import pytest
@@ -12,14 +11,13 @@ import torch
 from PIL import Image
 from detectron2.modeling import build_model
 
-import tool_runs
-from retina_plugin import get_retina_plugin_cfg
-from retina_plugin.deploy.export import ExportError, eager_detections, export_model, run_exported, sample_image
+from retina_plugin.deploy.export import ExportError, eager_detections, export_model
+from retina_plugin.deploy.exported import run_exported
+from retina_plugin.deploy.sample_image import sample_image
 from retina_plugin.inference.int8 import Int8Error, calibrate_int8, quantize_int8
 from retina_plugin.weights.checkpoint import RetinaCheckpointer
 from retina_plugin.inference.tiling import TiledInference
-from test_export import SMALL_MODEL_OPTS as EXPORT_OPTS
-from test_export import assert_same_detections
+from export_setup import SMALL_MODEL_OPTS as EXPORT_OPTS, assert_same_detections, export_cfg, run_export_tool
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
@@ -28,29 +26,20 @@ NIR_MEAN = 110.0  # a band at this value is 0 after normalisation (PIXEL_STD 1)
 FOUR_BANDS = ["MODEL.PIXEL_MEAN", str(BGR_MEAN + [NIR_MEAN]), "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0, 1.0]"]
 
 
-def four_band_cfg():
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(os.path.join(tool_runs.REPO, tool_runs.BASE_CONFIG))
-    cfg.merge_from_list(EXPORT_OPTS + FOUR_BANDS)
-    return cfg
-
-
 def test_four_band_onnx_export_gives_eager_detections(tmp_path, single_thread):
     torch.manual_seed(0)
-    model = build_model(four_band_cfg()).eval()
-    image = sample_image(four_band_cfg(), seed=0)
+    model = build_model(export_cfg(*FOUR_BANDS)).eval()
+    image = sample_image(export_cfg(*FOUR_BANDS), seed=0)
     assert image.shape == (4, 192, 256)
     path = export_model(model, image, str(tmp_path), "onnx")
-    for x in (image, sample_image(four_band_cfg(), seed=2)[:, :160, :224]):
+    for x in (image, sample_image(export_cfg(*FOUR_BANDS), seed=2)[:, :160, :224]):
         assert_same_detections(run_exported(path, x), eager_detections(model, x))
 
 
 def test_export_tool_checks_a_four_band_torchscript_export(tmp_path):
-    proc = tool_runs.run_tool(
-        "tools/export_model.py", "--config-file", tool_runs.BASE_CONFIG, "--format", "torchscript",
-        "--output", str(tmp_path), "--check", "--opts", *EXPORT_OPTS, *FOUR_BANDS, timeout=180,
-    )
+    proc = run_export_tool("--format", "torchscript", "--output", str(tmp_path), "--check", "--opts", *EXPORT_OPTS, *FOUR_BANDS)
     log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
     assert "# image: (4, H, W) float32 BGR + 1 further band, 0..255" in log
     assert "check (ts vs eager, (4, 192, 256) image)" in log and ": OK" in log
 
@@ -59,7 +48,7 @@ def test_a_sample_image_of_other_channels_is_refused(tmp_path):
     path = str(tmp_path / "rgb.png")
     Image.fromarray(np.zeros((32, 48, 3), dtype=np.uint8)).save(path)
     with pytest.raises(ExportError, match=r"reads as 3 channel\(s\) in INPUT.FORMAT BGR, the model takes 4"):
-        sample_image(four_band_cfg(), path)
+        sample_image(export_cfg(*FOUR_BANDS), path)
 
 
 def test_int8_four_band_model_follows_float32(small_cfg, make_batch, single_thread):

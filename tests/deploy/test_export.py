@@ -5,87 +5,22 @@ detections on the image they were traced on, on another image of the same size w
 candidate count crosses the top-k limit the other way, and on an image of another size.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from retina_plugin import get_retina_plugin_cfg
-from retina_plugin.compare import compare_detections
-import tool_runs
-from retina_plugin.deploy.export import (
-    ExportError,
-    build_model_for_export,
-    check_export_request,
-    eager_detections,
-    export_model,
-    run_exported,
-    sample_image,
-)
-from tool_runs import BASE_CONFIG
+from retina_plugin.deploy.export import ExportError, check_export_request, eager_detections
+from retina_plugin.deploy.exported import run_exported
+from export_setup import SMALL_MODEL_OPTS, assert_same_detections, run_export_tool, export_cfg, traced_exports
 
 # Tracing warns about each assert in Detectron2's structures it records as a constant; whether
 # the trace generalizes is what these tests check.
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# ResNet-18 with random weights; a 0.02 score threshold keeps about a thousand candidates on
-# P3 of a 192x256 image, so the top-k limit can be set between two images' counts, and still
-# gives detections whose scores spread (no ties) for NMS to order the same in every runtime.
-SMALL_MODEL_OPTS = [
-    *tool_runs.SMALL_MODEL_OPTS,
-    "MODEL.RETINANET.SCORE_THRESH_TEST", "0.02",
-    "INPUT.MIN_SIZE_TEST", "192",
-    "INPUT.MAX_SIZE_TEST", "256",
-]  # fmt: skip
-
-
-def small_cfg():
-    cfg = get_retina_plugin_cfg()
-    cfg.merge_from_file(os.path.join(REPO_ROOT, BASE_CONFIG))
-    cfg.merge_from_list(SMALL_MODEL_OPTS)
-    return cfg
-
-
-def candidates_per_level(model, image):
-    """How many (anchor, class) pairs of each level score above the threshold."""
-    with torch.no_grad():
-        images = model.preprocess_image([{"image": image}])
-        features = model.backbone(images.tensor)
-        logits, _ = model.head([features[f] for f in model.head_in_features])
-    return [int((x[0] > model.postprocess.logit_thresh).sum()) for x in logits]
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The model, three images (2 of 192x256, 1 of 160x224) and its two exports, traced on the first."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_model_for_export(small_cfg())
-    images = [sample_image(small_cfg(), seed=0), sample_image(small_cfg(), seed=1)]
-    images.append(sample_image(small_cfg(), seed=2)[:, :160, :224])
-    assert images[0].shape == images[1].shape == (3, 192, 256)
-
-    # A top-k limit between the two images' P3 counts: a trace that froze the first image's
-    # branch (top-k taken or not) would be wrong or fail on the second.
-    traced_count, other_count = (candidates_per_level(model, x)[0] for x in images[:2])
-    model.postprocess.topk_candidates = (traced_count + other_count) // 2
-    assert abs(traced_count - other_count) > 100, (traced_count, other_count)
-
-    output_dir = str(tmp_path_factory.mktemp("export"))
-    paths = {f: export_model(model, images[0], output_dir, f) for f in ("torchscript", "onnx")}
-    yield model, images, paths
-    torch.set_num_threads(previous_threads)
-
-
-def assert_same_detections(actual, expected):
-    """The same detections (> 0) as a set: class, IoU >= 0.999, score within 1e-5, none left over."""
-    result = compare_detections(actual, expected, min_iou=0.999, score_atol=1e-5)
-    assert result["count"][1] > 0
-    assert result["match"] and result["matched"] == result["count"][0] == result["count"][1], result
+    yield from traced_exports(export_cfg(), ("torchscript", "onnx"), str(tmp_path_factory.mktemp("export")))
 
 
 @pytest.mark.parametrize("image_index", [0, 1, 2], ids=["traced-image", "other-image", "other-size"])
@@ -113,17 +48,6 @@ def test_scripting_and_unknown_formats_are_refused():
         check_export_request("torchscript", "scripting")
     with pytest.raises(ExportError, match="caffe2"):
         check_export_request("caffe2", "tracing")
-
-
-def run_export_tool(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join("tools", "export_model.py"), "--config-file", BASE_CONFIG, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 def test_export_tool_writes_onnx_and_checks_it(tmp_path):

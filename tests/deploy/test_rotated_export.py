@@ -9,10 +9,10 @@ another size. The whole-model ONNX is refused for a rotated model in one line.
 import os
 
 import pytest
-import torch
 
-from retina_plugin.deploy.export import build_model_for_export, eager_detections, export_model, run_exported, sample_image
-from test_export import SMALL_MODEL_OPTS, assert_same_detections, candidates_per_level, run_export_tool, small_cfg
+from retina_plugin.deploy.export import eager_detections
+from retina_plugin.deploy.exported import run_exported
+from export_setup import SMALL_MODEL_OPTS, assert_same_detections, run_export_tool, export_cfg, traced_exports
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
@@ -23,28 +23,10 @@ ROTATED_OPTS = [
 ]  # fmt: skip
 
 
-def rotated_cfg():
-    cfg = small_cfg()
-    cfg.merge_from_list(ROTATED_OPTS)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The rotated model, three images (2 of 192x256, 1 of 160x224) and its two exports, traced on the first."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    cfg = rotated_cfg()
-    model = build_model_for_export(cfg)
-    images = [sample_image(cfg, seed=0), sample_image(cfg, seed=1), sample_image(cfg, seed=2)[:, :160, :224]]
-    traced_count, other_count = (candidates_per_level(model, x)[0] for x in images[:2])
-    model.postprocess.topk_candidates = (traced_count + other_count) // 2
-    assert abs(traced_count - other_count) > 100, (traced_count, other_count)
-    output_dir = str(tmp_path_factory.mktemp("export"))
-    paths = {f: export_model(model, images[0], output_dir, f) for f in ("torchscript", "onnx-network")}
-    yield model, images, paths
-    torch.set_num_threads(previous_threads)
+    yield from traced_exports(export_cfg(*ROTATED_OPTS), ("torchscript", "onnx-network"), str(tmp_path_factory.mktemp("export")))
 
 
 @pytest.mark.parametrize("image_index", [0, 1, 2], ids=["traced-image", "other-image", "other-size"])

@@ -3,14 +3,10 @@ retina_plugin.evaluation.coco_matching against pycocotools' COCOeval run the usu
 with either COCOeval inside (`use_fast_impl`): pycocotools' gives its arrays exactly, faster-coco-eval's
 (C++) to the last bit of a float64 (its precision 1.0 where pycocotools' sums give 0.9999999999999998).
 """
-import contextlib
-import io
-
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from coco_reference import reference_cocoeval
 from coco_sets import arrays
 from retina_plugin.evaluation import COCO_IOU_THRESHOLDS, evaluate_boxes
 
@@ -28,20 +24,6 @@ def assert_cocoeval_equal(actual, desired, use_fast_impl):
         np.testing.assert_allclose(actual, desired, rtol=0, atol=ULP_AT_1)
     else:
         np.testing.assert_array_equal(actual, desired)
-
-
-def reference(gt_dict, results, max_dets=(1, 10, 100)):
-    """COCOeval as a user runs it, summarized."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt_dict
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), "bbox")
-        ev.params.maxDets = list(max_dets)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
 
 
 def random_case(seed):
@@ -70,7 +52,7 @@ def random_case(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_and_precision_are_cocoevals(seed, use_fast_impl):
     gt_dict, results = random_case(seed)
-    ref = reference(gt_dict, results)
+    ref = reference_cocoeval(gt_dict, results)
     gt, dets, num_images, num_classes = arrays(gt_dict, results)
     ev = evaluate_boxes(gt, dets, num_images, num_classes, area_ranges=("all", "small", "medium", "large"),
                         use_fast_impl=use_fast_impl)  # fmt: skip
@@ -119,13 +101,13 @@ def test_more_than_100_detections_per_image_are_all_evaluated(use_fast_impl):
     ev = evaluate_boxes(gt, dets, num_images, num_classes, use_fast_impl=use_fast_impl)
     assert ev.max_dets == 160 and not ev.det_ignored.any()  # every detection evaluated
     assert ev.matches(0.5).det_tp.sum() == 150
-    ref = reference(gt_dict, results, (1, 10, ev.max_dets))
+    ref = reference_cocoeval(gt_dict, results, (1, 10, ev.max_dets))
     # pycocotools' summarize: stats[1] (AP50) at maxDets[2]; its stats[0] takes maxDets 100 whatever maxDets
     # is, so AP .50:.95 is checked as summarize averages it, on the arrays accumulated at maxDets 160.
     assert ev.mean_ap([0.5]) == pytest.approx(ref.stats[1], abs=1e-12)
     assert ev.mean_ap() == pytest.approx(ref.eval["precision"][..., 0, 2].mean(), abs=1e-12)
     assert_cocoeval_equal(ev.precision[..., 0], ref.eval["precision"][..., 0, 2], use_fast_impl)
-    default = reference(gt_dict, results)  # maxDets 100: at most 100 of the 150 boxes can be found
+    default = reference_cocoeval(gt_dict, results)  # maxDets 100: at most 100 of the 150 boxes can be found
     assert default.stats[1] < 0.7 < ev.mean_ap([0.5])
 
 
@@ -136,7 +118,7 @@ def test_detections_beyond_max_dets_are_ignored(use_fast_impl):
     cut = np.argsort(-dets.scores, kind="mergesort")[100:]
     assert len(cut) == 60 and ev.det_ignored[:, cut].all() and (ev.det_gt[:, cut] == -1).all()
     assert not np.delete(ev.det_ignored, cut, axis=1).any()
-    ref = reference(gt_dict, results)
+    ref = reference_cocoeval(gt_dict, results)
     assert_cocoeval_equal(ev.precision, ref.eval["precision"][..., :1, -1], use_fast_impl)
 
 

@@ -61,7 +61,8 @@ def test_compile_needs_float32():
 def test_export_traces_the_eager_modules_and_copies_drop_the_compiled_ones(tmp_path):
     import copy
 
-    from retina_plugin.deploy.export import export_model, run_exported
+    from retina_plugin.deploy.export import export_model
+    from retina_plugin.deploy.exported import run_exported
 
     model = build_model(narrow_cfg()).eval()
     image = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0)) * 255

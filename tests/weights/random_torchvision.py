@@ -2,11 +2,19 @@
 torchvision RetinaNets with random weights for the conversion tests (nothing downloaded), whose
 scores spread around the 0.05 threshold, the images they run on, and the detection comparison.
 """
+import importlib.util
+from pathlib import Path
+
 import torch
-from torch import nn
 from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
 
 from retina_plugin.compare import compare_detections
+
+# scripts/ is no package: the peer venv's scripts/deepforest_peer.py imports the same file.
+_spec = importlib.util.spec_from_file_location("random_weights", Path(__file__).resolve().parents[2] / "scripts" / "random_weights.py")
+_random_weights = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_random_weights)
+spread_random_weights = _random_weights.spread_random_weights
 
 # Not a multiple of 128: padded to 224 x 288, P6 / P7 are 4 x 5 / 2 x 3 cells, so torchvision's
 # strides there are 56 and 112 (224 // 4, 224 // 2), not 64 and 128.
@@ -16,37 +24,15 @@ BUILDERS = {"torchvision": retinanet_resnet50_fpn, "torchvision-v2": retinanet_r
 
 def random_retinanet(source, num_classes=3, seed=0):
     """
-    A torchvision RetinaNet with random weights whose scores spread around the 0.05 threshold:
-    BN statistics measured on random images (as training leaves them), GroupNorm affine and
-    class biases random, so that some hundreds of (anchor, class) pairs pass, none saturated.
+    A torchvision RetinaNet with random weights whose scores spread around the 0.05 threshold
+    (scripts/random_weights.py), its BN statistics measured on random images of the test's size,
+    which its transform leaves unscaled and pads to (3, 224, 288).
     """
     torch.manual_seed(seed)
     model = BUILDERS[source](weights=None, weights_backbone=None, num_classes=num_classes)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = None  # cumulative average of the batches seen
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-            elif isinstance(m, nn.GroupNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-        model.backbone.train()(padded_batch(model, seeds=(10, 11)))
-        model.eval()
-        features = list(model.backbone(padded_batch(model, seeds=(12,))).values())
-        classification, regression = model.head.classification_head, model.head.regression_head
-        # logits of std 1 around biases N(-6, 1): about 1 % of pairs above 0.05; deltas of std 0.2
-        classification.cls_logits.bias.zero_()
-        classification.cls_logits.weight /= classification(features).std()
-        classification.cls_logits.bias.normal_(-6.0, 1.0)
-        regression.bbox_reg.weight *= 0.2 / regression(features).std()
-    return model
-
-
-def padded_batch(model, seeds):
-    """Random images of the test's size through torchvision's transform: normalised and padded (N, 3, 224, 288)."""
     model.transform.min_size, model.transform.max_size = (HEIGHT,), 10000
-    return model.transform([image(seed) for seed in seeds])[0].tensors
+    spread_random_weights(model, [image(10), image(11)], [image(12)])
+    return model
 
 
 def image(seed=3):

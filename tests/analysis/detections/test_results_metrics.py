@@ -1,33 +1,15 @@
 """Per-class AP, PR curves and best-F1 thresholds of retina_plugin.analysis.detections against pycocotools."""
-import contextlib
-import io
-
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from retina_plugin.analysis.detections import analyse_results, detections_from_list, ground_truth_from_coco
+from coco_reference import reference_cocoeval
 from test_results_case import AP50, NAMES, NUM_GT, THRESHOLDS, coco_gt, coco_results
-
-
-def run_cocoeval(gt_dict, results, max_dets=(1, 10, 100)):
-    """COCOeval as a user runs it, summarized."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = gt_dict
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.params.maxDets = list(max_dets)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
 
 
 def cocoeval(gt_dict, results):
     """COCOeval's precision array (T, R, K) for area 'all' and 100 detections."""
-    return run_cocoeval(gt_dict, results).eval["precision"][:, :, :, 0, -1]
+    return reference_cocoeval(gt_dict, results).eval["precision"][:, :, :, 0, -1]
 
 
 def per_class_ap(precision):
@@ -113,12 +95,12 @@ def test_more_than_100_detections_in_an_image_all_count():
     gt = ground_truth_from_coco(gt_dict)
     a = analyse_results(gt, detections_from_list(results, gt))
     assert a.max_dets == 180 and a.num_det.tolist() == [180] and a.matches.det_tp.sum() == 150
-    ref = run_cocoeval(gt_dict, results, (1, 10, 180))
+    ref = reference_cocoeval(gt_dict, results, (1, 10, 180))
     assert a.ap50[0] == pytest.approx(100 * ref.stats[1], abs=1e-9)  # summarize's AP50 at maxDets[2]
     assert a.ap75[0] == pytest.approx(100 * ref.stats[2], abs=1e-9)
     # summarize's stats[0] takes maxDets 100 whatever maxDets is: AP .50:.95 as it averages, at 180.
     assert a.ap[0] == pytest.approx(100 * ref.eval["precision"][..., 0, 2].mean(), abs=1e-9)
     assert a.pr50 == pytest.approx(ref.eval["precision"][0, :, :, 0, 2].T, abs=1e-12)
     assert a.recall[0] == 1.0 and a.error_summary["errors"]["missed"]["count"] == 0
-    cut = run_cocoeval(gt_dict, results)  # COCOeval's default maxDets 100
+    cut = reference_cocoeval(gt_dict, results)  # COCOeval's default maxDets 100
     assert 100 * cut.stats[1] < 70 < a.ap50[0]
