@@ -96,9 +96,12 @@ def test_evaluate_boxes_matches_are_pycocotools(max_dets):
 
 
 def register(gt_dict, name):
-    """gt_dict as a Detectron2 dataset (contiguous class ids), converted to COCO json by the evaluator."""
+    """gt_dict as a Detectron2 dataset (contiguous class ids), converted to COCO json by the evaluator.
+    Registered afresh: the evaluator caches that json in its output_dir (the metadata's json_file), another
+    test's tmp_path that pytest removes once that test passes."""
     if name in DatasetCatalog.list():
-        return name
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     dicts = [
         {"file_name": f"{im['id']}.png", "image_id": im["id"], "height": im["height"], "width": im["width"],
          "annotations": [{"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": a["category_id"] - 1,

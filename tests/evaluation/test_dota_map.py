@@ -135,17 +135,22 @@ def test_axis_aligned_detections_are_taken_at_angle_zero():
 
 
 def _register(name):
-    if name not in DatasetCatalog.list():
-        def dicts():
-            return [
-                {"file_name": f"{i}.png", "image_id": 10 + i, "height": 300, "width": 300, "annotations": [
-                    {"bbox": list(box), "bbox_mode": BoxMode.XYWHA_ABS, "category_id": k, "difficult": int(hard)}
-                    for image, k, box, hard in GT if image == i
-                ]} for i in range(2)
-            ]  # fmt: skip
+    """The hand-built case, registered afresh: an evaluator caches its COCO json (the metadata's json_file) in
+    another test's tmp_path, which pytest removes once that test passes."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
-        DatasetCatalog.register(name, dicts)
-        MetadataCatalog.get(name).set(thing_classes=NAMES)
+    def dicts():
+        return [
+            {"file_name": f"{i}.png", "image_id": 10 + i, "height": 300, "width": 300, "annotations": [
+                {"bbox": list(box), "bbox_mode": BoxMode.XYWHA_ABS, "category_id": k, "difficult": int(hard)}
+                for image, k, box, hard in GT if image == i
+            ]} for i in range(2)
+        ]  # fmt: skip
+
+    DatasetCatalog.register(name, dicts)
+    MetadataCatalog.get(name).set(thing_classes=NAMES)
     return name
 
 
