@@ -11,7 +11,7 @@ import torch
 from .overlap_candidates import overlap_candidates
 from .rotated_intersection import rotated_iou_of_pairs
 
-# Pairs per call of the exact IoU (memory: about 10 kB each in float64).
+# Pairs per call of the exact IoU (memory: about 1 kB each in float64).
 EXACT_PAIRS_PER_CHUNK = 1 << 13
 
 
