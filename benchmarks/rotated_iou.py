@@ -2,9 +2,10 @@
 The exact rotated IoU and NMS of retina_plugin.ops against shapely 2's vectorised polygon
 intersection (GEOS) and, where `detectron2._C` loads, Detectron2's compiled ops.
 
-    python benchmarks/rotated_iou.py [--threads 2] [--repeats 3] [--device cpu]
+    python benchmarks/rotated_iou.py [--threads 2] [--repeats 3] [--device cpu] [--before DIR]
 
-Three tables, the median of `--repeats` calls after one untimed call: IoU pairs per second on
+`--before DIR` adds rows for the ops of another version, timed in the same run: DIR holds its
+`retina_plugin/ops` (`git archive COMMIT retina_plugin/ops | tar -x -C DIR`). Three tables, the median of `--repeats` calls after one untimed call: IoU pairs per second on
 overlapping pairs; the IoU matrix of Detectron2's RotatedAnchorGenerator's anchors for a
 640x640 image (3 angles) against 200 boxes, culled and dense (the dense time is measured on a
 tenth of the anchors and scaled, stated in the row); greedy NMS of 2k and 10k clustered boxes.
@@ -12,6 +13,7 @@ Not a test: it prints what it measures and the largest difference from the refer
 """
 import argparse
 import importlib
+import importlib.util
 import os
 import statistics
 import sys
@@ -47,11 +49,23 @@ def detectron2_layers():
         return None, str(error).splitlines()[0]
 
 
+def other_ops(root):
+    """`retina_plugin.ops` of another version, from root/retina_plugin/ops, as module `before_ops`."""
+    folder = os.path.join(root, "retina_plugin", "ops")
+    spec = importlib.util.spec_from_file_location(
+        "before_ops", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["before_ops"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def polygons(boxes):
     return shapely.polygons(rotated_box_corners(boxes.double().cpu()).numpy())
 
 
-def iou_table(median, device, pairs):
+def iou_table(median, device, pairs, before):
     g = torch.Generator().manual_seed(0)
     boxes1 = random_boxes(pairs, g, 200.0, 4.0, 60.0)
     boxes2 = boxes1.clone()
@@ -74,6 +88,10 @@ def iou_table(median, device, pairs):
         f"| shapely {shapely.__version__} `intersection` + `area` (polygons built) | {shapely_ms:.0f} | {pairs / shapely_ms / 1e3:.2f} | reference |",
         f"| shapely, with building the polygons from the boxes | {shapely_ms + build_ms:.0f} | {pairs / (shapely_ms + build_ms) / 1e3:.2f} | |",
     ]
+    if before is not None:
+        before_ms = median(lambda: before.matched_iou_rotated(b1, b2))
+        before_error = np.abs(before.matched_iou_rotated(b1, b2).double().cpu().numpy() - shapely_iou()).max()
+        rows.insert(1, f"| `--before`'s `matched_iou_rotated` ({device}) | {before_ms:.0f} | {pairs / before_ms / 1e3:.2f} | {before_error:.1e} |")
     layers, why = detectron2_layers()
     side = int(pairs ** 0.5)
     if layers is None:
@@ -98,7 +116,7 @@ def anchors_and_boxes(device):
     return anchors, boxes
 
 
-def matching_table(median, device):
+def matching_table(median, device, before):
     anchors, boxes = anchors_and_boxes(device)
     n, m = anchors.shape[0], boxes.shape[0]
     culled_ms = median(lambda: pairwise_iou_rotated(boxes, anchors))
@@ -119,6 +137,11 @@ def matching_table(median, device):
     print("| step | ms | pairs given the exact IoU |")
     print("|---|---|---|")
     print(f"| `pairwise_iou_rotated` (culled) | {culled_ms:.0f} | {candidates} of {n * m} |")
+    if before is not None:
+        before_ms = median(lambda: before.pairwise_iou_rotated(boxes, anchors))
+        difference = (before.pairwise_iou_rotated(boxes, anchors) - iou).abs().max()
+        print(f"| `--before`'s `pairwise_iou_rotated` (culled; max difference {difference:.1e}) | {before_ms:.0f} | "
+              f"{before.overlap_candidates(boxes, anchors)[0].numel()} of {n * m} |")
     print(f"| dense exact IoU of every pair (measured on {n // 10} anchors, x{n / (n // 10):.1f}) | {dense_ms * n / (n // 10):.0f} | {n * m} |")
     print(f"| Detectron2 `Matcher` on the matrix | {matcher_ms:.0f} | |")
     print(f"\nculled matrix equal to the dense one on those {n // 10} anchors: {same}")
@@ -133,17 +156,23 @@ def clustered(n, device, seed=2):
     return boxes.to(device), torch.rand(n, generator=g).to(device), torch.randint(10, (n,), generator=g).to(device)
 
 
-def nms_table(median, device):
+def nms_table(median, device, before):
     layers, why = detectron2_layers()
     print("\nGreedy NMS at IoU 0.5 of clustered boxes (20 per object, 1024x1024)\n")
-    print("| boxes | `nms_rotated` ms | kept | `batched_nms_rotated` (10 classes) ms | kept | Detectron2 compiled `nms_rotated` ms |")
-    print("|---|---|---|---|---|---|")
+    extra = " `--before`'s `nms_rotated` ms | its `batched_nms_rotated` ms |" if before is not None else ""
+    print("| boxes | `nms_rotated` ms | kept | `batched_nms_rotated` (10 classes) ms | kept |" + extra
+          + " Detectron2 compiled `nms_rotated` ms |")
+    print("|---" * (6 + 2 * (before is not None)) + "|")
     for n in (2000, 10000):
         boxes, scores, classes = clustered(n, device)
         single_ms = median(lambda: nms_rotated(boxes, scores, 0.5))
         batched_ms = median(lambda: batched_nms_rotated(boxes, scores, classes, 0.5))
         kept, kept_batched = nms_rotated(boxes, scores, 0.5).numel(), batched_nms_rotated(boxes, scores, classes, 0.5).numel()
         theirs = f"not loadable: {why}" if layers is None else f"{median(lambda: layers.nms_rotated(boxes, scores, 0.5)):.0f}"
+        if before is not None:
+            before_single = median(lambda: before.nms_rotated(boxes, scores, 0.5))
+            before_batched = median(lambda: before.batched_nms_rotated(boxes, scores, classes, 0.5))
+            theirs = f"{before_single:.0f} | {before_batched:.0f} | {theirs}"
         print(f"| {n} | {single_ms:.0f} | {kept} | {batched_ms:.0f} | {kept_batched} | {theirs} |")
 
 
@@ -153,6 +182,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=1 << 18)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--before", help="a folder holding retina_plugin/ops of another version, timed in the same run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -164,9 +194,10 @@ def main():
         line += f"; {torch.cuda.get_device_name()}"
     print(line)
     print(f"\n1-minute load average at the start: {harness.load_average():.1f}")
-    iou_table(median, args.device, args.pairs)
-    matching_table(median, args.device)
-    nms_table(median, args.device)
+    before = other_ops(args.before) if args.before else None
+    iou_table(median, args.device, args.pairs, before)
+    matching_table(median, args.device, before)
+    nms_table(median, args.device, before)
     print(f"\n1-minute load average at the end: {harness.load_average():.1f}")
 
 

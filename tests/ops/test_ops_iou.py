@@ -144,3 +144,18 @@ def test_an_angle_outside_a_turn_is_the_same_box():
         other = box.clone()
         other[0, 4] = angle
         assert math.isclose(float(pairwise_iou_rotated(box, other)), 1.0, abs_tol=TOLERANCE)
+
+
+@pytest.mark.parametrize("outer_first", [True, False])
+def test_a_turned_box_inside_another_either_way(outer_first):
+    """The small box at any angle well inside the large one: the IoU is the ratio of the areas,
+    whether the large box's outline is the one clamped to the small box or the other way."""
+    outer = random_boxes(300, 12, extent=100.0, min_size=30.0, max_size=60.0)
+    inner = _local_shift(outer, 0.05, -0.05)
+    inner[:, 2:4] = outer[:, 2:4].min(dim=1, keepdim=True).values * torch.tensor([0.5, 0.3])
+    inner[:, 4] = random_boxes(300, 13)[:, 4]
+    boxes1, boxes2 = (outer, inner) if outer_first else (inner, outer)
+    ours = matched_iou_rotated(boxes1, boxes2).double().numpy()
+    ratio = (inner[:, 2] * inner[:, 3]).double().numpy() / (outer[:, 2] * outer[:, 3]).double().numpy()
+    assert np.abs(ours - ratio).max() <= TOLERANCE
+    assert np.abs(ours - shapely_matched_iou(boxes1.double(), boxes2.double())).max() <= TOLERANCE
