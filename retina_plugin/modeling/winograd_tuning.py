@@ -94,7 +94,7 @@ def choose(shape: str, candidates: Callable[[Choice], Callable[[], object]], chu
     if entry is None:
         entry = measure(candidates, chunks)
         cores = os.cpu_count() or 1
-        if entry["load_average_1min"] <= MAX_LOAD_PER_CORE * cores:
+        if quiet(entry, cores):
             table[shape] = entry
             write_table(path, key, table)
         else:
@@ -145,10 +145,24 @@ def read_table(path: Path, key: dict) -> Dict[str, dict]:
         shapes = content["shapes"]
         if not all(valid_entry(entry) for entry in shapes.values()):
             raise ValueError("an entry is not {algorithm, tiles_per_chunk}")
-        return dict(shapes)
+        # Entries measured on a busy machine, written before MAX_LOAD_PER_CORE guarded the writes
+        # (their choices are wrong: direct for every large shape), are measured again.
+        cores = os.cpu_count() or 1
+        busy = sorted(shape for shape, entry in shapes.items() if not quiet(entry, cores))
+        if busy:
+            logger.warning(
+                "Winograd autotune: %d entries of %s were measured above load %s per core (%s, ...); measuring them again",
+                len(busy), path, MAX_LOAD_PER_CORE, busy[0],
+            )
+        return {shape: entry for shape, entry in shapes.items() if shape not in busy}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         logger.warning("Winograd autotune: ignoring the unreadable cache %s (%s); measuring again", path, e)
         return {}
+
+
+def quiet(entry: dict, cores: int) -> bool:
+    """Whether `entry` was measured at most MAX_LOAD_PER_CORE runnable processes per core (an entry without its load counts as quiet)."""
+    return entry.get("load_average_1min", 0.0) <= MAX_LOAD_PER_CORE * cores
 
 
 def valid_entry(entry) -> bool:

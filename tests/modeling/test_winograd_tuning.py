@@ -93,6 +93,29 @@ def test_a_measurement_under_load_is_used_but_not_written(cache, small_cfg, monk
     assert winograd_tuning.measurements - before == 15
 
 
+def test_cache_entries_measured_under_load_are_measured_again(cache, small_cfg, monkeypatch, caplog):
+    # A cache as an earlier version wrote it on a busy machine: every entry "direct", at load 9.
+    run(small_model(small_cfg, "auto"))
+    content = json.loads(cache.read_text())
+    shapes = content["shapes"]
+    busy_shape, quiet_shape = "1x256x12x16 nhwc -> 256, filters kept", "1x256x6x8 nhwc -> 256, filters kept"
+    shapes[busy_shape] = {"algorithm": "direct", "tiles_per_chunk": None, "ms": {"direct": 1.0}, "load_average_1min": 9.0}
+    shapes[quiet_shape] = {"algorithm": "direct", "tiles_per_chunk": None, "ms": {"direct": 1.0}, "load_average_1min": 0.5}
+    cache.write_text(json.dumps(content))
+    monkeypatch.setattr(winograd_tuning, "MAX_LOAD_PER_CORE", 1.0)
+    monkeypatch.setattr(winograd_tuning.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(winograd_tuning.os, "getloadavg", lambda: (0.25, 0.25, 0.25))  # the new measurement is quiet
+    winograd_tuning.forget()
+    before = winograd_tuning.measurements
+    with caplog.at_level(logging.WARNING, logger=winograd_tuning.__name__):
+        run(small_model(small_cfg, "auto"), seed=1)
+    assert winograd_tuning.measurements - before == 1  # the busy entry only
+    assert any(f"1 entries of {cache} were measured above load 1.0 per core ({busy_shape}" in r.getMessage() for r in caplog.records)
+    rewritten = json.loads(cache.read_text())["shapes"]
+    assert rewritten[busy_shape]["load_average_1min"] == 0.25 and len(rewritten[busy_shape]["ms"]) >= 2
+    assert rewritten[quiet_shape]["ms"] == {"direct": 1.0}  # a quiet entry is kept as it was
+
+
 def test_chunk_candidates_are_those_that_chunk_differently():
     assert winograd.distinct_chunks(100, 152, 256) == (64, 128, 256, 512)  # 38 tiles a row: 1, 3, 6, 13 rows
     assert winograd.distinct_chunks(12, 16, 256) == (64,)  # 3 rows of 4 tiles: one chunk for all
