@@ -94,8 +94,10 @@ def test_a_measurement_under_load_is_used_but_not_written(cache, small_cfg, monk
 
 
 def test_cache_entries_measured_under_load_are_measured_again(cache, small_cfg, monkeypatch, caplog):
-    # A cache as an earlier version wrote it on a busy machine: every entry "direct", at load 9.
+    # Every measurement here reads a quiet machine, whatever else runs on these cores.
+    monkeypatch.setattr(winograd_tuning.os, "getloadavg", lambda: (0.25, 0.25, 0.25))
     run(small_model(small_cfg, "auto"))
+    # Two entries as an earlier version wrote them: one measured at load 9, one quiet.
     content = json.loads(cache.read_text())
     shapes = content["shapes"]
     busy_shape, quiet_shape = "1x256x12x16 nhwc -> 256, filters kept", "1x256x6x8 nhwc -> 256, filters kept"
@@ -104,7 +106,6 @@ def test_cache_entries_measured_under_load_are_measured_again(cache, small_cfg, 
     cache.write_text(json.dumps(content))
     monkeypatch.setattr(winograd_tuning, "MAX_LOAD_PER_CORE", 1.0)
     monkeypatch.setattr(winograd_tuning.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(winograd_tuning.os, "getloadavg", lambda: (0.25, 0.25, 0.25))  # the new measurement is quiet
     winograd_tuning.forget()
     before = winograd_tuning.measurements
     with caplog.at_level(logging.WARNING, logger=winograd_tuning.__name__):
