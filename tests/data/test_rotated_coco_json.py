@@ -134,7 +134,9 @@ def refusal(json_file):
     )
 
 
-@pytest.mark.parametrize("split", ["train", "eval-only"])
+# The eval-only run repeats the train run's wiring (train_net checks every dataset of the config through
+# check_dataset_files, tested in-process above): it runs with the slow tests, keeping the suite under 15 minutes.
+@pytest.mark.parametrize("split", ["train", pytest.param("eval-only", marks=pytest.mark.slow)])
 def test_train_net_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_path, split):
     json_file = _write_json(tmp_path / "horizontal.json", [[1, 2, 30, 20]], annotation_ids=[5])
     data = ["--train-json"] if split == "train" else ["--eval-only", "--test-json"]
@@ -147,6 +149,7 @@ def test_train_net_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_pa
     assert run.stderr.strip().splitlines()[-1] == f"train_net: error: {refusal(json_file)}"
 
 
+@pytest.mark.slow  # a second subprocess run of the check covered in-process above and by train_net's run in the default suite
 def test_analyze_results_with_a_rotated_config_refuses_a_json_of_4_number_boxes(tmp_path):
     json_file = _write_json(tmp_path / "horizontal.json", [[1, 2, 30, 20]], annotation_ids=[5])
     predictions = tmp_path / "results.json"
