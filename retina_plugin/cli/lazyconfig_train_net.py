@@ -20,8 +20,15 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.multiprocessing.spawn import ProcessRaisedException
 
-from ..data.catalog import register_config_datasets
-from ..engine.lazy_config import check_inference_settings, check_model, dataset_names, load_lazy_config, one_line
+from ..data.catalog import check_dataset_files, register_config_datasets
+from ..engine.lazy_config import (
+    check_inference_settings,
+    check_model,
+    dataset_names,
+    load_lazy_config,
+    one_line,
+    predicts_rotated_boxes,
+)
 from ..engine.lazy_trainer import do_train, evaluate_checkpoint
 from ..errors import UserError
 from .arguments import add_dataset_arguments, user_dataset_opts, worker_user_error
@@ -79,12 +86,17 @@ def fail(error) -> None:
 def check_args(args) -> None:
     """
     Load and check the config of `args` once, before `launch` starts any process, building its
-    model on the CPU so that a value the model rejects fails here too (fails as `fail`).
+    model on the CPU so that a value the model rejects fails here too, and checking the files of
+    the datasets it uses as tools/train_net.py does (fails as `fail`).
     """
     try:
         cfg = load(args)
         check_model(cfg, args.config_file)
         check_inference_settings(cfg, args.config_file)
+        names = dataset_names(cfg)
+        register_config_datasets(names)
+        used = ([] if args.eval_only else names.DATASETS.TRAIN) + names.DATASETS.TEST
+        check_dataset_files(used, rotated=predicts_rotated_boxes(cfg))
     except UserError as e:
         fail(e)
 

@@ -192,6 +192,12 @@ def dataset_names(cfg) -> SimpleNamespace:
     return SimpleNamespace(DATASETS=SimpleNamespace(TRAIN=names("dataloader.train.dataset.names"), TEST=test))
 
 
+def predicts_rotated_boxes(cfg) -> bool:
+    """Whether cfg.model's anchor generator makes rotated (5-number) anchors, as Detectron2's RotatedAnchorGenerator."""
+    anchors = OmegaConf.select(cfg, "model.anchor_generator", default=None)
+    return anchors is not None and getattr(instantiate(anchors), "box_dim", 4) == 5
+
+
 def check_model(cfg, config_file: str = "") -> None:
     """Build cfg.model once; raise ConfigError naming the innermost part that fails to build, and why."""
     try:

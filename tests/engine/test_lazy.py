@@ -22,7 +22,7 @@ from detectron2.utils.events import EventStorage
 import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin import load_config
 from retina_plugin.cli import lazyconfig_train_net as lazy_tool
-from retina_plugin.engine.lazy_config import load_lazy_config
+from retina_plugin.engine.lazy_config import load_lazy_config, predicts_rotated_boxes
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "lazyconfig_train_net.py"
@@ -124,6 +124,18 @@ def test_bad_override_fails_in_one_line():
         "init_checkpoint, max_iter, amp, ddp, checkpointer, eval_period, log_period, device, seed, cudnn_benchmark)"
     ], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_coco_not_prepared_fails_before_launch_naming_the_file(capsys):
+    """The datasets' files are checked as train_net checks them: COCO's json under $DETECTRON2_DATASETS is not here."""
+    err = _check_fails(capsys, "--config-file", "configs/retinanet_R50.py", "--eval-only")
+    assert "dataset 'coco_2017_val': " in err and "instances_val2017.json not found" in err and "$DETECTRON2_DATASETS" in err
+
+
+def test_shapes_lazyconfig_passes_the_dataset_check(tiny_shapes):
+    args = lazy_tool.argument_parser().parse_args(["--config-file", f"{SHAPES}.py", *_dataset_args(tiny_shapes)])
+    lazy_tool.check_args(args)  # registered, files present, a horizontal model: no exit
+    assert predicts_rotated_boxes(lazy_tool.load(args)) is False
 
 
 def _check_fails(capsys, *argv):
