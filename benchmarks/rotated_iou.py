@@ -5,10 +5,11 @@ intersection (GEOS) and, where `detectron2._C` loads, Detectron2's compiled ops.
     python benchmarks/rotated_iou.py [--threads 2] [--repeats 3] [--device cpu] [--before DIR]
 
 `--before DIR` adds rows for the ops of another version, timed in the same run: DIR holds its
-`retina_plugin/ops` (`git archive COMMIT retina_plugin/ops | tar -x -C DIR`). Three tables, the median of `--repeats` calls after one untimed call: IoU pairs per second on
+`retina_plugin/ops` (`git archive COMMIT retina_plugin/ops | tar -x -C DIR`). Four tables, the median of `--repeats` calls after one untimed call: IoU pairs per second on
 overlapping pairs; the IoU matrix of Detectron2's RotatedAnchorGenerator's anchors for a
 640x640 image (3 angles) against 200 boxes, culled and dense (the dense time is measured on a
-tenth of the anchors and scaled, stated in the row); greedy NMS of 2k and 10k clustered boxes.
+tenth of the anchors and scaled, stated in the row); greedy NMS of 2k and 10k clustered boxes,
+and its ONNX form (`rotated_nms_onnx`) of 1k and 5k, in torch and in onnxruntime.
 Not a test: it prints what it measures and the largest difference from the reference.
 """
 import argparse
@@ -27,6 +28,9 @@ from detectron2.modeling.matcher import Matcher
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from measure import time_calls  # noqa: E402
+
+from retina_plugin.deploy.export import ONNX_OPSET  # noqa: E402
+from retina_plugin.ops.rotated_nms_onnx import batched_nms_rotated_onnx  # noqa: E402
 
 from retina_plugin.ops import (  # noqa: E402
     matched_iou_rotated, nms_rotated, batched_nms_rotated, overlap_candidates, pairwise_iou_rotated, rotated_box_corners,
@@ -176,6 +180,42 @@ def nms_table(median, device, before):
         print(f"| {n} | {single_ms:.0f} | {kept} | {batched_ms:.0f} | {kept_batched} | {theirs} |")
 
 
+def onnx_nms_table(median, threads):
+    """The ONNX form of the NMS (`--format onnx` of a rotated model), eager and in onnxruntime."""
+    import tempfile
+
+    import onnxruntime
+
+    print("\nThe ONNX form of `batched_nms_rotated` (IoU 0.5, the same clustered boxes; CPU)\n")
+    print("| boxes | classes | `batched_nms_rotated` ms | `batched_nms_rotated_onnx` ms (torch) | onnxruntime ms | kept | same kept, same order |")
+    print("|---" * 7 + "|")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "nms.onnx")
+        boxes, scores, classes = clustered(200, "cpu")
+        dynamic = {"boxes": {0: "n"}, "scores": {0: "n"}, "classes": {0: "n"}, "kept": {0: "k"}}
+        torch.onnx.export(_OnnxNms(), (boxes, scores, classes), path, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["boxes", "scores", "classes"], output_names=["kept"], dynamic_axes=dynamic)
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for n, classes_used in ((1000, 1), (1000, 10), (5000, 1), (5000, 10)):
+            boxes, scores, classes = clustered(n, "cpu")
+            classes = classes % classes_used
+            feeds = {"boxes": boxes.numpy(), "scores": scores.numpy(), "classes": classes.numpy()}
+            kept = batched_nms_rotated(boxes, scores, classes, 0.5)
+            same = torch.equal(batched_nms_rotated_onnx(boxes, scores, classes, 0.5), kept)
+            same = same and session.run(None, feeds)[0].tolist() == kept.tolist()
+            eager_ms = median(lambda: batched_nms_rotated(boxes, scores, classes, 0.5))
+            onnx_torch_ms = median(lambda: batched_nms_rotated_onnx(boxes, scores, classes, 0.5))
+            ort_ms = median(lambda: session.run(None, feeds))
+            print(f"| {n} | {classes_used} | {eager_ms:.0f} | {onnx_torch_ms:.0f} | {ort_ms:.0f} | {kept.numel()} | {same} |")
+
+
+class _OnnxNms(torch.nn.Module):
+    def forward(self, boxes, scores, classes):
+        return batched_nms_rotated(boxes, scores, classes, 0.5)  # the ONNX form while exporting
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -198,6 +238,7 @@ def main():
     iou_table(median, args.device, args.pairs, before)
     matching_table(median, args.device, before)
     nms_table(median, args.device, before)
+    onnx_nms_table(median, args.threads)
     print(f"\n1-minute load average at the end: {harness.load_average():.1f}")
 
 

@@ -10,7 +10,7 @@ Writes export/model.ts or export/model.onnx: one (C, H, W) float32 image in, C =
 len(MODEL.PIXEL_MEAN) channels; boxes (R, 4) (rotated models: (R, 5) XYWHA), scores (R,),
 classes (R,) out (see retina_plugin/deploy/export.py; --check: deploy/exported.py). --format onnx-network writes
 export/network.onnx, the network and anchors without the postprocess, which then runs outside
-(retina_plugin/deploy/network_export.py): the ONNX export of a rotated model. The model is traced on --sample-image, resized as
+(retina_plugin/deploy/network_export.py). The model is traced on --sample-image, resized as
 DefaultPredictor resizes, or on a generated image of the test size (and channel count).
 --check runs the exported and the eager model on that image and compares their detections as
 sets (class, IoU, score; near-tied scores may swap places).
@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import load_config
 from ..deploy.export import (
-    EXPORT_FORMATS, EXPORT_METHODS, build_model_for_export, check_export_format, check_export_request, export_model,
+    EXPORT_FORMATS, EXPORT_METHODS, build_model_for_export, check_export_request, export_model,
 )  # fmt: skip
 from ..deploy.exported import LOAD_INSTRUCTIONS, check_exported
 from ..deploy.sample_image import channel_description, sample_image
@@ -69,7 +69,6 @@ def main(argv=None):
     with one_line_errors(PROG):
         check_export_request(args.format, args.export_method)
         cfg = load_config(args.config_file, args.opts)
-        check_export_format(cfg, args.format)
         image = sample_image(cfg, args.sample_image)
         model = build_model_for_export(cfg)
         path = export_model(model, image, args.output, args.format, args.export_method)

@@ -22,11 +22,11 @@ Only tracing is supported. Scripting (`torch.jit.script`, Detectron2's
 cache keyed by feature-map sizes, the postprocessor (a plain callable, not an nn.Module), the
 training-only code (`get_event_storage`, fvcore losses) and the autocast switch all are not.
 
-A rotated model (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) exports to TorchScript the
-same way: its rotated NMS (`retina_plugin.ops.batched_nms_rotated`) is TorchScript, so the traced
-graph keeps it as a call that runs on any image. It has no ONNX form (it iterates to a fixed point
-with ops ONNX lacks), so `--format onnx` is refused for a rotated model, and `--format
-onnx-network` exports the network without its postprocess instead (`network_export`).
+A rotated model (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) exports the same way: its
+rotated NMS (`retina_plugin.ops.batched_nms_rotated`) is TorchScript, so the traced graph keeps it
+as a call that runs on any image; exported to ONNX, the call is the same NMS in ONNX's ops
+(`retina_plugin.ops.rotated_nms_onnx`: its fixed point an ONNX Loop). `--format onnx-network`
+exports the network without its postprocess (`network_export`).
 
 ONNX uses PyTorch's TorchScript-based exporter (`dynamo=False`, opset 17), for which
 `import torchvision.ops` registers `torchvision::nms` as ONNX `NonMaxSuppression`. The
@@ -44,7 +44,6 @@ from detectron2.export import TracingAdapter
 
 from ..errors import UserError
 from ..inference.model import load_model
-from ..modeling.box_transform import is_rotated
 from ..modeling.meta_arch import RetinaNetPlugin
 from .network_export import export_network_onnx
 
@@ -58,7 +57,6 @@ __all__ = [
     "export_torchscript",
     "export_onnx",
     "check_export_request",
-    "check_export_format",
     "export_model",
 ]
 
@@ -192,19 +190,6 @@ def check_export_request(format: str, method: str) -> None:
             f"export method 'scripting' (format {format}) is not supported for RetinaNetPlugin: its anchor "
             "cache, postprocessor and training code are not TorchScript. Use the export method 'tracing', "
             "whose graph keeps the input size, the top-k counts and NMS dynamic"
-        )
-
-
-def check_export_format(cfg, format: str) -> None:
-    """
-    Raises:
-        ExportError: format "onnx" for a model of rotated boxes, whose rotated NMS has no ONNX form.
-    """
-    if format == "onnx" and is_rotated(cfg):
-        raise ExportError(
-            "format onnx: the model predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator), whose "
-            "rotated NMS has no ONNX form; use --format onnx-network (the network in ONNX, its postprocess run "
-            "outside by build_retina_postprocess(cfg)) or --format torchscript (the whole model)"
         )
 
 

@@ -3,8 +3,7 @@ The network of a RetinaNetPlugin exported to ONNX without its postprocess (`--fo
 onnx-network`): the graph the runtimes benchmark cuts from the whole detector at the head's
 outputs, exported directly, with the anchors. Score threshold, top-k, decoding, NMS and rescaling
 then run outside the graph, by the model's own postprocessor (`build_retina_postprocess(cfg)`,
-DecodeAndNMS). This is the ONNX export of a rotated model, whose exact rotated NMS
-(`retina_plugin.ops.batched_nms_rotated`, an iteration to a fixed point) has no ONNX form.
+DecodeAndNMS), for horizontal and rotated models.
 
     image (C, H, W) float32, as for the whole-model export
     -> logits_<level> (1, Hi*Wi*A, K) per level, then deltas_<level> (1, Hi*Wi*A, B), then

@@ -9,6 +9,7 @@ overlapping in x, are tested (y first, then the circles of the pairs left), in c
 bounded number of pairs. Matching 10^5 anchors against hundreds of boxes then computes the
 exact IoU of a few pairs per anchor instead of all of them.
 """
+import math
 from typing import List, Tuple
 
 import torch
@@ -29,7 +30,7 @@ def _extents(boxes: torch.Tensor, growth: float = _GROWTH) -> torch.Tensor:
         radius of the enclosing circle), the last three grown by `_GROWTH`.
     """
     boxes = boxes.double()
-    theta = torch.deg2rad(boxes[:, 4])
+    theta = boxes[:, 4] * (math.pi / 180)  # deg2rad, bit for bit, in ONNX's ops
     cos, sin = torch.cos(theta).abs(), torch.sin(theta).abs()
     w, h = boxes[:, 2].abs(), boxes[:, 3].abs()
     half_x = 0.5 * growth * (cos * w + sin * h)

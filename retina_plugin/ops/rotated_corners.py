@@ -7,6 +7,8 @@ unrotated box, relative to its centre, lands at (cx + u cos a + v sin a, cy - u 
 the formula of Detectron2's `Visualizer.draw_rotated_box_with_label` and of its compiled
 `get_rotated_vertices`.
 """
+import math
+
 import torch
 
 
@@ -21,7 +23,8 @@ def rotated_corner_offsets(boxes: torch.Tensor):
         bottom-left of the unrotated box, turned by the angle. Their signed (shoelace) area with
         y down is positive: the outline runs clockwise on the screen, counter-clockwise in (x, y).
     """
-    theta = torch.deg2rad(boxes[:, 4:5])
+    # torch.deg2rad's own product (ATen multiplies by this double), which ONNX export has
+    theta = boxes[:, 4:5] * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
     half_w, half_h = boxes[:, 2:3] / 2, boxes[:, 3:4] / 2
     # The unrotated corners: top-left, top-right, bottom-right, bottom-left (y down).

@@ -15,7 +15,7 @@ Detectron2's trick of shifting each class's boxes by an offset: the shifted coor
 rounded in float32, so their IoU is not the IoU of the boxes.
 
 Both functions compile with `torch.jit.script`, so a scripted or exported rotated model can
-call them.
+call them; exported to ONNX, a traced model calls `rotated_nms_onnx`'s form of the same NMS.
 """
 import functools
 from typing import List
@@ -24,6 +24,7 @@ import torch
 
 from .overlap_candidates import overlap_candidates_within
 from .rotated_intersection import rotated_iou_of_pairs
+from .rotated_nms_onnx import scripted_batched_nms_rotated_onnx
 
 _EXACT_PAIRS_PER_CHUNK = 1 << 13
 
@@ -76,7 +77,10 @@ def batched_nms_rotated(
         return _batched_nms_rotated(boxes, scores, idxs, iou_threshold)
     if torch.jit.is_tracing():
         # Traced, the sweep's loop would keep the traced image's iterations; the compiled
-        # function is recorded as one call, which runs on any image (export).
+        # function is recorded as one call, which runs on any image (export). ONNX gets the
+        # same NMS in the ops it has (an ONNX Loop).
+        if torch.onnx.is_in_onnx_export():
+            return scripted_batched_nms_rotated_onnx()(boxes, scores, idxs, float(iou_threshold))
         return _scripted_batched_nms_rotated()(boxes, scores, idxs, float(iou_threshold))
     return _batched_nms_rotated(boxes, scores, idxs, iou_threshold)
 
