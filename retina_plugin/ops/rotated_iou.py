@@ -6,6 +6,8 @@ missing (its `detectron2._C` does not load here) or cannot go (TorchScript, ONNX
 (`rotated_iou_of_pairs`) of the candidate pairs only, in chunks; a traced or scripted call takes
 the dense path, every pair at once in fixed shapes, which gives the same matrix.
 """
+from typing import List
+
 import torch
 
 from .overlap_candidates import overlap_candidates
@@ -31,6 +33,24 @@ def matched_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     if len(parts) == 0:
         return torch.zeros(0, dtype=boxes1.dtype, device=boxes1.device)
     return torch.cat(parts).to(boxes1.dtype)
+
+
+def pairs_over_threshold(
+    boxes: torch.Tensor, first: torch.Tensor, second: torch.Tensor, iou_threshold: float, chunk: int = EXACT_PAIRS_PER_CHUNK
+) -> torch.Tensor:
+    """
+    Args:
+        boxes: (N, 5) rotated boxes; first, second: (P,) indices into boxes, pair by pair.
+    Returns:
+        (P,) bool: the exact IoU (float64) of boxes[first[i]] and boxes[second[i]] is over
+        iou_threshold. Computed `chunk` pairs at a time, so memory stays bounded however many
+        pairs there are; it compiles with `torch.jit.script` (an ONNX Loop when exported).
+    """
+    over: List[torch.Tensor] = [torch.zeros(0, dtype=torch.bool, device=boxes.device)]
+    for i in range((first.shape[0] + chunk - 1) // chunk):
+        a, b = first[i * chunk:(i + 1) * chunk], second[i * chunk:(i + 1) * chunk]
+        over.append(rotated_iou_of_pairs(boxes[a], boxes[b]) > iou_threshold)
+    return torch.cat(over)
 
 
 def dense_pairwise_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

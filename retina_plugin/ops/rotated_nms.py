@@ -18,19 +18,16 @@ Both functions compile with `torch.jit.script`, so a scripted or exported rotate
 call them; exported to ONNX, a traced model calls `rotated_nms_onnx`'s form of the same NMS.
 """
 import functools
-from typing import List
 
 import torch
 
 from .overlap_candidates import overlap_candidates_within
-from .rotated_intersection import rotated_iou_of_pairs
+from .rotated_iou import EXACT_PAIRS_PER_CHUNK, pairs_over_threshold
 from .rotated_nms_onnx import scripted_batched_nms_rotated_onnx
-
-_EXACT_PAIRS_PER_CHUNK = 1 << 13
 
 
 def _suppression_edges(
-    boxes: torch.Tensor, classes: torch.Tensor, iou_threshold: float, chunk: int = _EXACT_PAIRS_PER_CHUNK
+    boxes: torch.Tensor, classes: torch.Tensor, iou_threshold: float, chunk: int = EXACT_PAIRS_PER_CHUNK
 ):
     """
     Args:
@@ -43,11 +40,7 @@ def _suppression_edges(
     same = classes[first] == classes[second]
     first, second = first[same], second[same]
     higher, lower = torch.minimum(first, second), torch.maximum(first, second)
-    over: List[torch.Tensor] = [torch.zeros(0, dtype=torch.bool, device=boxes.device)]
-    for k in range(0, higher.shape[0], chunk):
-        first, second = higher[k:k + chunk], lower[k:k + chunk]
-        over.append(rotated_iou_of_pairs(boxes[first], boxes[second]) > iou_threshold)
-    suppresses = torch.cat(over)
+    suppresses = pairs_over_threshold(boxes, higher, lower, iou_threshold, chunk)
     return higher[suppresses], lower[suppresses]
 
 

@@ -6,7 +6,7 @@ the same ranks, kept in the same order.
 sweeps to its fixed point with `bincount`; the TorchScript-based ONNX exporter converts neither.
 Here the candidates are the dense (N, N) test of the same culling (bounding boxes overlapping in
 x and y, enclosing circles meeting, same class, the first of higher rank), `nonzero` gives the
-pairs, and the exact IoU of those pairs (`rotated_iou_of_pairs`) keeps the edges over the
+pairs, and the exact IoU of those pairs (`pairs_over_threshold`, in chunks) keeps the edges over the
 threshold. The sweep counts each box's kept higher-ranked neighbours with `scatter_add` (ONNX
 ScatterElements with reduction "add", opset 16) in a scripted `while` loop, which the exporter
 turns into an ONNX Loop: any image runs to its own fixed point.
@@ -19,7 +19,7 @@ import functools
 import torch
 
 from .overlap_candidates import _circles_meet, _extents
-from .rotated_intersection import rotated_iou_of_pairs
+from .rotated_iou import EXACT_PAIRS_PER_CHUNK, pairs_over_threshold
 
 
 def _candidate_pairs(boxes: torch.Tensor, classes: torch.Tensor):
@@ -73,16 +73,17 @@ def _greedy_sweep_by_scatter(n: int, higher: torch.Tensor, lower: torch.Tensor) 
 
 
 def batched_nms_rotated_onnx(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float, chunk: int = EXACT_PAIRS_PER_CHUNK
 ) -> torch.Tensor:
     """
     `batched_nms_rotated` in ONNX's ops: (N, 5) boxes, (N,) scores, (N,) classes -> (K,) int64
-    indices of the kept boxes by decreasing score, those of `batched_nms_rotated`.
+    indices of the kept boxes by decreasing score, those of `batched_nms_rotated`. The exact IoU
+    runs `chunk` pairs at a time (an ONNX Loop): memory stays bounded when many boxes overlap.
     """
     order = _stable_descending_order(scores)
     ranked, classes = boxes[order], idxs[order].long()
     higher, lower = _candidate_pairs(ranked, classes)
-    over = rotated_iou_of_pairs(ranked[higher], ranked[lower]) > iou_threshold
+    over = pairs_over_threshold(ranked, higher, lower, iou_threshold, chunk)
     keep = _greedy_sweep_by_scatter(boxes.shape[0], higher[over], lower[over])
     return order[keep]
 

@@ -2,7 +2,9 @@
 The ONNX form of the rotated NMS (retina_plugin/ops/rotated_nms_onnx.py) keeps the boxes that
 `_batched_nms_rotated` keeps, in the same order, on the hard sets of test_ops_nms.py (clusters
 with equal scores in 3 classes, duplicates, the 400-box chain, the strict threshold, no boxes):
-run eagerly, and exported once to ONNX (the threshold an input) and run in onnxruntime.
+run eagerly, and exported once to ONNX (the threshold an input) and run in onnxruntime. Both
+run the exact IoU in chunks of CHUNK pairs, small enough that most sets take many chunks (the
+ONNX Loop runs more than once).
 """
 import functools
 
@@ -47,9 +49,14 @@ HARD_SETS = {
 }  # fmt: skip
 
 
+CHUNK = 97
+
+
 class _NMSModule(torch.nn.Module):
+    chunk: torch.jit.Final[int] = CHUNK
+
     def forward(self, boxes, scores, classes, threshold):
-        return batched_nms_rotated_onnx(boxes, scores, classes, float(threshold))
+        return batched_nms_rotated_onnx(boxes, scores, classes, float(threshold), self.chunk)
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,6 +86,7 @@ def test_onnx_nms_keeps_what_the_nms_keeps(session, name):
     if name.startswith("clusters"):
         assert 5 < expected.numel() < boxes.shape[0]
     assert torch.equal(batched_nms_rotated_onnx(boxes, scores, classes, threshold), expected)
+    assert torch.equal(batched_nms_rotated_onnx(boxes, scores, classes, threshold, CHUNK), expected)
     feeds = {"boxes": boxes.numpy(), "scores": scores.numpy(), "classes": classes.numpy(), "threshold": np.array(threshold)}
     kept = session.run(None, feeds)[0]
     assert kept.dtype == np.int64 and kept.tolist() == expected.tolist()
