@@ -122,6 +122,23 @@ def test_a_rotated_config_refuses_4_number_boxes_of_any_registered_json(tmp_path
     check_dataset_files([good_name], rotated=True)  # 5 numbers each: taken
 
 
+def test_a_json_rewritten_after_its_registration_is_checked_again(tmp_path, names):
+    """
+    register_coco_json validates a json once and the rotated check reads no second time; a json
+    rewritten since (4-number boxes, or 5-number ones again) is read and judged anew.
+    """
+    json_file = _write_json(tmp_path / "ships.json", [[1, 2, 5, 5, 0], [10, 20, 5, 4, 30]], annotation_ids=[3, 7])
+    name = names("ships")
+    register_coco_json(name, json_file, _images(tmp_path / "images"))
+    check_dataset_files([name], rotated=True)  # 5 numbers each: taken
+    _write_json(json_file, [[1, 2, 5, 5, 0], [10, 20, 5, 4]], annotation_ids=[3, 7])
+    with pytest.raises(DatasetError) as e:
+        check_dataset_files([name], rotated=True)
+    assert str(e.value) == f"Invalid COCO json {json_file}: annotations[1] {FOUR_NUMBERS}"
+    _write_json(json_file, [[1, 2, 5, 5, 0], [10, 20, 5, 4, 30.5]], annotation_ids=[3, 7])
+    check_dataset_files([name], rotated=True)
+
+
 ROTATED_SWITCH = ["MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
                   "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.DEVICE", "cpu"]  # fmt: skip
 
