@@ -14,7 +14,7 @@ from detectron2.structures import BoxMode
 
 from retina_plugin.data import check_dataset_files, register_coco_json
 from retina_plugin.data.coco_json import DatasetError
-from tool_runs import BASE_CONFIG, REPO, run_tool
+from tool_runs import BASE_CONFIG, REPO, ROTATED_OPTS, run_tool
 
 BOXES = [[30.0, 20.0, 40.0, 10.0, 30.0], [60.5, 40.25, 12.0, 5.0, -90.0], [10.0, 50.0, 8.0, 3.0, 200.0]]
 
@@ -139,8 +139,7 @@ def test_a_json_rewritten_after_its_registration_is_checked_again(tmp_path, name
     check_dataset_files([name], rotated=True)
 
 
-ROTATED_SWITCH = ["MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
-                  "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.DEVICE", "cpu"]  # fmt: skip
+ROTATED_SWITCH = [*ROTATED_OPTS, "MODEL.DEVICE", "cpu"]
 
 
 def refusal(json_file):
