@@ -31,7 +31,7 @@ from .inference.evaluation import evaluate
 from .inference.media import read_bgr_image
 from .inference.model import inference_model
 from .inference.predictor import RetinaPredictor, TiledPredictor, dataset_metadata
-from .inference.tiling import check_tiled_evaluation
+from .inference.tiling_checks import check_tiled_evaluation
 from .modeling.box_transform import is_rotated
 
 __all__ = ["Detector"]

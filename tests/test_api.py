@@ -30,7 +30,7 @@ from retina_plugin.geo.predict import predict_rasters
 from retina_plugin.inference.media import read_bgr_image
 from retina_plugin.inference.predictor import RetinaPredictor
 from retina_plugin.weights.checkpoint import RetinaCheckpointer
-from tool_runs import BASE_CONFIG, SMALL_MODEL_OPTS
+from tool_runs import BASE_CONFIG, ROTATED_OPTS, SMALL_MODEL_OPTS
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- python-api-example: tests/test_api.py runs this block -->"
@@ -94,15 +94,11 @@ json.dump({"boxes": instances.pred_boxes.tensor.tolist(), "scores": instances.sc
     assert set(got["scene_labels"]) <= set(SHAPES_CLASSES) and got["scene_crs"] == "EPSG:32633"
 
 
-ROTATED_SWITCH = ["MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
-                  "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)"]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def rotated_detector(tmp_path_factory):
     """A Detector of a rotated RetinaNetPlugin: random ResNet-18 weights saved as a checkpoint."""
     # PRIOR_PROB 0.3 puts the scores near 0.3, so it detects (random) boxes.
-    opts = [*SMALL_MODEL_OPTS, *ROTATED_SWITCH, "MODEL.RETINANET.PRIOR_PROB", "0.3",
+    opts = [*SMALL_MODEL_OPTS, *ROTATED_OPTS, "MODEL.RETINANET.PRIOR_PROB", "0.3",
             "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "100", "TEST.DETECTIONS_PER_IMAGE", "30"]  # fmt: skip
     cfg = load_config(str(REPO / BASE_CONFIG), opts)
     root = tmp_path_factory.mktemp("rotated_api")

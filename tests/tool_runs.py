@@ -24,6 +24,17 @@ SMALL_MODEL_OPTS = [
     "MODEL.RETINANET.NUM_CLASSES", "3",
 ]  # fmt: skip
 
+# SMALL_MODEL_OPTS switched to rotated boxes (XYWHA): Detectron2's RotatedAnchorGenerator, one
+# angle (0 degrees: a random model's boxes then start upright), five box regression weights.
+ROTATED_OPTS = [
+    "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator",
+    "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
+    "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)",
+]  # fmt: skip
+# A random model scores nearly every anchor above the threshold: 100 candidates a level (of 1000)
+# keep the rotated NMS of the tests' images (a few hundred boxes) well under a second.
+FEW_CANDIDATES = ["MODEL.RETINANET.TOPK_CANDIDATES_TEST", "100"]
+
 
 def dataset_args(root):
     return [

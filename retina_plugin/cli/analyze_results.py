@@ -20,7 +20,7 @@ from ..data.catalog import check_dataset_files, register_config_datasets
 from ..inference.evaluation import build_evaluator, build_test_loader
 from ..inference.model import InferenceSettings, inference_model, load_model
 from ..errors import InputFileError
-from ..inference.tiling import check_tiled_evaluation
+from ..inference.tiling_checks import check_tiled_evaluation
 from ..modeling.box_transform import is_rotated
 from .arguments import ToolParser, check_device, one_line_errors, user_dataset_opts
 

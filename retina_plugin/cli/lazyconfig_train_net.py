@@ -91,12 +91,12 @@ def check_args(args) -> None:
     """
     try:
         cfg = load(args)
-        check_model(cfg, args.config_file)
+        model = check_model(cfg, args.config_file)
         check_inference_settings(cfg, args.config_file)
         names = dataset_names(cfg)
         register_config_datasets(names)
         used = ([] if args.eval_only else names.DATASETS.TRAIN) + names.DATASETS.TEST
-        check_dataset_files(used, rotated=predicts_rotated_boxes(cfg))
+        check_dataset_files(used, rotated=predicts_rotated_boxes(model))
     except UserError as e:
         fail(e)
 

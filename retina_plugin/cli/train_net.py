@@ -26,7 +26,7 @@ from ..config import ConfigError, load_config
 from ..data.catalog import check_class_names, check_dataset_files, register_config_datasets
 from ..engine.trainer import Trainer, last_checkpoint
 from ..inference.model import load_model
-from ..inference.tiling import check_tiled_evaluation
+from ..inference.tiling_checks import check_tiled_evaluation
 from ..modeling.box_transform import is_rotated
 from . import arguments
 from .arguments import check_device, one_line_errors, user_dataset_opts, worker_user_error

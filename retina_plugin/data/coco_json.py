@@ -127,21 +127,41 @@ def _check_bbox(ann: dict, i: int, fail):
     fail(f"{where} bbox is not 4 numbers [x, y, width, height] or 5 [cx, cy, w, h, angle]: {_short(ann)}")
 
 
+# The first 4-number box ((index, id, bbox), or None) of each json `register_coco_json`
+# validated, by (path, size, mtime): `check_rotated_boxes` reads and validates it no second time.
+_FIRST_HORIZONTAL_BOX = {}
+
+
+def _file_stamp(path: str):
+    stat = os.stat(path)
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+
+
+def _first_horizontal_box(data: dict):
+    """(index, id, bbox) of the first annotation of a validated json whose bbox has 4 numbers, or None."""
+    for i, ann in enumerate(data["annotations"]):
+        if _is_horizontal(ann["bbox"]):
+            return i, ann["id"], ann["bbox"]
+    return None
+
+
 def check_rotated_boxes(json_file) -> None:
     """
     A COCO json for a rotated model (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator):
     valid (`validate_coco_json`) and every `bbox` of 5 numbers, else a DatasetError naming the
     file, the first annotation of 4 numbers (its position and id) and its bbox. A 4-number box
     is [x, y, width, height]: taken as a turned box it would teach or score a wrong angle.
+    A json `register_coco_json` validated, unchanged since, is not read again.
     """
     path = os.fspath(json_file)
-    data = validate_coco_json(path)
-    for i, ann in enumerate(data["annotations"]):
-        if _is_horizontal(ann["bbox"]):
-            _failure(path)(
-                f"annotations[{i}] (id {ann['id']!r}) has bbox {ann['bbox']}: 4 numbers [x, y, width, height], but the "
-                "model is rotated (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)"
-            )
+    stamp = _file_stamp(path) if os.path.isfile(path) else None
+    found = _FIRST_HORIZONTAL_BOX[stamp] if stamp in _FIRST_HORIZONTAL_BOX else _first_horizontal_box(validate_coco_json(path))
+    if found is not None:
+        i, ann_id, bbox = found
+        _failure(path)(
+            f"annotations[{i}] (id {ann_id!r}) has bbox {bbox}: 4 numbers [x, y, width, height], but the "
+            "model is rotated (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator) and takes 5, [cx, cy, w, h, angle] (XYWHA_ABS)"
+        )
 
 
 def load_coco_boxes(json_file: str, image_root: str, dataset_name: str = None) -> list:
@@ -208,6 +228,7 @@ def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    stamp = _file_stamp(json_file) if os.path.isfile(json_file) else None
     dataset = validate_coco_json(json_file)
     check_image_sizes(dataset, json_file, image_root, skip_bad_images=skip_bad_images)
     if name in DatasetCatalog.list():
@@ -215,6 +236,7 @@ def register_coco_json(name, json_file, image_root, *, skip_bad_images=False):
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
     register_coco_boxes(name, {}, json_file, image_root)
+    _FIRST_HORIZONTAL_BOX[stamp] = _first_horizontal_box(dataset)
     # The class names in category-id order, as Detectron2's loader sets them when it loads.
     categories = sorted(dataset["categories"], key=lambda c: c["id"])
     return MetadataCatalog.get(name).set(thing_classes=[c["name"] for c in categories])

@@ -192,16 +192,18 @@ def dataset_names(cfg) -> SimpleNamespace:
     return SimpleNamespace(DATASETS=SimpleNamespace(TRAIN=names("dataloader.train.dataset.names"), TEST=test))
 
 
-def predicts_rotated_boxes(cfg) -> bool:
-    """Whether cfg.model's anchor generator makes rotated (5-number) anchors, as Detectron2's RotatedAnchorGenerator."""
-    anchors = OmegaConf.select(cfg, "model.anchor_generator", default=None)
-    return anchors is not None and getattr(instantiate(anchors), "box_dim", 4) == 5
+def predicts_rotated_boxes(model) -> bool:
+    """Whether `model` (cfg.model as `check_model` built it) has an anchor generator of rotated (5-number) anchors, as Detectron2's RotatedAnchorGenerator."""
+    return getattr(getattr(model, "anchor_generator", None), "box_dim", 4) == 5
 
 
-def check_model(cfg, config_file: str = "") -> None:
-    """Build cfg.model once; raise ConfigError naming the innermost part that fails to build, and why."""
+def check_model(cfg, config_file: str = ""):
+    """
+    Build cfg.model once and return it (what the other checks read, e.g. `predicts_rotated_boxes`);
+    raise ConfigError naming the innermost part that fails to build, and why.
+    """
     try:
-        instantiate(cfg.model)
+        return instantiate(cfg.model)
     except Exception as e:
         path, target = _failing_part(cfg.model, "model")
         what = f"{path} ({target})" if target else path

@@ -15,7 +15,7 @@ from ..data.loader import build_resumable_train_loader
 from ..data.mapper import RetinaDatasetMapper
 from ..inference.evaluation import build_evaluator, build_test_loader
 from ..inference.model import InferenceSettings, inference_model, unwrap, with_precision
-from ..inference.tiling import check_tiled_evaluation
+from ..inference.tiling_checks import check_tiled_evaluation
 from ..weights.checkpoint import RetinaCheckpointer
 from .metrics_file import drop_metrics_after, metrics_path
 from .non_finite import EvalAfterFinishedTraining, FiniteLosses, LastGoodCheckpoint

@@ -5,12 +5,13 @@ the merge of the blocks' detections that gives exactly what one process gives.
 A block is a square of `block_windows` x `block_windows` tiles of the same tile grid as
 single-process tiled inference (retina_plugin.inference.tiles.tile_grid). A block keeps, per
 tile, what `TiledInference.detect_windows` keeps before its merge (both run
-`TiledInference.detect_tiles`): the tile's boxes (its window resized first with TILE_RESIZE)
-shifted to raster coordinates, those `keep_tile_detections` keeps (all of them with TILE_MERGE
-"deepforest"), each flagged by `reaches_other_tiles`. The merge of a raster (`merge_blocks`)
-then runs the one cross-tile merge (`merge_tile_detections`, or DeepForest's `mosaic_merge`)
-over the tiles of all its blocks, as detect_windows runs it over the tiles of the raster: seams
-between blocks are merged as seams between tiles, by construction. A model of rotated boxes
+`TiledInference.detect_tiles`, retina_plugin.inference.tile_detection): the tile's boxes (its
+window resized first with TILE_RESIZE) shifted to raster coordinates, those
+`keep_tile_detections` keeps (all of them with TILE_MERGE "deepforest"), each flagged by
+`reaches_other_tiles`. The merge of a raster (`merge_blocks`) then runs the one cross-tile merge
+(`merge_tiles`: `merge_tile_detections`, or DeepForest's `mosaic_merge`) over the tiles of all
+its blocks, as detect_windows runs it over the tiles of the raster: seams between blocks are
+merged as seams between tiles, by construction. A model of rotated boxes
 (XYWHA, 5 columns) goes the same way: its tiles' boxes are shifted and judged at the edges as in
 tiled inference, and the blocks merge by the same rotated NMS (`merge_tile_detections`).
 """
@@ -19,7 +20,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from ..inference.tiles import merge_tile_detections, mosaic_merge, tile_grid, tile_interiors, tile_starts
+from ..inference.tiles import merge_tiles, tile_grid, tile_interiors, tile_starts
 
 __all__ = ["DEFAULT_BLOCK_WINDOWS", "raster_blocks", "detect_block", "merge_blocks"]
 
@@ -105,10 +106,7 @@ def merge_blocks(blocks: List[dict], nms_thresh: float, max_detections: int, cla
     scores = torch.as_tensor(arrays["scores"][order], dtype=torch.float32)
     classes = torch.as_tensor(arrays["classes"][order], dtype=torch.int64)
     shared = torch.as_tensor(arrays["shared"][order], dtype=torch.bool)
-    if merge == "deepforest":
-        boxes, keep = mosaic_merge(boxes, scores, nms_thresh, max_detections)
-    else:
-        keep = merge_tile_detections(boxes, scores, classes, shared, nms_thresh, max_detections)
+    boxes, keep = merge_tiles(boxes, scores, classes, shared, nms_thresh, max_detections, merge)
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     if class_thresholds is not None:
         keep = scores >= torch.as_tensor(class_thresholds)[classes]

@@ -33,7 +33,7 @@ from .parts import PartsFolder, read_part, run_settings, write_part
 from ..config import ConfigError
 from ..modeling.box_transform import box_dim
 from ..inference.predictor import dataset_metadata
-from ..inference.tiling import check_tile_merge
+from ..inference.tiling_checks import check_tile_merge
 from .predict import RasterPredictor, detections_to_frame, write_outputs
 from .vectors import vector_driver
 

@@ -3,8 +3,9 @@ The tiles of a large image and the merge of their detections, as pure functions 
 the grid of overlapping tiles (`tile_starts`, `tile_grid`), what a tile sees whole
 (`tile_interiors`, `keep_tile_detections`, `reaches_other_tiles`: a piece of an object cut by a
 tile edge is dropped where a neighbouring tile sees it whole), and the class-wise NMS over all
-tiles (`merge_tile_detections`). `retina_plugin.inference.tiling.TiledInference` runs a model
-over the tiles with them.
+tiles (`merge_tile_detections`; `merge_tiles` picks it or DeepForest's `mosaic_merge` by
+TILE_MERGE). `retina_plugin.inference.tiling.TiledInference` runs a model over the tiles with
+them (its per-tile loop: retina_plugin.inference.tile_detection).
 
 Boxes are horizontal (N, 4) XYXY or rotated (N, 5) XYWHA (cx, cy, w, h, angle in degrees
 counter-clockwise, Detectron2's `RotatedBoxes`). The tile-edge rules read a rotated box's
@@ -39,6 +40,7 @@ __all__ = [
     "reaches_other_tiles",
     "shared_pixels",
     "mosaic_merge",
+    "merge_tiles",
 ]
 
 # A box within this many pixels of a tile edge that is not the image border counts as cut by
@@ -225,3 +227,25 @@ def mosaic_merge(boxes: torch.Tensor, scores: torch.Tensor, nms_thresh: float, m
     whole = boxes.trunc()
     keep = nms(whole, scores, nms_thresh)
     return whole, keep[: max_detections or None]
+
+
+def merge_tiles(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    shared: torch.Tensor,
+    nms_thresh: float,
+    max_detections: int,
+    merge: str,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    The merge across tiles that MODEL.RETINA_PLUGIN.TILE_MERGE names: "edges"
+    (`merge_tile_detections`, the boxes as they are) or "deepforest" (`mosaic_merge`, the boxes
+    cut to whole pixels). Arguments as for `merge_tile_detections`.
+
+    Returns:
+        the boxes (N, 4) or (N, 5) and the indices of the kept ones, by decreasing score.
+    """
+    if merge == "deepforest":
+        return mosaic_merge(boxes, scores, nms_thresh, max_detections)
+    return boxes, merge_tile_detections(boxes, scores, classes, shared, nms_thresh, max_detections)

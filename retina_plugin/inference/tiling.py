@@ -15,6 +15,8 @@ bounded by the tile size and the batch: the image stays as it was given (uint8),
 `tile_batch` tiles at a time are converted to float and run through the network.
 `TiledInference.detect_windows` takes the tiles from a reader instead of an image in memory
 (a raster read window by window: retina_plugin.geo.predict); a reader may skip a tile (all nodata).
+The per-tile loop is `tile_detection.detect_tiles`, the resize `tile_resize`, the checks of the
+settings `tiling_checks`, the tile grid and the merge across tiles `tiles`.
 
 Each tile is capped by the model's own TEST.DETECTIONS_PER_IMAGE; the whole image has no cap
 unless MODEL.RETINA_PLUGIN.TILED_DETECTIONS_PER_IMAGE sets one, since a large image holds far
@@ -36,35 +38,19 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances, RotatedBoxes
 
-from ..config import VALID_TILE_MERGES, ConfigError
 from ..modeling import box_transform
-from .tiles import (
-    EDGE_MARGIN,
-    keep_tile_detections,
-    merge_tile_detections,
-    mosaic_merge,
-    reaches_other_tiles,
-    shift_boxes,
-    tile_grid,
-    tile_interiors,
-    tile_starts,
-)
+from .tile_detection import detect_tiles
+from .tile_resize import resize_tile, tile_input
+from .tiles import EDGE_MARGIN, merge_tiles, tile_grid, tile_interiors, tile_starts
+from .tiling_checks import check_tile_merge, check_tiled_evaluation, check_tiling_arguments
 
+# Tiled inference's public names; check_tile_merge, check_tiled_evaluation and resize_tile are
+# defined in tiling_checks and tile_resize.
 __all__ = ["TiledInference", "check_tile_merge", "check_tiled_evaluation", "resize_tile"]
-
-
-def check_tile_merge(merge: str, box_dim: int) -> None:
-    """DeepForest's merge (`merge` "deepforest") is of horizontal boxes: a ConfigError for `box_dim` 5 (XYWHA)."""
-    if box_dim == 5 and merge == "deepforest":
-        raise ConfigError(
-            "MODEL.RETINA_PLUGIN.TILE_MERGE deepforest merges horizontal boxes as DeepForest does; the model "
-            "predicts rotated boxes (MODEL.ANCHOR_GENERATOR.NAME RotatedAnchorGenerator): use TILE_MERGE edges"
-        )
 
 
 class TiledInference(nn.Module):
@@ -111,18 +97,7 @@ class TiledInference(nn.Module):
                 merge by rotated NMS (retina_plugin.inference.tiles).
         """
         super().__init__()
-        if tile_size < 1 or tile_batch < 1 or detections_per_image < 0:
-            raise ValueError(
-                f"tile_size ({tile_size}) and tile_batch ({tile_batch}) must be >= 1, "
-                f"detections_per_image ({detections_per_image}) >= 0"
-            )
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap {overlap} must be in [0, 1)")
-        if merge not in VALID_TILE_MERGES or len(resize) not in (0, 2):
-            raise ValueError(f"merge {merge!r} must be one of {VALID_TILE_MERGES}, resize {resize!r} () or (min_size, max_size)")
-        if box_dim not in (4, 5):
-            raise ValueError(f"box_dim {box_dim} must be 4 (XYXY) or 5 (XYWHA)")
-        check_tile_merge(merge, box_dim)
+        check_tiling_arguments(tile_size, overlap, tile_batch, detections_per_image, resize, merge, box_dim)
         self.model = model
         # Start in the wrapped model's mode: inference_on_dataset puts the wrapper in eval mode
         # and then back in the mode it found, which a new Module's default (training) would
@@ -170,7 +145,7 @@ class TiledInference(nn.Module):
 
     def network_input(self, tile: torch.Tensor) -> torch.Tensor:
         """A (C, h, w) float tile as the network gets it: as it is, or resized by `resize`."""
-        return resize_tile(tile, *self.resize) if self.resize else tile
+        return tile_input(tile, self.resize)
 
     def num_tiles(self, height: int, width: int) -> int:
         """How many tiles an image of `height` x `width` is cut into."""
@@ -200,56 +175,17 @@ class TiledInference(nn.Module):
         progress: Optional[Callable[[int], None]] = None,
     ) -> List[tuple]:
         """
-        Detect in the tiles `indices` of an image (all of them by default), in that order,
-        `tile_batch` tiles in memory at a time: what `detect_windows` merges, and what a block of
-        a raster keeps for the merge of the raster (retina_plugin.geo.blocks).
-
-        Args:
-            read: as for `detect_windows`.
-            tiles: (T, 4) the image's `tile_grid`; interiors: (T, 4) their `tile_interiors`.
-            indices: rows of `tiles`.
-            progress: called with the number of `indices` handled (run or skipped) after each batch.
-        Returns:
-            per tile run, (tile index, boxes (N, 4) in image coordinates, scores (N,), classes
-            (N,), shared (N,) bool: `reaches_other_tiles`), on the model's device: the boxes the
-            tile keeps for the merge (`keep_tile_detections`; with merge "deepforest", all).
+        `tile_detection.detect_tiles` with this module's model, batch, resize and merge: what
+        `detect_windows` merges, and what a block of a raster keeps for the merge of the raster
+        (retina_plugin.geo.blocks). `read` as for `detect_windows`; tiles: (T, 4) the image's
+        `tile_grid`; interiors: (T, 4) their `tile_interiors`; indices: rows of `tiles` (all by
+        default). Returns per tile run (tile index, boxes (N, 4) or (N, 5) in image coordinates,
+        scores (N,), classes (N,), shared (N,) bool), with merge "deepforest" every box of the tile.
         """
-        device = self.model.device
-        rows = tiles.tolist()
-        indices = range(len(rows)) if indices is None else indices
-        found, pending, handled = [], [], 0
-
-        def run(batch):
-            inputs = [
-                {"image": self.network_input(tile.to(device).float()), "height": tile.shape[1], "width": tile.shape[2]}
-                for _, tile in batch
-            ]
-            for (tile_index, _), output in zip(batch, self.model(inputs)):
-                instances = output["instances"]
-                x0, y0 = rows[tile_index][:2]
-                tile_boxes = shift_boxes(instances.pred_boxes.tensor, x0, y0)
-                if self.merge == "deepforest":
-                    keep = torch.ones(len(tile_boxes), dtype=torch.bool, device=tile_boxes.device)
-                else:
-                    keep = keep_tile_detections(tile_boxes, tile_index, tiles, interiors)
-                kept = tile_boxes[keep]
-                shared = reaches_other_tiles(kept, tile_index, tiles)
-                found.append((tile_index, kept, instances.scores[keep], instances.pred_classes[keep], shared))
-
-        for position, tile_index in enumerate(indices):
-            x0, y0, x1, y1 = rows[tile_index]
-            tile = read(x0, y0, x1, y1)
-            if tile is not None:
-                pending.append((tile_index, tile))
-            last = position == len(indices) - 1
-            if len(pending) == self.tile_batch or (last and pending):
-                run(pending)
-                handled, pending = position + 1, []
-                if progress is not None:
-                    progress(handled)
-        if progress is not None and handled < len(indices):
-            progress(len(indices))
-        return found
+        return detect_tiles(
+            self.model, read, tiles, interiors, tile_batch=self.tile_batch, resize=self.resize,
+            keep_all=self.merge == "deepforest", indices=indices, progress=progress,
+        )  # fmt: skip
 
     @torch.no_grad()
     def detect_windows(
@@ -283,45 +219,8 @@ class TiledInference(nn.Module):
                 pred_classes=torch.zeros(0, dtype=torch.int64, device=device),
             )  # fmt: skip
         boxes, scores, classes, shared = (torch.cat(x) for x in (boxes, scores, classes, shared))
-        if self.merge == "deepforest":
-            boxes, keep = mosaic_merge(boxes, scores, self.nms_thresh, self.detections_per_image)
-        else:
-            keep = merge_tile_detections(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image)
+        boxes, keep = merge_tiles(boxes, scores, classes, shared, self.nms_thresh, self.detections_per_image, self.merge)
         return Instances(
             (height, width), pred_boxes=structure(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
         )
 
-
-def resize_tile(tile: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
-    """
-    A tile resized as torchvision's `GeneralizedRCNNTransform(min_size, max_size)` resizes an
-    image (its `_resize_image_and_masks`): by min(min_size / shorter side, max_size / longer
-    side), each side floor(side * scale), bilinear without corner alignment on float values.
-    Detectron2's `ResizeShortestEdge` rounds the sides instead and resizes uint8 images with
-    PIL, so a torchvision-trained model would see other pixel values.
-
-    Args:
-        tile: (C, h, w) float.
-    Returns:
-        (C, h', w') float.
-    """
-    height, width = tile.shape[-2:]
-    scale = min(min_size / min(height, width), max_size / max(height, width))
-    return F.interpolate(tile[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False)[0]
-
-
-def check_tiled_evaluation(cfg) -> None:
-    """
-    Tiled evaluation (cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0) needs a test loader that does not
-    resize (INPUT.MIN_SIZE_TEST 0; Detectron2's DatasetMapper then applies no resize), else the
-    tiles would be cut from a resized image (a tile is resized, if at all, by TILE_RESIZE).
-
-    Raises:
-        ConfigError: naming INPUT.MIN_SIZE_TEST when tiling is on and it is not 0.
-    """
-    if cfg.MODEL.RETINA_PLUGIN.TILE_SIZE > 0 and cfg.INPUT.MIN_SIZE_TEST != 0:
-        raise ConfigError(
-            f"cfg.INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST!r}: tiled evaluation "
-            f"(MODEL.RETINA_PLUGIN.TILE_SIZE {cfg.MODEL.RETINA_PLUGIN.TILE_SIZE}) feeds tiles at the "
-            "image's own resolution; set INPUT.MIN_SIZE_TEST 0 so the test loader does not resize"
-        )

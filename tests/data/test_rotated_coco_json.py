@@ -14,7 +14,7 @@ from detectron2.structures import BoxMode
 
 from retina_plugin.data import check_dataset_files, register_coco_json
 from retina_plugin.data.coco_json import DatasetError
-from tool_runs import BASE_CONFIG, REPO, run_tool
+from tool_runs import BASE_CONFIG, REPO, ROTATED_OPTS, run_tool
 
 BOXES = [[30.0, 20.0, 40.0, 10.0, 30.0], [60.5, 40.25, 12.0, 5.0, -90.0], [10.0, 50.0, 8.0, 3.0, 200.0]]
 
@@ -122,8 +122,24 @@ def test_a_rotated_config_refuses_4_number_boxes_of_any_registered_json(tmp_path
     check_dataset_files([good_name], rotated=True)  # 5 numbers each: taken
 
 
-ROTATED_SWITCH = ["MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
-                  "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.DEVICE", "cpu"]  # fmt: skip
+def test_a_json_rewritten_after_its_registration_is_checked_again(tmp_path, names):
+    """
+    register_coco_json validates a json once and the rotated check reads no second time; a json
+    rewritten since (4-number boxes, or 5-number ones again) is read and judged anew.
+    """
+    json_file = _write_json(tmp_path / "ships.json", [[1, 2, 5, 5, 0], [10, 20, 5, 4, 30]], annotation_ids=[3, 7])
+    name = names("ships")
+    register_coco_json(name, json_file, _images(tmp_path / "images"))
+    check_dataset_files([name], rotated=True)  # 5 numbers each: taken
+    _write_json(json_file, [[1, 2, 5, 5, 0], [10, 20, 5, 4]], annotation_ids=[3, 7])
+    with pytest.raises(DatasetError) as e:
+        check_dataset_files([name], rotated=True)
+    assert str(e.value) == f"Invalid COCO json {json_file}: annotations[1] {FOUR_NUMBERS}"
+    _write_json(json_file, [[1, 2, 5, 5, 0], [10, 20, 5, 4, 30.5]], annotation_ids=[3, 7])
+    check_dataset_files([name], rotated=True)
+
+
+ROTATED_SWITCH = [*ROTATED_OPTS, "MODEL.DEVICE", "cpu"]
 
 
 def refusal(json_file):

@@ -14,14 +14,9 @@ import pytest
 from retina_plugin.deploy.export import eager_detections
 from retina_plugin.deploy.exported import run_exported
 from export_setup import SMALL_MODEL_OPTS, assert_same_detections, run_export_tool, export_cfg, traced_exports
+from tool_runs import ROTATED_OPTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-
-ROTATED_OPTS = [
-    "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator",
-    "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
-    "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

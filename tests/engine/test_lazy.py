@@ -22,7 +22,7 @@ from detectron2.utils.events import EventStorage
 import retina_plugin  # noqa: F401  (registers the components)
 from retina_plugin import load_config
 from retina_plugin.cli import lazyconfig_train_net as lazy_tool
-from retina_plugin.engine.lazy_config import load_lazy_config, predicts_rotated_boxes
+from retina_plugin.engine.lazy_config import check_model, load_lazy_config, predicts_rotated_boxes
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "lazyconfig_train_net.py"
@@ -135,7 +135,34 @@ def test_coco_not_prepared_fails_before_launch_naming_the_file(capsys):
 def test_shapes_lazyconfig_passes_the_dataset_check(tiny_shapes):
     args = lazy_tool.argument_parser().parse_args(["--config-file", f"{SHAPES}.py", *_dataset_args(tiny_shapes)])
     lazy_tool.check_args(args)  # registered, files present, a horizontal model: no exit
-    assert predicts_rotated_boxes(lazy_tool.load(args)) is False
+    assert predicts_rotated_boxes(check_model(lazy_tool.load(args))) is False
+
+
+ROTATED_LAZYCONFIG = """
+from detectron2.config import LazyCall as L, LazyConfig
+from detectron2.modeling.anchor_generator import RotatedAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransformRotated
+
+_base = LazyConfig.load({shapes!r})
+model, dataloader, optimizer, lr_multiplier, train, inference = (_base[k] for k in
+    ("model", "dataloader", "optimizer", "lr_multiplier", "train", "inference"))
+_anchors = model.anchor_generator
+model.anchor_generator = L(RotatedAnchorGenerator)(sizes=_anchors.sizes, aspect_ratios=_anchors.aspect_ratios,
+                                                   angles=[[0.0]], strides=_anchors.strides, offset=_anchors.offset)
+model.head.box2box_transform = L(Box2BoxTransformRotated)(weights=(1.0, 1.0, 1.0, 1.0, 1.0))
+model.postprocess.box2box_transform = L(Box2BoxTransformRotated)(weights=(1.0, 1.0, 1.0, 1.0, 1.0))
+"""
+
+
+def test_rotated_lazyconfig_refuses_4_number_boxes_before_launch(tiny_shapes, tmp_path, capsys):
+    """The shapes LazyConfig with Detectron2's RotatedAnchorGenerator: the model check_model built predicts rotated boxes, and the shapes' 4-number boxes are refused in one line."""
+    config = tmp_path / "rotated_shapes.py"
+    config.write_text(ROTATED_LAZYCONFIG.format(shapes=str(REPO / f"{SHAPES}.py")))
+    assert predicts_rotated_boxes(check_model(load_lazy_config(str(config)))) is True
+    err = _check_fails(capsys, "--config-file", str(config), *_dataset_args(tiny_shapes))
+    train_json = tiny_shapes / "annotations" / "instances_train.json"
+    assert f"Invalid COCO json {train_json}: annotations[0] (id " in err
+    assert "4 numbers [x, y, width, height], but the model is rotated" in err
 
 
 def _check_fails(capsys, *argv):

@@ -28,7 +28,7 @@ from retina_plugin.geo.predict import RasterPredictor, predict_rasters
 from retina_plugin.geo.scenes import write_shapes_scene
 from retina_plugin.inference.tiles import tile_grid
 from dask_runs import detection_set
-from tool_runs import REPO
+from tool_runs import REPO, ROTATED_OPTS
 
 TILE, OVERLAP, SCORE, BLOCK = 128, 0.25, 0.5, 4
 LARGE, SMALL, NUM_SMALL = 1280, 320, 7
@@ -271,10 +271,7 @@ def test_deepforest_merge_of_a_rotated_model_on_dask_is_refused_before_anything_
     from retina_plugin import ConfigError, load_config
     from retina_plugin.geo.dask_predict import predict_rasters_on_dask
 
-    cfg = load_config(None, [
-        "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
-        "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest",
-    ])  # fmt: skip
+    cfg = load_config(None, [*ROTATED_OPTS, "MODEL.RETINA_PLUGIN.TILE_MERGE", "deepforest"])
     output = tmp_path / "o.gpkg"
     with pytest.raises(ConfigError, match="TILE_MERGE deepforest merges horizontal boxes as DeepForest does; .* use TILE_MERGE edges"):
         predict_rasters_on_dask(cfg, [str(tmp_path / "a.tif")], str(output), workers=1)

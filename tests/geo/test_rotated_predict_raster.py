@@ -29,8 +29,7 @@ TILE = 128
 # PRIOR_PROB 0.3 puts its scores near 0.3, so it detects (random) boxes on any raster.
 RASTER_OPTS = [
     *tool_runs.SMALL_MODEL_OPTS,
-    "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator", "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0.0]]",
-    "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)", "MODEL.RETINANET.PRIOR_PROB", "0.3",
+    *tool_runs.ROTATED_OPTS, "MODEL.RETINANET.PRIOR_PROB", "0.3",
     "TEST.DETECTIONS_PER_IMAGE", "30", "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "100", "MODEL.WEIGHTS", "",
 ]  # fmt: skip
 

@@ -20,8 +20,7 @@ from retina_plugin.inference.visualizer import DetectionVisualizer, RotatedBoxVi
 from retina_plugin.ops import rotated_box_corners
 from test_demo import SMALL_MODEL_OPTS as DEMO_OPTS
 from test_demo import count_changed_pixels, write_video
-from test_rotated_tta import FEW_CANDIDATES, ROTATED_OPTS
-from tool_runs import BASE_CONFIG, run_tool
+from tool_runs import BASE_CONFIG, FEW_CANDIDATES, ROTATED_OPTS, run_tool
 
 GREY = 150
 METADATA = Metadata(name="", thing_classes=["ship", "car"], thing_colors=[(0, 114, 189), (217, 83, 25)])

@@ -13,7 +13,7 @@ from detectron2.structures import RotatedBoxes
 from retina_plugin.inference.int8 import Int8Conv2d, calibrate_int8, quantize_int8, save_int8_calibration
 from retina_plugin.inference.model import InferenceSettings, inference_model, with_precision
 from retina_plugin.inference.tiling import TiledInference
-from test_rotated_tta import FEW_CANDIDATES, ROTATED_OPTS
+from tool_runs import FEW_CANDIDATES, ROTATED_OPTS
 
 
 def rotated_model(small_cfg):

@@ -26,7 +26,7 @@ from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.tiling import TiledInference
 from retina_plugin.errors import UserError
 from retina_plugin.ops import batched_nms_rotated, pairwise_iou_rotated, rotated_box_corners
-from test_rotated_tta import FEW_CANDIDATES, ROTATED_OPTS
+from tool_runs import FEW_CANDIDATES, ROTATED_OPTS
 
 # Image 448 x 256: two tiles, [0, 256) and [192, 448) in x, sharing [192, 256); interiors
 # [0, 252) and [196, 448) with the 4 px margin; the tiles' centres at x 128 and 320.

@@ -7,26 +7,14 @@ rotated boxes in one line.
 """
 import pytest
 import torch
-from torch import nn
 from detectron2.modeling.test_time_augmentation import DatasetMapperTTA
 from detectron2.structures import RotatedBoxes
 
-from retina_plugin import load_config
 from retina_plugin.compare import compare_detections
 from retina_plugin.errors import UserError
 from retina_plugin.inference.tta import RetinaNetWithTTA, map_boxes_back
-from retina_plugin.modeling.meta_arch import RetinaNetPlugin
-from test_tta import HEIGHT, WIDTH, PoolBackbone
-from tool_runs import BASE_CONFIG, SMALL_MODEL_OPTS
-
-ROTATED_OPTS = [
-    "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator",
-    "MODEL.ANCHOR_GENERATOR.ANGLES", [[0.0]],
-    "MODEL.RETINANET.BBOX_REG_WEIGHTS", (1.0, 1.0, 1.0, 1.0, 1.0),
-]  # fmt: skip
-# A random model scores nearly every anchor above the threshold: 100 candidates a level (of 1000)
-# keep the rotated NMS of the tests' images (a few hundred boxes) well under a second.
-FEW_CANDIDATES = ["MODEL.RETINANET.TOPK_CANDIDATES_TEST", 100]
+from flip_symmetry import HEIGHT, WIDTH, symmetric_cfg, symmetric_model
+from tool_runs import FEW_CANDIDATES, ROTATED_OPTS
 
 
 def same_rectangles(a: torch.Tensor, b: torch.Tensor, atol=1e-3) -> bool:
@@ -54,46 +42,13 @@ def test_rotated_boxes_mapped_back_through_resizes_and_flips():
     assert same_rectangles(map_boxes_back(resized, versions[2]["transforms"]), boxes)
 
 
-def symmetric_rotated_model(cfg):
-    """
-    test_tta.symmetric_model for rotated boxes (anchors at angle 0): under a horizontal flip dx
-    and da change sign (a box's horizontal offset and its angle), so the box conv's dx and da rows
-    are antisymmetric in the width axis and every other 3x3 conv of the head symmetric.
-    """
-    torch.manual_seed(0)
-    kwargs = RetinaNetPlugin.from_config(cfg)
-    shapes = {f: s for f, s in kwargs["backbone"].output_shape().items() if f in cfg.MODEL.RETINANET.IN_FEATURES}
-    kwargs["backbone"] = PoolBackbone(shapes)
-    model = RetinaNetPlugin(**kwargs).eval()
-    with torch.no_grad():
-        for conv in model.head.modules():
-            if isinstance(conv, nn.Conv2d):
-                conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)
-        box = model.head.bbox_pred
-        assert box.weight.shape[0] == 9 * 5  # 9 anchors a location, 5 deltas each
-        odd = torch.isin(torch.arange(box.weight.shape[0]) % 5, torch.tensor([0, 4]))
-        box.weight[odd] = torch.randn_like(box.weight[odd]) * 0.01
-        box.weight[odd] = (box.weight[odd] - box.weight[odd].flip(-1)) / 2
-        box.bias[odd] = 0
-        for conv in (model.head.cls_score, box):
-            conv.weight.mul_(10)
-    return model
-
-
-def symmetric_cfg(merge="nms"):
-    return load_config(
-        BASE_CONFIG,
-        SMALL_MODEL_OPTS + ROTATED_OPTS + FEW_CANDIDATES + [
-            "MODEL.ANCHOR_GENERATOR.OFFSET", 0.5, "MODEL.RETINANET.PRIOR_PROB", 0.1,
-            "TEST.AUG.ENABLED", True, "TEST.AUG.MIN_SIZES", (HEIGHT,), "TEST.AUG.MAX_SIZE", 1000, "TEST.AUG.FLIP", True,
-            "MODEL.RETINA_PLUGIN.TTA_MERGE", merge,
-        ],
-    )  # fmt: skip
+def symmetric_rotated_cfg(merge="nms"):
+    return symmetric_cfg(merge, *ROTATED_OPTS, *FEW_CANDIDATES)
 
 
 def test_flip_tta_of_a_symmetric_rotated_model_is_the_plain_result(single_thread):
-    cfg = symmetric_cfg()
-    model = symmetric_rotated_model(cfg)
+    cfg = symmetric_rotated_cfg()
+    model = symmetric_model(cfg)
     image = (torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     tta = RetinaNetWithTTA(cfg, model)
     with torch.no_grad():
@@ -112,6 +67,6 @@ def test_flip_tta_of_a_symmetric_rotated_model_is_the_plain_result(single_thread
 
 
 def test_weighted_box_fusion_is_refused_for_rotated_boxes():
-    cfg = symmetric_cfg("wbf")
+    cfg = symmetric_rotated_cfg("wbf")
     with pytest.raises(UserError, match=r"TTA_MERGE wbf averages boxes, which rotated boxes .* use TTA_MERGE nms"):
-        RetinaNetWithTTA(cfg, symmetric_rotated_model(symmetric_cfg()))
+        RetinaNetWithTTA(cfg, symmetric_model(symmetric_rotated_cfg()))

@@ -16,7 +16,8 @@ from torchvision.ops import nms
 from retina_plugin.config import check_retina_plugin_config
 from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.tiles import mosaic_merge, tile_grid, tile_starts
-from retina_plugin.inference.tiling import TiledInference, resize_tile
+from retina_plugin.inference.tile_resize import resize_tile
+from retina_plugin.inference.tiling import TiledInference
 from tiny_detector import tiny_cfg
 
 

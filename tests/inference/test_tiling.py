@@ -32,7 +32,8 @@ from retina_plugin.engine import Trainer
 from retina_plugin.inference.evaluation import UNCAPPED_TILED_DETECTIONS, evaluation_max_detections
 from retina_plugin.inference.model import InferenceSettings, inference_model
 from retina_plugin.inference.predictor import TiledPredictor
-from retina_plugin.inference.tiling import TiledInference, check_tiled_evaluation
+from retina_plugin.inference.tiling import TiledInference
+from retina_plugin.inference.tiling_checks import check_tiled_evaluation
 from retina_plugin.inference.tiles import (
     EDGE_MARGIN,
     keep_tile_detections,

@@ -17,15 +17,9 @@ from retina_plugin.modeling.anchor_generator import anchor_tensors
 from retina_plugin.weights.checkpoint import RetinaCheckpointer
 
 from levels import zero_features
-from tool_runs import BASE_CONFIG, REPO, SMALL_MODEL_OPTS
+from tool_runs import BASE_CONFIG, REPO, ROTATED_OPTS, SMALL_MODEL_OPTS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-ROTATED_OPTS = [
-    "MODEL.ANCHOR_GENERATOR.NAME", "RotatedAnchorGenerator",
-    "MODEL.ANCHOR_GENERATOR.ANGLES", "[[0]]",
-    "MODEL.RETINANET.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 1.0, 1.0)",
-]  # fmt: skip
 
 
 def rotated_cfg(*opts):
