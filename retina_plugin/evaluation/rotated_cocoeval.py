@@ -1,16 +1,22 @@
 """
-Detectron2's RotatedCOCOeval (pycocotools' COCOeval whose computeIoU takes XYWHA boxes) with
-its IoU from `box_iou.rotated_box_iou` instead of Detectron2's compiled `pairwise_iou_rotated`,
-which the Detectron2 wheel installed here cannot load. It also honours crowd boxes
-(intersection / detection area, as COCOeval does for XYWH boxes), which Detectron2's refuses.
+COCOeval's computeIoU for Detectron2's rotated XYWHA boxes, with the IoU of
+`box_iou.rotated_box_iou` instead of Detectron2's compiled `pairwise_iou_rotated`, which the
+Detectron2 wheel installed here cannot load. Crowd boxes are honoured (intersection / detection
+area, as COCOeval does for XYWH boxes), which Detectron2's RotatedCOCOeval refuses; XYWH boxes
+facing XYWHA ones become XYWHA at angle 0.
+
+- `RotatedCOCOeval`: Detectron2's RotatedCOCOeval, pycocotools' COCOeval (Python loops);
+- `RotatedIoU`: the same computeIoU for faster-coco-eval's COCOeval, whose evaluate() calls it
+  per image and class and then matches and accumulates in C++ (cocoeval.py's
+  `CompiledRotatedCOCOeval`). cocoeval.py's `cocoeval_class(rotated=True)` picks between them.
 """
+import numpy as np
 from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
 from detectron2.evaluation.rotated_coco_evaluation import RotatedCOCOeval as _D2RotatedCOCOeval
 
-from .box_iou import as_rotated, rotated_box_iou
-from .cocoeval import COCO_MAX_DETS
+from .box_iou import as_rotated, box_iou, rotated_box_iou
 
-__all__ = ["RotatedCOCOeval", "RotatedCOCOevalMaxDets", "rotated_cocoeval_class"]
+__all__ = ["RotatedCOCOeval", "RotatedCOCOevalMaxDets", "RotatedIoU"]
 
 
 class RotatedCOCOeval(_D2RotatedCOCOeval):
@@ -29,6 +35,24 @@ class RotatedCOCOevalMaxDets(RotatedCOCOeval):
     summarize = COCOevalMaxDets.summarize
 
 
-def rotated_cocoeval_class(max_dets: int = COCO_MAX_DETS) -> type:
-    """RotatedCOCOeval, or RotatedCOCOevalMaxDets when its summary reports AP at another maxDets than 100."""
-    return RotatedCOCOeval if int(max_dets) == COCO_MAX_DETS else RotatedCOCOevalMaxDets
+class RotatedIoU:
+    """
+    faster-coco-eval's COCOeval.computeIoU for "bbox" with the rotated IoU of `RotatedCOCOeval`:
+    a mixin ahead of faster-coco-eval's COCOeval, whose C++ matching reads these IoUs.
+    """
+
+    def computeIoU(self, imgId: int, catId: int):
+        """
+        (D, G) IoU of the image's (and class's) detections, by score descending and cut at the
+        last maxDets, with its ground truth, in the order of the C++ dataset that the matching
+        reads; [] when either side is empty. As faster-coco-eval's own, only the IoU differs.
+        """
+        p = self.params
+        cat_ids = [catId] if p.useCats else p.catIds
+        gt = self.gt_dataset.get_instances([imgId], cat_ids, bool(p.useCats))[0][0]
+        dt = self.dt_dataset.get_instances([imgId], cat_ids, bool(p.useCats))[0][0]
+        if len(gt) == 0 or len(dt) == 0:
+            return []
+        order = np.argsort([-d["score"] for d in dt], kind="mergesort")[: p.maxDets[-1]]
+        crowd = [int(g.get("iscrowd", 0)) for g in gt]
+        return box_iou([dt[i]["bbox"] for i in order], [g["bbox"] for g in gt], crowd)
