@@ -5,14 +5,21 @@ for axis-aligned XYWH boxes, `retina_plugin.ops.pairwise_iou_rotated` (exact con
 intersection in torch) for Detectron2's rotated XYWHA boxes (centre, size, angle in degrees
 counter-clockwise). Detectron2's own rotated IoU is a compiled op that its wheel here cannot load.
 """
+from typing import List, Sequence
+
 import numpy as np
 import torch
 from detectron2.structures import BoxMode
 from pycocotools import mask as mask_utils
 
-from ..ops import pairwise_iou_rotated
+from ..ops import matched_iou_rotated, pairwise_iou_rotated
 
-__all__ = ["box_iou", "rotated_box_iou", "as_rotated", "is_rotated_boxes"]
+__all__ = ["box_iou", "rotated_box_iou", "grouped_rotated_box_iou", "as_rotated", "is_rotated_boxes"]
+
+# Pairs culled at once by `grouped_rotated_box_iou` (memory: about 100 bytes each).
+PAIRS_PER_CHUNK = 1 << 22
+# Enclosing circles grow by this fraction so that rounding never culls a pair that touches (as ops' culling).
+_GROWTH = 1.0 + 1e-6
 
 
 def is_rotated_boxes(boxes) -> bool:
@@ -50,7 +57,60 @@ def rotated_box_iou(det_boxes, gt_boxes, gt_crowd) -> np.ndarray:
     ious = pairwise_iou_rotated(torch.from_numpy(det), torch.from_numpy(gt)).double().numpy()
     crowd = np.asarray(gt_crowd, bool)
     if crowd.any():  # COCOeval's crowd IoU from the IoU: intersection = IoU (A + B) / (1 + IoU)
-        det_area, gt_area = det[:, 2] * det[:, 3], gt[:, 2] * gt[:, 3]
-        intersection = ious * (det_area[:, None] + gt_area[None, :]) / (1.0 + ious)
-        ious = np.where(crowd[None, :], intersection / np.maximum(det_area[:, None], np.finfo(np.float64).tiny), ious)
+        ious = np.where(crowd[None, :], _crowd_iou(ious, (det[:, 2] * det[:, 3])[:, None], (gt[:, 2] * gt[:, 3])[None, :]), ious)
     return ious
+
+
+def _crowd_iou(ious: np.ndarray, det_area: np.ndarray, gt_area: np.ndarray) -> np.ndarray:
+    """COCOeval's crowd IoU, intersection / detection area, of IoUs and both boxes' areas (broadcast)."""
+    intersection = ious * (det_area + gt_area) / (1.0 + ious)
+    return intersection / np.maximum(det_area, np.finfo(np.float64).tiny)
+
+
+def grouped_rotated_box_iou(det_boxes: Sequence, gt_boxes: Sequence, gt_crowd: Sequence) -> List[np.ndarray]:
+    """
+    `rotated_box_iou` of each group i: detections det_boxes[i] (D_i, 5) with ground truth
+    gt_boxes[i] (G_i, 5) XYWHA, crowd flags gt_crowd[i] (G_i,); the same (D_i, G_i) values, in one
+    culling of all groups' pairs (centre distance against the enclosing circles) and one exact IoU
+    (`matched_iou_rotated`) of the pairs left, instead of a torch call per group.
+    """
+    dets = [np.asarray(b, np.float64).reshape(-1, 5) for b in det_boxes]
+    gts = [np.asarray(b, np.float64).reshape(-1, 5) for b in gt_boxes]
+    num_det, num_gt = np.array([len(b) for b in dets], np.int64), np.array([len(b) for b in gts], np.int64)
+    det, gt = np.concatenate(dets or [np.zeros((0, 5))]), np.concatenate(gts or [np.zeros((0, 5))])
+    det_start, gt_start = np.r_[0, np.cumsum(num_det)[:-1]], np.r_[0, np.cumsum(num_gt)[:-1]]
+    pairs = num_det * num_gt
+    pair_start = np.r_[0, np.cumsum(pairs)]
+    ious = np.zeros(pair_start[-1])
+    for first, last in _chunks(pairs):
+        group = np.repeat(np.arange(first, last), pairs[first:last])
+        k = np.arange(pair_start[first], pair_start[last]) - pair_start[group]
+        d, g = det_start[group] + k // num_gt[group], gt_start[group] + k % num_gt[group]
+        near = _circles_meet(det[d], gt[g])
+        if near.any():
+            exact = matched_iou_rotated(torch.from_numpy(det[d[near]]), torch.from_numpy(gt[g[near]]))
+            ious[pair_start[first] + np.flatnonzero(near)] = exact.double().numpy()
+    matrices = [ious[pair_start[i]:pair_start[i + 1]].reshape(num_det[i], num_gt[i]) for i in range(len(dets))]
+    for m, d, g, crowd in zip(matrices, dets, gts, gt_crowd):
+        crowd = np.asarray(crowd, bool)
+        if crowd.any():
+            m[:] = np.where(crowd[None, :], _crowd_iou(m, (d[:, 2] * d[:, 3])[:, None], (g[:, 2] * g[:, 3])[None, :]), m)
+    return matrices
+
+
+def _chunks(pairs: np.ndarray):
+    """(first, last) ranges of consecutive groups of at most PAIRS_PER_CHUNK pairs (or one larger group)."""
+    first, total = 0, 0
+    for i, n in enumerate(pairs.tolist()):
+        if total and total + n > PAIRS_PER_CHUNK:
+            yield first, i
+            first, total = i, 0
+        total += n
+    if first < len(pairs):
+        yield first, len(pairs)
+
+
+def _circles_meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P,) whether the enclosing circles of XYWHA boxes a[i] and b[i] ((P, 5) each), grown by _GROWTH, meet."""
+    reach = 0.5 * _GROWTH * (np.hypot(a[:, 2], a[:, 3]) + np.hypot(b[:, 2], b[:, 3]))
+    return (a[:, 0] - b[:, 0]) ** 2 + (a[:, 1] - b[:, 1]) ** 2 <= reach * reach
