@@ -7,6 +7,7 @@ coco_instances_results.json (5-number "bbox") are Detectron2's.
 """
 from detectron2.evaluation import RotatedCOCOEvaluator as _D2RotatedCOCOEvaluator
 
+from .coco_evaluator import evaluate_coco_boxes
 from .cocoeval import cocoeval_class, cocoeval_name
 
 __all__ = ["RotatedCOCOEvaluator"]
@@ -29,12 +30,6 @@ class RotatedCOCOEvaluator(_D2RotatedCOCOEvaluator):
 
     def _evaluate_predictions_on_coco(self, coco_gt, coco_results):
         """COCO results dicts (XYWHA or XYWH "bbox") evaluated against `coco_gt`, summarized (printed); the COCOeval."""
-        max_dets = list(self._max_dets_per_image)
-        cocoeval = cocoeval_class(self._use_fast_impl, max_dets[2], rotated=True)
+        cocoeval = cocoeval_class(self._use_fast_impl, self._max_dets_per_image[2], rotated=True)
         self._logger.info(f"Evaluating rotated boxes with {cocoeval_name(cocoeval)} COCOeval ...")
-        coco_eval = cocoeval(coco_gt, coco_gt.loadRes(coco_results), iouType="bbox")
-        coco_eval.params.maxDets = max_dets
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-        return coco_eval
+        return evaluate_coco_boxes(coco_gt, coco_results, self._max_dets_per_image, None, self._use_fast_impl, rotated=True)
