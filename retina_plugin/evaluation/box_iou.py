@@ -16,8 +16,8 @@ from ..ops import matched_iou_rotated, pairwise_iou_rotated
 
 __all__ = ["box_iou", "rotated_box_iou", "grouped_rotated_box_iou", "as_rotated", "is_rotated_boxes"]
 
-# Pairs culled at once by `grouped_rotated_box_iou` (memory: about 100 bytes each).
-PAIRS_PER_CHUNK = 1 << 22
+# Pairs culled at once by `grouped_rotated_box_iou` (memory: about 70 bytes each).
+PAIRS_PER_CHUNK = 1 << 20
 # Enclosing circles grow by this fraction so that rounding never culls a pair that touches (as ops' culling).
 _GROWTH = 1.0 + 1e-6
 
@@ -82,11 +82,12 @@ def grouped_rotated_box_iou(det_boxes: Sequence, gt_boxes: Sequence, gt_crowd: S
     pairs = num_det * num_gt
     pair_start = np.r_[0, np.cumsum(pairs)]
     ious = np.zeros(pair_start[-1])
+    det_circle, gt_circle = _circles(det), _circles(gt)
     for first, last in _chunks(pairs):
         group = np.repeat(np.arange(first, last), pairs[first:last])
         k = np.arange(pair_start[first], pair_start[last]) - pair_start[group]
         d, g = det_start[group] + k // num_gt[group], gt_start[group] + k % num_gt[group]
-        near = _circles_meet(det[d], gt[g])
+        near = _circles_meet(det_circle, d, gt_circle, g)
         if near.any():
             exact = matched_iou_rotated(torch.from_numpy(det[d[near]]), torch.from_numpy(gt[g[near]]))
             ious[pair_start[first] + np.flatnonzero(near)] = exact.double().numpy()
@@ -110,7 +111,13 @@ def _chunks(pairs: np.ndarray):
         yield first, len(pairs)
 
 
-def _circles_meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(P,) whether the enclosing circles of XYWHA boxes a[i] and b[i] ((P, 5) each), grown by _GROWTH, meet."""
-    reach = 0.5 * _GROWTH * (np.hypot(a[:, 2], a[:, 3]) + np.hypot(b[:, 2], b[:, 3]))
-    return (a[:, 0] - b[:, 0]) ** 2 + (a[:, 1] - b[:, 1]) ** 2 <= reach * reach
+def _circles(boxes: np.ndarray):
+    """(N,) centres x, y and radii, grown by _GROWTH, of the circles enclosing XYWHA boxes (N, 5)."""
+    return boxes[:, 0], boxes[:, 1], 0.5 * _GROWTH * np.hypot(boxes[:, 2], boxes[:, 3])
+
+
+def _circles_meet(circle1, rows1: np.ndarray, circle2, rows2: np.ndarray) -> np.ndarray:
+    """(P,) whether circle1[rows1[i]] and circle2[rows2[i]] (each `_circles`) meet."""
+    (x1, y1, r1), (x2, y2, r2) = circle1, circle2
+    reach = r1[rows1] + r2[rows2]
+    return (x1[rows1] - x2[rows2]) ** 2 + (y1[rows1] - y2[rows2]) ** 2 <= reach * reach
