@@ -34,6 +34,11 @@ PATHS = {
     "evaluator": "FastCOCOEvaluator's evaluation (evaluate_coco_boxes: loadRes, evaluate, accumulate, summarize)",
     "analysis": "evaluate_boxes (analyze_results' error analysis, evaluate_raster): every detection, 4 area ranges",
 }
+ROTATED_PATHS = {
+    "evaluator": "RotatedCOCOEvaluator's evaluation (evaluate_coco_boxes(rotated=True): loadRes, evaluate, accumulate, "
+                 "summarize)",
+    "analysis": PATHS["analysis"],
+}  # fmt: skip
 AREAS = ("all", "small", "medium", "large")
 SIZE = 4000.0  # the canvas (pixels): boxes of 8..150 px, as a tiled large image's
 EQUAL_TO = 1e-6  # the issue's bar for "the same numbers"
@@ -200,7 +205,8 @@ def table(s) -> str:
                    f"{'identical' if s['matches_equal'] else 'DIFFERENT'}")  # fmt: skip
     rotated = s.get("rotated")
     lines = [
-        ("Rotated boxes (rotated IoU): " if rotated else "") + f"{PATHS[s['path']]} on {s['machine']['cpu_model']} (load average {s['load_average'][0]:.1f} -> "
+        (f"Rotated boxes (rotated IoU): {ROTATED_PATHS[s['path']]}" if rotated else PATHS[s["path"]])
+        + f" on {s['machine']['cpu_model']} (load average {s['load_average'][0]:.1f} -> "
         f"{s['load_average'][1]:.1f}): {s['images']} images, {s['classes']} classes, {s['ground_truth']:,} "
         f"ground-truth boxes + {s['detections']:,} detections"
         + (f", maxDets {s['max_dets']}" if s["path"] == "evaluator" else ""),

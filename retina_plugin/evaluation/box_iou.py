@@ -16,8 +16,6 @@ from ..ops import matched_iou_rotated, pairwise_iou_rotated
 
 __all__ = ["box_iou", "rotated_box_iou", "grouped_rotated_box_iou", "as_rotated", "is_rotated_boxes"]
 
-# Pairs culled at once by `grouped_rotated_box_iou` (memory: about 70 bytes each).
-PAIRS_PER_CHUNK = 1 << 20
 # Enclosing circles grow by this fraction so that rounding never culls a pair that touches (as ops' culling).
 _GROWTH = 1.0 + 1e-6
 
@@ -55,69 +53,42 @@ def rotated_box_iou(det_boxes, gt_boxes, gt_crowd) -> np.ndarray:
     """(D, G) rotated IoU of XYWHA boxes (D, 5) and (G, 5); for a crowd box intersection / detection area."""
     det, gt = np.asarray(det_boxes, np.float64).reshape(-1, 5), np.asarray(gt_boxes, np.float64).reshape(-1, 5)
     ious = pairwise_iou_rotated(torch.from_numpy(det), torch.from_numpy(gt)).double().numpy()
+    return _with_crowd_iou(ious, det, gt, gt_crowd)
+
+
+def _with_crowd_iou(ious: np.ndarray, det: np.ndarray, gt: np.ndarray, gt_crowd) -> np.ndarray:
+    """The (D, G) IoU of XYWHA det (D, 5) and gt (G, 5), COCOeval's intersection / detection area for crowd boxes."""
     crowd = np.asarray(gt_crowd, bool)
-    if crowd.any():  # COCOeval's crowd IoU from the IoU: intersection = IoU (A + B) / (1 + IoU)
-        ious = np.where(crowd[None, :], _crowd_iou(ious, (det[:, 2] * det[:, 3])[:, None], (gt[:, 2] * gt[:, 3])[None, :]), ious)
-    return ious
-
-
-def _crowd_iou(ious: np.ndarray, det_area: np.ndarray, gt_area: np.ndarray) -> np.ndarray:
-    """COCOeval's crowd IoU, intersection / detection area, of IoUs and both boxes' areas (broadcast)."""
-    intersection = ious * (det_area + gt_area) / (1.0 + ious)
-    return intersection / np.maximum(det_area, np.finfo(np.float64).tiny)
+    if not crowd.any():
+        return ious
+    det_area, gt_area = (det[:, 2] * det[:, 3])[:, None], (gt[:, 2] * gt[:, 3])[None, :]
+    intersection = ious * (det_area + gt_area) / (1.0 + ious)  # from the IoU: IoU (A + B) / (1 + IoU)
+    return np.where(crowd[None, :], intersection / np.maximum(det_area, np.finfo(np.float64).tiny), ious)
 
 
 def grouped_rotated_box_iou(det_boxes: Sequence, gt_boxes: Sequence, gt_crowd: Sequence) -> List[np.ndarray]:
     """
     `rotated_box_iou` of each group i: detections det_boxes[i] (D_i, 5) with ground truth
-    gt_boxes[i] (G_i, 5) XYWHA, crowd flags gt_crowd[i] (G_i,); the same (D_i, G_i) values, in one
-    culling of all groups' pairs (centre distance against the enclosing circles) and one exact IoU
-    (`matched_iou_rotated`) of the pairs left, instead of a torch call per group.
+    gt_boxes[i] (G_i, 5) XYWHA, crowd flags gt_crowd[i] (G_i,); the same (D_i, G_i) values. Each
+    group is culled in numpy (centre distance against the enclosing circles), and the pairs left
+    of all groups go through one exact IoU (`matched_iou_rotated`), instead of a torch call per group.
     """
     dets = [np.asarray(b, np.float64).reshape(-1, 5) for b in det_boxes]
     gts = [np.asarray(b, np.float64).reshape(-1, 5) for b in gt_boxes]
-    num_det, num_gt = np.array([len(b) for b in dets], np.int64), np.array([len(b) for b in gts], np.int64)
-    det, gt = np.concatenate(dets or [np.zeros((0, 5))]), np.concatenate(gts or [np.zeros((0, 5))])
-    det_start, gt_start = np.r_[0, np.cumsum(num_det)[:-1]], np.r_[0, np.cumsum(num_gt)[:-1]]
-    pairs = num_det * num_gt
-    pair_start = np.r_[0, np.cumsum(pairs)]
-    ious = np.zeros(pair_start[-1])
-    det_circle, gt_circle = _circles(det), _circles(gt)
-    for first, last in _chunks(pairs):
-        group = np.repeat(np.arange(first, last), pairs[first:last])
-        k = np.arange(pair_start[first], pair_start[last]) - pair_start[group]
-        d, g = det_start[group] + k // num_gt[group], gt_start[group] + k % num_gt[group]
-        near = _circles_meet(det_circle, d, gt_circle, g)
-        if near.any():
-            exact = matched_iou_rotated(torch.from_numpy(det[d[near]]), torch.from_numpy(gt[g[near]]))
-            ious[pair_start[first] + np.flatnonzero(near)] = exact.double().numpy()
-    matrices = [ious[pair_start[i]:pair_start[i + 1]].reshape(num_det[i], num_gt[i]) for i in range(len(dets))]
-    for m, d, g, crowd in zip(matrices, dets, gts, gt_crowd):
-        crowd = np.asarray(crowd, bool)
-        if crowd.any():
-            m[:] = np.where(crowd[None, :], _crowd_iou(m, (d[:, 2] * d[:, 3])[:, None], (g[:, 2] * g[:, 3])[None, :]), m)
+    near = [np.nonzero(_circles_meet(d, g)) for d, g in zip(dets, gts)]
+    det_pairs = np.concatenate([d[rows] for d, (rows, _) in zip(dets, near)] or [np.zeros((0, 5))])
+    gt_pairs = np.concatenate([g[cols] for g, (_, cols) in zip(gts, near)] or [np.zeros((0, 5))])
+    exact = matched_iou_rotated(torch.from_numpy(det_pairs), torch.from_numpy(gt_pairs)).double().numpy()
+    ends = np.cumsum([len(rows) for rows, _ in near])
+    matrices = []
+    for d, g, crowd, (rows, cols), values in zip(dets, gts, gt_crowd, near, np.split(exact, ends[:-1])):
+        ious = np.zeros((len(d), len(g)))
+        ious[rows, cols] = values
+        matrices.append(_with_crowd_iou(ious, d, g, crowd))
     return matrices
 
 
-def _chunks(pairs: np.ndarray):
-    """(first, last) ranges of consecutive groups of at most PAIRS_PER_CHUNK pairs (or one larger group)."""
-    first, total = 0, 0
-    for i, n in enumerate(pairs.tolist()):
-        if total and total + n > PAIRS_PER_CHUNK:
-            yield first, i
-            first, total = i, 0
-        total += n
-    if first < len(pairs):
-        yield first, len(pairs)
-
-
-def _circles(boxes: np.ndarray):
-    """(N,) centres x, y and radii, grown by _GROWTH, of the circles enclosing XYWHA boxes (N, 5)."""
-    return boxes[:, 0], boxes[:, 1], 0.5 * _GROWTH * np.hypot(boxes[:, 2], boxes[:, 3])
-
-
-def _circles_meet(circle1, rows1: np.ndarray, circle2, rows2: np.ndarray) -> np.ndarray:
-    """(P,) whether circle1[rows1[i]] and circle2[rows2[i]] (each `_circles`) meet."""
-    (x1, y1, r1), (x2, y2, r2) = circle1, circle2
-    reach = r1[rows1] + r2[rows2]
-    return (x1[rows1] - x2[rows2]) ** 2 + (y1[rows1] - y2[rows2]) ** 2 <= reach * reach
+def _circles_meet(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(D, G) whether the enclosing circles of XYWHA boxes det (D, 5) and gt (G, 5), grown by _GROWTH, meet."""
+    reach = 0.5 * _GROWTH * (np.hypot(det[:, 2], det[:, 3])[:, None] + np.hypot(gt[:, 2], gt[:, 3])[None, :])
+    return (det[:, None, 0] - gt[None, :, 0]) ** 2 + (det[:, None, 1] - gt[None, :, 1]) ** 2 <= reach * reach

@@ -32,4 +32,5 @@ class RotatedCOCOEvaluator(_D2RotatedCOCOEvaluator):
         """COCO results dicts (XYWHA or XYWH "bbox") evaluated against `coco_gt`, summarized (printed); the COCOeval."""
         cocoeval = cocoeval_class(self._use_fast_impl, self._max_dets_per_image[2], rotated=True)
         self._logger.info(f"Evaluating rotated boxes with {cocoeval_name(cocoeval)} COCOeval ...")
-        return evaluate_coco_boxes(coco_gt, coco_results, self._max_dets_per_image, None, self._use_fast_impl, rotated=True)
+        max_dets = self._max_dets_per_image
+        return evaluate_coco_boxes(coco_gt, coco_results, max_dets, None, self._use_fast_impl, rotated=True)

@@ -87,9 +87,9 @@ def rotated_set(seed=0, num_images=300, xywh_every=7):
             bbox = [cx - w / 2, cy - h / 2, w, h] if xywh else box
             anns.append({"id": len(anns) + 1, "image_id": image, "category_id": category, "bbox": bbox,
                          "area": w * h, "iscrowd": int(crowd)})  # fmt: skip
-        for _ in range(rng.integers(0, 4)):
-            results.append({"image_id": image, "category_id": int(rng.integers(1, NUM_CLASSES + 1)),
-                            "bbox": _turned(rng, rng.choice([12, 50, 200])), "score": float(np.round(rng.random(), 2))})  # fmt: skip
+        for _ in range(rng.integers(0, 4)):  # false positives
+            category, box = int(rng.integers(1, NUM_CLASSES + 1)), _turned(rng, rng.choice([12, 50, 200]))
+            results.append({"image_id": image, "category_id": category, "bbox": box, "score": float(np.round(rng.random(), 2))})
     # image 1: a crowd box (turned, unless image 1's ground truth is XYWH) under 150 detections, beyond maxDets 100
     crowd = [300.0, 400.0, 400.0, 200.0] if xywh_every == 1 else [500.0, 500.0, 400.0, 200.0, 30.0]
     anns.append({"id": len(anns) + 1, "image_id": 1, "category_id": 1, "bbox": crowd, "area": 400.0 * 200.0, "iscrowd": 1})

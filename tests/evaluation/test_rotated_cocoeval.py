@@ -57,15 +57,8 @@ def test_the_rotated_cocoeval_is_compiled_unless_asked_otherwise():
     assert not issubclass(cocoeval_class(), RotatedCOCOeval) and cocoeval_class() is not cocoeval_class(rotated=True)
 
 
-@pytest.mark.parametrize("pairs_per_chunk", [None, 100], ids=["one-chunk", "chunks-of-100-pairs"])
-def test_grouped_iou_is_rotated_box_iou_of_each_group(pairs_per_chunk, monkeypatch):
-    """
-    One culling and exact IoU of all groups gives each group's matrix bit for bit, crowd boxes and
-    empty groups too; in chunks of 100 pairs as well (the 30 x 40 group alone larger than one).
-    """
-    if pairs_per_chunk:
-        # the module (the package's `box_iou` is its function)
-        monkeypatch.setattr(sys.modules["retina_plugin.evaluation.box_iou"], "PAIRS_PER_CHUNK", pairs_per_chunk)
+def test_grouped_iou_is_rotated_box_iou_of_each_group():
+    """One exact IoU of all groups' culled pairs gives each group's matrix bit for bit, crowd boxes and empty groups too."""
     rng = np.random.default_rng(0)
     groups = []
     for n, m in [(7, 5), (0, 3), (4, 0), (30, 40), (1, 1), (12, 9)]:
