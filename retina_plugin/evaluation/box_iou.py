@@ -12,12 +12,15 @@ import torch
 from detectron2.structures import BoxMode
 from pycocotools import mask as mask_utils
 
-from ..ops import matched_iou_rotated, pairwise_iou_rotated
+from ..ops import matched_iou_rotated, overlap_candidates, pairwise_iou_rotated
 
 __all__ = ["box_iou", "rotated_box_iou", "grouped_rotated_box_iou", "as_rotated", "is_rotated_boxes"]
 
 # Enclosing circles grow by this fraction so that rounding never culls a pair that touches (as ops' culling).
 _GROWTH = 1.0 + 1e-6
+# A group of up to this many pairs is culled by numpy broadcasting (fast for the many small groups of
+# COCOeval's images and classes); a larger one (a raster of 10^4 crowns) by ops' sort-based culling (memory).
+BROADCAST_PAIRS = 1 << 20
 
 
 def is_rotated_boxes(boxes) -> bool:
@@ -70,12 +73,12 @@ def grouped_rotated_box_iou(det_boxes: Sequence, gt_boxes: Sequence, gt_crowd: S
     """
     `rotated_box_iou` of each group i: detections det_boxes[i] (D_i, 5) with ground truth
     gt_boxes[i] (G_i, 5) XYWHA, crowd flags gt_crowd[i] (G_i,); the same (D_i, G_i) values. Each
-    group is culled in numpy (centre distance against the enclosing circles), and the pairs left
-    of all groups go through one exact IoU (`matched_iou_rotated`), instead of a torch call per group.
+    group is culled (`_near_pairs`), and the pairs left of all groups go through one exact IoU
+    (`matched_iou_rotated`), instead of a torch call per group.
     """
     dets = [np.asarray(b, np.float64).reshape(-1, 5) for b in det_boxes]
     gts = [np.asarray(b, np.float64).reshape(-1, 5) for b in gt_boxes]
-    near = [np.nonzero(_circles_meet(d, g)) for d, g in zip(dets, gts)]
+    near = [_near_pairs(d, g) for d, g in zip(dets, gts)]
     det_pairs = np.concatenate([d[rows] for d, (rows, _) in zip(dets, near)] or [np.zeros((0, 5))])
     gt_pairs = np.concatenate([g[cols] for g, (_, cols) in zip(gts, near)] or [np.zeros((0, 5))])
     exact = matched_iou_rotated(torch.from_numpy(det_pairs), torch.from_numpy(gt_pairs)).double().numpy()
@@ -86,6 +89,14 @@ def grouped_rotated_box_iou(det_boxes: Sequence, gt_boxes: Sequence, gt_crowd: S
         ious[rows, cols] = values
         matrices.append(_with_crowd_iou(ious, d, g, crowd))
     return matrices
+
+
+def _near_pairs(det: np.ndarray, gt: np.ndarray):
+    """(K,) rows of det (D, 5) and (K,) of gt (G, 5) of the pairs that may overlap (a superset of those that do)."""
+    if len(det) * len(gt) <= BROADCAST_PAIRS:
+        return np.nonzero(_circles_meet(det, gt))
+    rows, cols = overlap_candidates(torch.from_numpy(det), torch.from_numpy(gt))
+    return rows.numpy(), cols.numpy()
 
 
 def _circles_meet(det: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -57,8 +57,14 @@ def test_the_rotated_cocoeval_is_compiled_unless_asked_otherwise():
     assert not issubclass(cocoeval_class(), RotatedCOCOeval) and cocoeval_class() is not cocoeval_class(rotated=True)
 
 
-def test_grouped_iou_is_rotated_box_iou_of_each_group():
-    """One exact IoU of all groups' culled pairs gives each group's matrix bit for bit, crowd boxes and empty groups too."""
+@pytest.mark.parametrize("broadcast_pairs", [None, 100], ids=["broadcast-culling", "sorted-culling-above-100-pairs"])
+def test_grouped_iou_is_rotated_box_iou_of_each_group(broadcast_pairs, monkeypatch):
+    """
+    One exact IoU of all groups' culled pairs gives each group's matrix bit for bit, crowd boxes and
+    empty groups too; with the groups above 100 pairs culled by ops' overlap_candidates as well.
+    """
+    if broadcast_pairs:  # the module (the package's `box_iou` is its function)
+        monkeypatch.setattr(sys.modules["retina_plugin.evaluation.box_iou"], "BROADCAST_PAIRS", broadcast_pairs)
     rng = np.random.default_rng(0)
     groups = []
     for n, m in [(7, 5), (0, 3), (4, 0), (30, 40), (1, 1), (12, 9)]:
