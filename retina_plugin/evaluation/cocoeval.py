@@ -7,8 +7,8 @@ line saying so. For rotated XYWHA boxes the same two, computeIoU taking the rota
 (rotated_cocoeval.py); faster-coco-eval then runs only the IoUs in Python.
 
 On the same inputs both give the same stats, precision / recall / scores arrays and matches
-(tests/evaluation/test_cocoeval.py); at 10^6 boxes the compiled one is many times faster
-(benchmarks/coco_eval.py, docs/speed.md). The summary is pycocotools' in both, so the 12 stats
+(tests/evaluation/test_cocoeval.py; rotated: test_rotated_cocoeval.py); at 10^6 boxes the
+compiled one is many times faster (benchmarks/coco_eval.py, docs/speed.md). The summary is pycocotools' in both, so the 12 stats
 and the printed table are its own.
 """
 import functools
