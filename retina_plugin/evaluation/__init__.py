@@ -1,6 +1,6 @@
 """
 COCO evaluation, one COCOeval for the whole package (`cocoeval_class`: faster-coco-eval's
-compiled one when installed, else pycocotools'):
+compiled one when installed, else pycocotools'; for rotated boxes either with the rotated IoU):
 
 - `FastCOCOEvaluator`: Detectron2's COCOEvaluator running it (trainer, LazyConfig, analysis,
   API, tiled evaluation);
@@ -8,8 +8,9 @@ compiled one when installed, else pycocotools'):
   back. The error analysis (`retina_plugin.analysis.detections`) and the raster evaluation
   (`retina_plugin.geo.evaluate`) both count true positives and AP here, so they agree with
   COCOeval by construction. Rotated XYWHA boxes (5 columns) go through the same matching with
-  rotated IoU (`box_iou`, `RotatedCOCOeval`);
-- `RotatedCOCOEvaluator`: Detectron2's, its IoU from `retina_plugin.ops` (its compiled op does not load here);
+  rotated IoU (`box_iou`, `cocoeval_class(rotated=True)`);
+- `RotatedCOCOEvaluator`: Detectron2's on that rotated COCOeval, its IoU from `retina_plugin.ops`
+  (Detectron2's compiled op does not load here);
 - `dota_map` / `DOTAEvaluator`: DOTA's mAP50 of rotated boxes (VOC07 11-point and area under the curve).
 
 This package imports nothing else of retina_plugin but `retina_plugin.ops`.
@@ -30,7 +31,7 @@ from .coco_matching import (
 from .dota_evaluator import DOTAEvaluator, has_rotated_boxes
 from .dota_map import DOTA_IOU_THRESHOLD, DOTAMeanAP, dota_map, match_detections
 from .rotated_coco_evaluator import RotatedCOCOEvaluator
-from .rotated_cocoeval import RotatedCOCOeval, rotated_cocoeval_class
+from .rotated_cocoeval import RotatedCOCOeval
 
 __all__ = [
     "FastCOCOEvaluator",
@@ -57,5 +58,4 @@ __all__ = [
     "match_detections",
     "RotatedCOCOEvaluator",
     "RotatedCOCOeval",
-    "rotated_cocoeval_class",
 ]

@@ -85,14 +85,17 @@ class FastCOCOEvaluator(COCOEvaluator):
         return evaluate_coco_boxes(self._coco_api, coco_results, self._max_dets_per_image, img_ids, self._use_fast_impl)
 
 
-def evaluate_coco_boxes(coco_gt, coco_results, max_dets_per_image=(1, 10, 100), img_ids=None, use_fast_impl=True):
+def evaluate_coco_boxes(coco_gt, coco_results, max_dets_per_image=(1, 10, 100), img_ids=None, use_fast_impl=True,
+                        rotated=False):  # fmt: skip
     """
     Detectron2's _evaluate_predictions_on_coco for "bbox" with the COCOeval of `cocoeval_class`:
     `coco_results` (COCO results dicts) loaded into pycocotools' `coco_gt`, evaluated at maxDets
-    `max_dets_per_image` ([1, 10, N]), summarized (printed); returns the COCOeval.
+    `max_dets_per_image` ([1, 10, N]), summarized (printed); returns the COCOeval. `rotated`:
+    XYWHA boxes, by rotated IoU (RotatedCOCOEvaluator's).
     """
     max_dets = list(max_dets_per_image)
-    coco_eval = cocoeval_class(use_fast_impl, max_dets[2])(coco_gt, coco_gt.loadRes(coco_results), "bbox")
+    cocoeval = cocoeval_class(use_fast_impl, max_dets[2], rotated=rotated)
+    coco_eval = cocoeval(coco_gt, coco_gt.loadRes(coco_results), "bbox")
     coco_eval.params.maxDets = max_dets
     if img_ids is not None:
         coco_eval.params.imgIds = img_ids

@@ -14,9 +14,10 @@ COCOeval keeps at most maxDets detections per image and class; `evaluate_boxes` 
 most detections any image has (`max_detections_per_image`), so that no detection is cut.
 
 Rotated boxes (XYWHA, Detectron2's: centre, size, angle in degrees counter-clockwise) are matched
-the same way with rotated IoU (box_iou.py), by `RotatedCOCOeval` (rotated_cocoeval.py, pycocotools'
-COCOeval with Detectron2's rotated computeIoU); when one side is rotated, XYWH boxes of the other
-become XYWHA boxes at angle 0, as Detectron2's RotatedCOCOeval converts them.
+the same way with rotated IoU (box_iou.py), by the rotated COCOeval of the same choice
+(`cocoeval_class(rotated=True)`: faster-coco-eval's or pycocotools', its computeIoU from
+rotated_cocoeval.py); when one side is rotated, XYWH boxes of the other become XYWHA boxes at
+angle 0, as Detectron2's RotatedCOCOeval converts them.
 """
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
@@ -26,7 +27,6 @@ from pycocotools.cocoeval import Params
 
 from .box_iou import as_rotated, box_iou, is_rotated_boxes
 from .cocoeval import cocoeval_class, is_compiled
-from .rotated_cocoeval import RotatedCOCOeval
 from .cocoeval_runs import coco_pair, compiled_arrays, read_eval_imgs, run_cocoeval
 
 __all__ = [
@@ -156,7 +156,7 @@ def evaluate_boxes(
     `max_detections_per_image`, so every detection is evaluated), over `area_ranges` (names of
     AREA_RANGES, 'all' first; box areas are w * h). Returns its matches and precision arrays.
     The COCOeval is `cocoeval_class(use_fast_impl)`'s: faster-coco-eval's when installed; when
-    either side holds (N, 5) XYWHA boxes, `RotatedCOCOeval` on both sides as XYWHA.
+    either side holds (N, 5) XYWHA boxes, its rotated one on both sides as XYWHA.
     """
     area_ranges = tuple(area_ranges)
     if area_ranges[0] != "all":
@@ -168,7 +168,7 @@ def evaluate_boxes(
     if rotated:
         gt, dets = replace(gt, boxes=as_rotated(gt.boxes)), replace(dets, boxes=as_rotated(dets.boxes))
     coco_gt, coco_dt = coco_pair(gt, dets, num_images, num_classes)
-    cocoeval = RotatedCOCOeval if rotated else cocoeval_class(use_fast_impl)
+    cocoeval = cocoeval_class(use_fast_impl, rotated=rotated)
     if is_compiled(cocoeval):
         arrays = compiled_arrays(cocoeval, coco_gt, coco_dt, gt, dets, num_images, num_classes, thresholds, max_dets,
                                  ranges)  # fmt: skip

@@ -1,12 +1,14 @@
 """
 The one place that picks the COCOeval every COCO evaluation of the package runs (the trainer's
-and LazyConfig's `FastCOCOEvaluator`, analyze_results and its TIDE reruns, evaluate_raster,
-tiled evaluation, the API): faster-coco-eval's, pycocotools' COCOeval with evaluate() and
-accumulate() in C++, when it imports; else pycocotools' own, with one log line saying so.
+and LazyConfig's `FastCOCOEvaluator`, the `RotatedCOCOEvaluator`, analyze_results and its TIDE
+reruns, evaluate_raster, tiled evaluation, the API): faster-coco-eval's, pycocotools' COCOeval
+with evaluate() and accumulate() in C++, when it imports; else pycocotools' own, with one log
+line saying so. For rotated XYWHA boxes the same two, computeIoU taking the rotated IoU
+(rotated_cocoeval.py); faster-coco-eval then runs only the IoUs in Python.
 
 On the same inputs both give the same stats, precision / recall / scores arrays and matches
-(tests/evaluation/test_cocoeval.py); at 10^6 boxes the compiled one is many times faster
-(benchmarks/coco_eval.py, docs/speed.md). The summary is pycocotools' in both, so the 12 stats
+(tests/evaluation/test_cocoeval.py; rotated: test_rotated_cocoeval.py); at 10^6 boxes the
+compiled one is many times faster (benchmarks/coco_eval.py, docs/speed.md). The summary is pycocotools' in both, so the 12 stats
 and the printed table are its own.
 """
 import functools
@@ -15,6 +17,8 @@ from importlib.metadata import version
 
 from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
 from pycocotools.cocoeval import COCOeval
+
+from .rotated_cocoeval import RotatedCOCOeval, RotatedCOCOevalMaxDets, RotatedIoU
 
 try:
     from faster_coco_eval import COCOeval_faster
@@ -46,6 +50,21 @@ if COCOeval_faster is not None:
 
         summarize = COCOevalMaxDets.summarize
 
+    class CompiledRotatedCOCOeval(RotatedIoU, CompiledCOCOeval):
+        """CompiledCOCOeval of XYWHA boxes: its computeIoU takes the rotated IoU (RotatedIoU)."""
+
+    class CompiledRotatedCOCOevalMaxDets(CompiledRotatedCOCOeval):
+        """The same, summarized as Detectron2's COCOevalMaxDets (AP at maxDets[2], not 100)."""
+
+        summarize = COCOevalMaxDets.summarize
+
+
+# (compiled, rotated): (the class summarizing at maxDets 100, the one at another maxDets)
+_CLASSES = {(False, False): (COCOeval, COCOevalMaxDets), (False, True): (RotatedCOCOeval, RotatedCOCOevalMaxDets)}
+if COCOeval_faster is not None:
+    _CLASSES[True, False] = (CompiledCOCOeval, CompiledCOCOevalMaxDets)
+    _CLASSES[True, True] = (CompiledRotatedCOCOeval, CompiledRotatedCOCOevalMaxDets)
+
 
 def compiled_available() -> bool:
     """True when faster-coco-eval's COCOeval imports."""
@@ -61,18 +80,17 @@ def _log_fallback() -> None:
     )
 
 
-def cocoeval_class(use_fast_impl: bool = True, max_dets: int = COCO_MAX_DETS) -> type:
+def cocoeval_class(use_fast_impl: bool = True, max_dets: int = COCO_MAX_DETS, rotated: bool = False) -> type:
     """
     The COCOeval class to run: faster-coco-eval's when `use_fast_impl` and it imports, else
     pycocotools' (logged once when `use_fast_impl` asked for the compiled one). `max_dets`: the
     detections per image its summary reports AP at (Detectron2's COCOevalMaxDets when not 100).
+    `rotated`: its IoU is of XYWHA boxes (XYWH ones facing them taken at angle 0).
     """
-    custom = int(max_dets) != COCO_MAX_DETS
-    if use_fast_impl and compiled_available():
-        return CompiledCOCOevalMaxDets if custom else CompiledCOCOeval
-    if use_fast_impl:
+    compiled = bool(use_fast_impl) and compiled_available()
+    if use_fast_impl and not compiled:
         _log_fallback()
-    return COCOevalMaxDets if custom else COCOeval
+    return _CLASSES[compiled, bool(rotated)][int(max_dets) != COCO_MAX_DETS]
 
 
 def is_compiled(cls: type) -> bool:

@@ -46,6 +46,13 @@ def _annotations(image, label, boxes, extra: dict) -> list:
     ]  # fmt: skip
 
 
+def _areas(boxes) -> np.ndarray:
+    """(N,) w * h of (N, 4) XYWH or (N, 5) XYWHA boxes, the "area" of `_annotations`."""
+    boxes = np.asarray(boxes, np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[1] if boxes.ndim == 2 else 4)
+    return boxes[:, 2] * boxes[:, 3]
+
+
 def coco_pair(gt, dets, num_images: int, num_classes: int) -> Tuple[COCO, COCO]:
     """pycocotools COCO objects of the GroundTruthBoxes `gt` and the DetectedBoxes `dets`."""
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
@@ -127,8 +134,7 @@ def compiled_arrays(cocoeval: type, coco_gt: COCO, coco_dt: COCO, gt, dets, num_
                     iou_thresholds: Sequence[float], max_dets: int, area_ranges: Dict) -> dict:  # fmt: skip
     """The arrays of faster-coco-eval's COCOeval on `coco_pair(gt, dets, ...)`, 'all' first in `area_ranges`."""
     lo, hi = area_ranges["all"]
-    gt_area, det_area = (np.asarray(b, np.float64).reshape(-1, 4) for b in (gt.boxes, dets.boxes))
-    gt_area, det_area = gt_area[:, 2] * gt_area[:, 3], det_area[:, 2] * det_area[:, 3]
+    gt_area, det_area = _areas(gt.boxes), _areas(dets.boxes)
     gt_ignored = np.asarray(gt.crowd, bool) | (gt_area < lo) | (gt_area > hi)  # COCOeval's gtIgnore at 'all'
     class_rows = evaluated_rows(dets.image, dets.label, dets.scores, num_images, num_classes, max_dets)
     evaluated = np.zeros(len(det_area), bool)
