@@ -44,13 +44,11 @@ from detectron2.structures import Boxes, Instances, RotatedBoxes
 
 from ..modeling import box_transform
 from .tile_detection import detect_tiles
-from .tile_resize import resize_tile, tile_input
+from .tile_resize import tile_input
 from .tiles import EDGE_MARGIN, merge_tiles, tile_grid, tile_interiors, tile_starts
-from .tiling_checks import check_tile_merge, check_tiled_evaluation, check_tiling_arguments
+from .tiling_checks import check_tiling_arguments
 
-# Tiled inference's public names; check_tile_merge, check_tiled_evaluation and resize_tile are
-# defined in tiling_checks and tile_resize.
-__all__ = ["TiledInference", "check_tile_merge", "check_tiled_evaluation", "resize_tile"]
+__all__ = ["TiledInference"]
 
 
 class TiledInference(nn.Module):
