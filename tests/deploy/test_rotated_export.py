@@ -35,7 +35,9 @@ def test_exported_rotated_model_gives_eager_detections(exported, format, image_i
     assert_same_detections((boxes, scores, classes), eager_detections(model, image))
 
 
-@pytest.mark.parametrize("format, file", [("torchscript", "model.ts"), ("onnx", "model.onnx")])
+# The TorchScript run of the tool is with the slow tests: the onnx run covers the tool's path for a
+# rotated model, and test_exported_rotated_model_gives_eager_detections the TorchScript export.
+@pytest.mark.parametrize("format, file", [pytest.param("torchscript", "model.ts", marks=pytest.mark.slow), ("onnx", "model.onnx")])
 def test_export_tool_checks_a_rotated_export(tmp_path, format, file):
     result = run_export_tool("--format", format, "--output", str(tmp_path), "--check", "--opts", *SMALL_MODEL_OPTS, *ROTATED_OPTS)
     log = result.stdout + result.stderr

@@ -61,6 +61,9 @@ def test_one_process_parquet_holds_the_gpkg_rows(one_process, scenes, tmp_path):
     assert set(gpd.read_parquet(parquet).source) == set(scenes[0])
 
 
+# With the slow tests (the suite's 15 minutes): both paths write through geo.predict.write_outputs,
+# which test_one_process_parquet_holds_the_gpkg_rows checks; test_dask_predict.py the Dask merge.
+@pytest.mark.slow
 def test_dask_parquet_holds_the_gpkg_rows(trained, scenes, one_process, tmp_path):
     def predict(output):
         return run_predict_raster(
