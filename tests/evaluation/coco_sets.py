@@ -128,3 +128,13 @@ def arrays(gt_dict, results):
 
 def _boxes(boxes: list) -> np.ndarray:
     return np.array(boxes, np.float64).reshape(-1, len(boxes[0]) if boxes else 4)
+
+
+def assert_same_matches(fast, ref, precision_atol: float) -> None:
+    """Two `evaluate_boxes` results agree: every per-detection and per-box array and each class's rows
+    equal, precision within precision_atol (the compiled accumulate rounds its last bit apart)."""
+    for key in ("num_gt", "det_gt", "det_ignored", "gt_matched", "recall", "scores"):
+        np.testing.assert_array_equal(getattr(fast, key), getattr(ref, key), err_msg=key)
+    np.testing.assert_allclose(fast.precision, ref.precision, rtol=0, atol=precision_atol)
+    for fast_rows, ref_rows in zip(fast.class_rows, ref.class_rows, strict=True):
+        np.testing.assert_array_equal(fast_rows, ref_rows)

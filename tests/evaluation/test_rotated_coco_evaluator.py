@@ -56,16 +56,23 @@ def test_ious_of_the_hand_built_case():
                                rtol=0, atol=1e-6)  # fmt: skip
 
 
-def test_rotated_coco_evaluator_on_the_hand_built_case(tmp_path):
-    evaluator = RotatedCOCOEvaluator(_register(), output_dir=str(tmp_path))
+def evaluator_results(name, output_dir, use_fast_impl=True):
+    """RotatedCOCOEvaluator on the hand-built case's detections: its "bbox" results and what it printed."""
+    evaluator = RotatedCOCOEvaluator(name, output_dir=str(output_dir), use_fast_impl=use_fast_impl)
     evaluator.reset()
     instances = Instances((300, 300))
     instances.pred_boxes = RotatedBoxes(torch.tensor([box for box, _ in DETECTIONS], dtype=torch.float32))
     instances.scores = torch.tensor([score for _, score in DETECTIONS])
     instances.pred_classes = torch.zeros(len(DETECTIONS), dtype=torch.int64)
     evaluator.process([{"image_id": 7}], [{"instances": instances}])
-    with contextlib.redirect_stdout(io.StringIO()):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         results = evaluator.evaluate()["bbox"]
+    return results, printed.getvalue()
+
+
+def test_rotated_coco_evaluator_on_the_hand_built_case(tmp_path):
+    results, _ = evaluator_results(_register(), tmp_path)
     for key, value in EXPECTED.items():
         assert results[key] == pytest.approx(value, abs=1e-6), key
     assert (tmp_path / "coco_instances_results.json").exists()

@@ -15,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Instances, RotatedBoxes
 
-from coco_sets import arrays, coco, rotated_set
+from coco_sets import arrays, assert_same_matches, coco, rotated_set
 from retina_plugin.evaluation import (
-    COCO_IOU_THRESHOLDS, RotatedCOCOEvaluator, RotatedCOCOeval, cocoeval_class, cocoeval_name, evaluate_boxes,
+    COCO_IOU_THRESHOLDS, RotatedCOCOeval, cocoeval_class, cocoeval_name, evaluate_boxes,
 )  # fmt: skip
 from retina_plugin.evaluation.box_iou import grouped_rotated_box_iou, rotated_box_iou
 from retina_plugin.evaluation.cocoeval import is_compiled
-from test_rotated_coco_evaluator import DETECTIONS, EXPECTED, _register
+from test_rotated_coco_evaluator import EXPECTED, _register, evaluator_results
 
 REPO = Path(__file__).resolve().parents[2]
 ULP_AT_1 = 2.3e-16  # float64 spacing below 1.0: C++ and numpy sums round the last bit apart
@@ -104,29 +102,10 @@ def test_evaluate_boxes_matches_are_pycocotools(xywh_every):
         evaluate_boxes(gt, dets, num_images, num_classes, thresholds, None, ("all", "small", "medium", "large"), use)
         for use in (False, True)
     )  # fmt: skip
-    for key in ("num_gt", "det_gt", "det_ignored", "gt_matched", "recall", "scores"):
-        np.testing.assert_array_equal(getattr(fast, key), getattr(ref, key), err_msg=key)
-    np.testing.assert_allclose(fast.precision, ref.precision, rtol=0, atol=ULP_AT_1)
-    for fast_rows, ref_rows in zip(fast.class_rows, ref.class_rows, strict=True):
-        np.testing.assert_array_equal(fast_rows, ref_rows)
+    assert_same_matches(fast, ref, precision_atol=ULP_AT_1)
     # the set has what is checked: crowd matches, unmatched boxes, a class without ground truth, 150 detections in image 1
     assert (ref.det_ignored[0] & (ref.det_gt[0] >= 0)).sum() > 10 and (~ref.gt_matched[0]).sum() > 10
     assert (ref.det_gt[0] >= 0).sum() > 500 and ref.num_gt[-1] == 0 and ref.max_dets >= 150
-
-
-def evaluator_results(name, use_fast_impl, output_dir):
-    """RotatedCOCOEvaluator on the hand-built case (test_rotated_coco_evaluator.py): its results and summary lines."""
-    evaluator = RotatedCOCOEvaluator(name, output_dir=str(output_dir), use_fast_impl=use_fast_impl)
-    evaluator.reset()
-    instances = Instances((300, 300))
-    instances.pred_boxes = RotatedBoxes(torch.tensor([box for box, _ in DETECTIONS], dtype=torch.float32))
-    instances.scores = torch.tensor([score for _, score in DETECTIONS])
-    instances.pred_classes = torch.zeros(len(DETECTIONS), dtype=torch.int64)
-    evaluator.process([{"image_id": 7}], [{"instances": instances}])
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        results = evaluator.evaluate()["bbox"]
-    return results, summary_lines(printed.getvalue())
 
 
 def test_rotated_coco_evaluator_on_the_hand_built_case_either_way(tmp_path):
@@ -136,7 +115,8 @@ def test_rotated_coco_evaluator_on_the_hand_built_case_either_way(tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     _register(name)
-    (ref, ref_lines), (fast, fast_lines) = (evaluator_results(name, use, tmp_path / str(use)) for use in (False, True))
+    (ref, ref_printed), (fast, fast_printed) = (evaluator_results(name, tmp_path / str(use), use) for use in (False, True))
+    ref_lines, fast_lines = summary_lines(ref_printed), summary_lines(fast_printed)
     assert list(fast) == list(ref) and fast_lines == ref_lines and len(ref_lines) == 12
     for key, value in EXPECTED.items():
         assert ref[key] == pytest.approx(value, abs=1e-6) and fast[key] == pytest.approx(ref[key], abs=1e-12), key
